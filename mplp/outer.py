@@ -1,0 +1,53 @@
+"""The outer optimiser: Adam on the meta-parameters ``theta`` (thesis §4.3).
+
+Hand-written like the released code: the meta-gradient is clipped element-wise to
+``[-grad_clip, grad_clip]`` before the moments; bias-corrected moments; eps 1e-11.
+Pure functions over explicit state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .config import MetaConfig
+
+
+@dataclass
+class AdamState:
+    """First and second moments per theta entry, and the step count."""
+
+    m: dict[str, torch.Tensor]
+    v: dict[str, torch.Tensor]
+    step: int = 0
+
+    def state_dict(self) -> dict:
+        return {"m": self.m, "v": self.v, "step": self.step}
+
+    @classmethod
+    def from_state_dict(cls, d: dict) -> "AdamState":
+        return cls(d["m"], d["v"], d["step"])
+
+
+def adam_init(theta: dict[str, torch.Tensor]) -> AdamState:
+    return AdamState({k: torch.zeros_like(t) for k, t in theta.items()},
+                     {k: torch.zeros_like(t) for k, t in theta.items()}, 0)
+
+
+@torch.no_grad()
+def adam_update(theta: dict[str, torch.Tensor], grads: dict[str, torch.Tensor], state: AdamState,
+                meta: MetaConfig) -> tuple[dict[str, torch.Tensor], AdamState]:
+    """One Adam step; returns new ``theta`` and new state (inputs are not modified)."""
+    t = state.step + 1
+    b1, b2 = meta.beta1, meta.beta2
+    new_theta, new_m, new_v = {}, {}, {}
+    for k, p in theta.items():
+        g = grads[k].clamp(-meta.grad_clip, meta.grad_clip)
+        m = b1 * state.m[k] + (1 - b1) * g
+        v = b2 * state.v[k] + (1 - b2) * g * g
+        m_hat = m / (1 - b1 ** t)
+        v_hat = v / (1 - b2 ** t)
+        new_theta[k] = p - meta.outer_lr * m_hat / (v_hat.sqrt() + meta.eps)
+        new_m[k], new_v[k] = m, v
+    return new_theta, AdamState(new_m, new_v, t)

@@ -1,0 +1,127 @@
+"""Inner steps and the truncated unroll (thesis Algorithm 2).
+
+Conventions (``meta.unroll``):
+  "code" (released code, default): the inner loss of the first of the K steps is not
+         added to the outer loss; an update follows every step, including the last.
+  "text" (Algorithm 2 as printed): all K losses are added; no update after step K.
+The first step's loss never depends on theta (the carried inner state is detached),
+so the conventions differ in the reported value and in the carried state only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from .backward import Learners, apply_updates, dense_backward
+from .batch_entropy import batch_entropy, entropy_penalty
+from .config import MetaConfig, OptimizeeConfig
+from .optimizee import forward, loss_node
+
+Backward = Callable[..., list]
+
+
+@dataclass
+class StepResult:
+    """One inner step: the loss before the update, the updated params, the hidden activations."""
+
+    loss: torch.Tensor
+    params: list[torch.Tensor]
+    acts: list[torch.Tensor]
+
+
+def inner_step(learners: Learners, params: list[torch.Tensor], x: torch.Tensor, y: torch.Tensor,
+               opt: OptimizeeConfig, loss_inputs: str = "full", backward: Backward = dense_backward,
+               update: bool = True) -> StepResult:
+    """Forward on batch ``(x (B, n_in), y)``, loss, message-passing backward, MPLP update."""
+    cache = forward(params, x, opt.activation)
+    node = loss_node(opt.loss, cache.output, y)
+    if update:
+        ups = backward(learners, params, cache, node, opt.activation, opt.loss, loss_inputs)
+        params = apply_updates(params, ups, learners.lr)
+    return StepResult(node.value, params, cache.acts)
+
+
+@dataclass
+class UnrollResult:
+    """Result of one truncated unroll of K inner steps.
+
+    total:   meta-objective (outer + be_term), differentiable w.r.t. theta
+    outer:   sum of the inner losses counted by the convention
+    be_term: batch-entropy term that was added (0 when switched off)
+    losses:  ``(K,)`` detached inner loss of every step (before its update)
+    entropy: ``(K, n_hidden)`` detached batch entropy of every hidden layer
+    params:  inner parameters after the unroll (still attached to the graph)
+    """
+
+    total: torch.Tensor
+    outer: torch.Tensor
+    be_term: torch.Tensor
+    losses: torch.Tensor
+    entropy: torch.Tensor
+    params: list[torch.Tensor]
+
+
+def unroll(learners: Learners, params: list[torch.Tensor], xs: torch.Tensor, ys: torch.Tensor,
+           opt: OptimizeeConfig, meta: MetaConfig, loss_inputs: str = "full",
+           backward: Backward = dense_backward) -> UnrollResult:
+    """Algorithm 2 on the K batches ``xs (K, B, n_in)``, ``ys (K, B, ...)``.
+
+    The batch-entropy term (Eq. 8) is ``2 * mean_k penalty_k * L_K.detach()`` where
+    ``L_K`` is the last step's loss (released code).
+    """
+    K = xs.shape[0]
+    outer = xs.new_zeros(())
+    penalty = xs.new_zeros(())
+    losses, ents = [], []
+    for i in range(K):
+        do_update = meta.unroll == "code" or i < K - 1
+        step = inner_step(learners, params, xs[i], ys[i], opt, loss_inputs, backward, update=do_update)
+        if meta.unroll == "text" or i > 0:
+            outer = outer + step.loss
+        if meta.batch_entropy:
+            penalty = penalty + entropy_penalty(step.acts, meta.be_threshold, meta.be_formula)
+        losses.append(step.loss.detach())
+        ents.append(torch.stack([batch_entropy(h.detach(), meta.be_formula) for h in step.acts])
+                    if step.acts else xs.new_zeros(0))
+        last_loss = step.loss
+        params = step.params
+    be_term = 2 * penalty / K * last_loss.detach() if meta.batch_entropy else xs.new_zeros(())
+    return UnrollResult(outer + be_term, outer, be_term, torch.stack(losses), torch.stack(ents), params)
+
+
+def outer_metric(curve: torch.Tensor, convention: str) -> torch.Tensor:
+    """Outer-loss metric of an inner-loss curve ``(..., T)`` (Eq. 3 with w_t = 1):
+    the sum of the losses the unroll convention counts ("code" skips the first)."""
+    return curve[..., 1:].sum(-1) if convention == "code" else curve.sum(-1)
+
+
+@dataclass
+class Rollout:
+    """An inner training run of T steps with a fixed optimizer (no meta-gradient).
+
+    losses:  ``(T,)`` inner loss before each update
+    entropy: ``(T, n_hidden)`` batch entropy of each hidden layer
+    params:  final inner parameters
+    """
+
+    losses: torch.Tensor
+    entropy: torch.Tensor
+    params: list[torch.Tensor]
+
+
+@torch.no_grad()
+def rollout(learners: Learners, params: list[torch.Tensor], xs: torch.Tensor, ys: torch.Tensor,
+            opt: OptimizeeConfig, loss_inputs: str = "full", backward: Backward = dense_backward,
+            be_formula: str = "code") -> Rollout:
+    """Run ``len(xs)`` MPLP inner steps, updating after every one (validation, Fig. 3b, 11)."""
+    losses, ents = [], []
+    for x, y in zip(xs, ys):
+        step = inner_step(learners, params, x, y, opt, loss_inputs, backward)
+        losses.append(step.loss)
+        ents.append(torch.stack([batch_entropy(h, be_formula) for h in step.acts])
+                    if step.acts else x.new_zeros(0))
+        params = step.params
+    return Rollout(torch.stack(losses), torch.stack(ents), params)

@@ -1,0 +1,16 @@
+"""Shared fixtures: single-threaded, deterministic CPU runs with tiny configs."""
+
+import os
+
+os.environ.setdefault("TQDM_DISABLE", "1")
+os.environ.setdefault("MPLP_OFFLINE", "1")
+
+import pytest
+import torch
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture
+def gen():
+    return torch.Generator().manual_seed(0)
