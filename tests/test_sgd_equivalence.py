@@ -78,5 +78,4 @@ def test_wrong_learner_breaks_equivalence():
         p = inner_step(learners, p, x, y, opt).params
     ref = sgd_steps(params, batches, opt)
     errs = [rel_err(a - p0, r - p0) for a, r, p0 in zip(p, ref, params)]
-    assert errs[-1] < 1e-6          # the last layer never sees g_lin
-    assert errs[1] > 1.0            # one sign flip upstream: the update points the wrong way
+    assert errs[1] > 1.0, errs      # one sign flip upstream: the update points the wrong way
