@@ -1,0 +1,69 @@
+"""Command line: ``mplp train CONFIG.yaml --out DIR [--resume] [--device cpu|cuda]``.
+
+Errors in the input (bad config value, unknown device, missing data, an unfinished
+run without --resume) are reported in one line naming the problem, exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+DTYPES = {"float32", "float64"}
+
+
+def _train(args) -> int:
+    import torch
+
+    from . import config as C
+    from .trainer import train
+
+    cfg = C.load(args.config)
+    if args.steps is not None:
+        cfg = cfg.replace(**{"meta.S": args.steps})
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    run = train(cfg, args.out, resume=args.resume, device=args.device, dtype=getattr(torch, args.dtype),
+                progress=not args.no_progress)
+    v = run.validation
+    first, last = v["val_loss"][0], v["val_loss"][-1]
+    print(f"{run.path}: {run.meta['status']} after {run.meta['steps_done']} outer steps "
+          f"({run.meta['wall_time_s']:.0f} s); validation outer-loss {first:.4g} -> {last:.4g} "
+          f"(best {v['val_loss'].min():.4g})")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mplp", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train", help="meta-train one experiment config")
+    t.add_argument("config", help="experiment YAML (see mplp/configs/)")
+    t.add_argument("--out", default="results", help="results root (default: results)")
+    t.add_argument("--resume", action="store_true", help="continue an unfinished run from its checkpoint")
+    t.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    t.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
+    t.add_argument("--steps", type=int, default=None, help="override meta.S")
+    t.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's)")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.set_defaults(func=_train)
+    return p
+
+
+def main(argv=None) -> int:
+    from .config import ConfigError
+    from .data import MNISTUnavailableError
+    from .trainer import RunExistsError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ConfigError, MNISTUnavailableError, RunExistsError, ValueError, FileNotFoundError) as e:
+        print(f"mplp {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"mplp {args.command}: interrupted; checkpoint written, continue with --resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

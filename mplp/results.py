@@ -1,0 +1,123 @@
+"""Result storage: one directory per run, ``<root>/<experiment>/<config-hash>/``.
+
+Files: ``config.yaml``; ``validation.csv`` (outer step, validation outer-loss, ...);
+``train.csv`` (windowed training losses); ``theta.pt`` (final meta-parameters);
+``snapshots.pt`` (theta at validation steps); ``meta.json`` (status, timings,
+machine); ``checkpoint.pt`` (resume state, not committed).  Every write is atomic
+(temporary file + rename), so an interrupted run never leaves a half-written file.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import config as C
+
+
+def run_dir(root: str | Path, cfg: C.ExperimentConfig) -> Path:
+    return Path(root) / cfg.experiment / cfg.hash()
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_text(path: Path, text: str) -> None:
+    _atomic_write_bytes(Path(path), text.encode())
+
+
+def write_json(path: Path, obj) -> None:
+    write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def save_torch(path: Path, obj) -> None:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    _atomic_write_bytes(Path(path), buf.getvalue())
+
+
+def load_torch(path: Path):
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    """Rows of equal keys as CSV; floats with full precision (``repr``)."""
+    out = io.StringIO()
+    if rows:
+        w = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
+    write_text(path, out.getvalue())
+
+
+def read_csv(path: Path) -> dict[str, np.ndarray]:
+    """Columns of a CSV written by ``write_csv`` as float arrays."""
+    with open(path) as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        return {}
+    return {k: np.array([float(r[k]) for r in rows]) for k in rows[0]}
+
+
+@dataclass
+class RunResult:
+    """A stored meta-training run.
+
+    validation: columns of validation.csv (``step``, ``val_loss``, ``val_loss_std``,
+    ``final_inner_loss``, ``entropy_l<k>``); train: columns of train.csv (``step``,
+    ``outer_loss``, ``inner_loss``, ``be_term``); theta: final meta-parameters.
+    """
+
+    path: Path
+    config: C.ExperimentConfig
+    validation: dict[str, np.ndarray]
+    train: dict[str, np.ndarray]
+    theta: dict[str, torch.Tensor]
+    meta: dict
+
+    @property
+    def complete(self) -> bool:
+        return self.meta.get("status") == "complete"
+
+    def snapshots(self) -> dict[int, dict[str, torch.Tensor]]:
+        """theta at the kept outer steps, ``{step: theta}``."""
+        p = self.path / "snapshots.pt"
+        return load_torch(p) if p.exists() else {}
+
+
+def load_run(path: str | Path) -> RunResult:
+    """Load a stored run; raises ``FileNotFoundError`` naming what is missing."""
+    path = Path(path)
+    for name in ("config.yaml", "meta.json", "validation.csv", "train.csv", "theta.pt"):
+        if not (path / name).exists():
+            raise FileNotFoundError(f"{path}: not a stored run ({name} is missing)")
+    return RunResult(path, C.load(path / "config.yaml"), read_csv(path / "validation.csv"),
+                     read_csv(path / "train.csv"), load_torch(path / "theta.pt"),
+                     json.loads((path / "meta.json").read_text()))
+
+
+def find_run(root: str | Path, cfg: C.ExperimentConfig) -> RunResult | None:
+    """The complete stored run of ``cfg`` under ``root``, or None."""
+    d = run_dir(root, cfg)
+    try:
+        r = load_run(d)
+    except FileNotFoundError:
+        return None
+    return r if r.complete else None

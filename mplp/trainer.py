@@ -1,0 +1,307 @@
+"""The meta-trainer: truncated BPTT over inner problems (thesis Algorithm 1).
+
+Each outer step unrolls K inner steps from the carried (detached) inner state, takes
+the gradient of the unroll's objective w.r.t. theta and applies one outer Adam step.
+A new inner problem (task and optimizee init) is drawn when ``t + K > T`` (released
+code; ``meta.unroll = "text"`` uses Algorithm 1's ``t + K >= T``).  The whole state
+(theta, Adam moments, inner state, RNG states, history) is checkpointed, and a
+resumed run gives bit-for-bit the result of an uninterrupted one on CPU.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from . import config as C
+from . import results as R
+from .backward import dense_backward
+from .learners import LearnerSpec, NeuralLearners, init_theta
+from .optimizee import init_params
+from .outer import AdamState, adam_init, adam_update
+from .tasks import BatchTask, ValidationSet, make_family, validation_set
+from .unroll import outer_metric, rollout, unroll
+
+
+def learner_spec(cfg: C.ExperimentConfig) -> LearnerSpec:
+    """The learner set an experiment needs: one g_act for the hidden activation (if any)."""
+    lc, o = cfg.learner, cfg.optimizee
+    acts = (o.activation,) if len(o.sizes) > 2 else ()
+    return LearnerSpec(lc.message_size, lc.hidden, acts, o.loss, lc.batch_norm, lc.learned_lr, lc.lr,
+                       lc.loss_inputs)
+
+
+def _seeded(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+@dataclass
+class InnerState:
+    """The carried inner problem: optimizee params, its step t, data cursor and task."""
+
+    params: list[torch.Tensor]
+    t: int
+    cursor: int
+    task: BatchTask
+
+
+@dataclass
+class TrainState:
+    """Everything a run needs to continue exactly where it stopped."""
+
+    step: int
+    theta: dict[str, torch.Tensor]
+    adam: AdamState
+    inner: InnerState | None
+    gen_task: torch.Generator
+    gen_init: torch.Generator
+    train_rows: list[dict] = field(default_factory=list)
+    val_rows: list[dict] = field(default_factory=list)
+    snapshots: dict = field(default_factory=dict)
+    window: list = field(default_factory=list)
+    skipped: int = 0
+    elapsed: float = 0.0
+
+
+@dataclass
+class Validation:
+    """Validation of one theta: mean/std over runs of the outer metric, etc."""
+
+    loss: float
+    loss_std: float
+    final_inner_loss: float
+    entropy: list[float]       # per hidden layer, mean over runs and steps
+    curves: torch.Tensor       # (R, T) inner-loss curves
+
+    def row(self, step: int) -> dict:
+        d = {"step": step, "val_loss": self.loss, "val_loss_std": self.loss_std,
+             "final_inner_loss": self.final_inner_loss}
+        d.update({f"entropy_l{k}": e for k, e in enumerate(self.entropy)})
+        return d
+
+
+class MetaTrainer:
+    """Algorithm 1 for one experiment config, with a pluggable backward."""
+
+    def __init__(self, cfg: C.ExperimentConfig, dtype=torch.float32, device="cpu",
+                 backward=dense_backward):
+        self.cfg, self.dtype, self.device, self.backward = cfg, dtype, torch.device(device), backward
+        self.spec = learner_spec(cfg)
+        self.family = make_family(cfg.task, dtype, self.device)
+        self._val: ValidationSet | None = None
+
+    # -- state -------------------------------------------------------------------------
+    def init_state(self) -> TrainState:
+        s = self.cfg.seed
+        theta = init_theta(self.spec, _seeded(s), self.dtype, self.device)
+        return TrainState(0, theta, adam_init(theta), None, _seeded(s + 1_000_003), _seeded(s + 2_000_029))
+
+    def _needs_reset(self, inner: InnerState | None) -> bool:
+        if inner is None:
+            return True
+        K, T = self.cfg.meta.K, self.cfg.meta.T
+        return inner.t + K > T if self.cfg.meta.unroll == "code" else inner.t + K >= T
+
+    def _reset(self, st: TrainState) -> InnerState:
+        task = self.family.sample(st.gen_task, self.cfg.meta.T)
+        params = init_params(self.cfg.optimizee.sizes, st.gen_init, self.dtype, self.device)
+        cursor = st.inner.cursor if (st.inner is not None and self.family.continue_cursor) else 0
+        return InnerState(params, 0, cursor, task)
+
+    # -- one outer step ----------------------------------------------------------------
+    def outer_step(self, st: TrainState) -> dict:
+        """Advance ``st`` by one outer step in place; returns that step's losses."""
+        meta = self.cfg.meta
+        if self._needs_reset(st.inner):
+            st.inner = self._reset(st)
+        inner = st.inner
+        xs, ys = inner.task.batches(inner.cursor, meta.K)
+        leaf = {k: v.detach().requires_grad_(True) for k, v in st.theta.items()}
+        res = unroll(NeuralLearners(leaf, self.spec), inner.params, xs, ys, self.cfg.optimizee, meta,
+                     self.cfg.learner.loss_inputs, self.backward)
+        grads = torch.autograd.grad(res.total, list(leaf.values()), allow_unused=True)
+        grads = {k: (g if g is not None else torch.zeros_like(leaf[k])) for k, g in zip(leaf, grads)}
+        if all(bool(torch.isfinite(g).all()) for g in grads.values()):
+            st.theta, st.adam = adam_update(st.theta, grads, st.adam, meta)
+        else:  # a diverged inner problem: skip the outer update, count it
+            st.skipped += 1
+        inner.params = [p.detach() for p in res.params]
+        inner.t += meta.K
+        inner.cursor += meta.K
+        st.step += 1
+        return {"outer_loss": float(res.total.detach()), "inner_loss": float(res.outer.detach()),
+                "be_term": float(res.be_term.detach())}
+
+    # -- validation ----------------------------------------------------------------------
+    @property
+    def validation_set(self) -> ValidationSet:
+        if self._val is None:
+            self._val = validation_set(self.cfg, self.dtype, self.device, self.family)
+        return self._val
+
+    def validate(self, theta: dict[str, torch.Tensor]) -> Validation:
+        """Inner-train every validation run for T steps with ``theta`` (no meta-gradient)."""
+        v = self.validation_set
+        learners = NeuralLearners(theta, self.spec)
+        curves, ents = [], []
+        for xs, ys, init in zip(v.xs, v.ys, v.inits):
+            r = rollout(learners, init, xs, ys, self.cfg.optimizee, self.cfg.learner.loss_inputs,
+                        self.backward, self.cfg.meta.be_formula)
+            curves.append(r.losses)
+            ents.append(r.entropy)
+        curves = torch.stack(curves)
+        metric = outer_metric(curves, self.cfg.meta.unroll).double()
+        ent = torch.stack(ents).double().mean((0, 1))
+        return Validation(float(metric.mean()), float(metric.std()) if len(metric) > 1 else 0.0,
+                          float(curves[:, -1].double().mean()), [float(e) for e in ent], curves)
+
+    # -- checkpoints -----------------------------------------------------------------------
+    def state_dict(self, st: TrainState) -> dict:
+        inner = None
+        if st.inner is not None:
+            inner = {"params": st.inner.params, "t": st.inner.t, "cursor": st.inner.cursor,
+                     "task": None if self.family.continue_cursor else
+                     {"x": st.inner.task.x, "y": st.inner.task.y}}
+        return {"config_hash": self.cfg.hash(), "step": st.step, "theta": st.theta,
+                "adam": st.adam.state_dict(), "inner": inner,
+                "gen_task": st.gen_task.get_state(), "gen_init": st.gen_init.get_state(),
+                "train_rows": st.train_rows, "val_rows": st.val_rows, "snapshots": st.snapshots,
+                "window": st.window, "skipped": st.skipped, "elapsed": st.elapsed}
+
+    def load_state_dict(self, d: dict) -> TrainState:
+        if d["config_hash"] != self.cfg.hash():
+            raise ValueError(f"checkpoint belongs to config {d['config_hash']}, not {self.cfg.hash()}")
+        to = lambda t: t.to(self.device)
+        inner = None
+        if d["inner"] is not None:
+            i = d["inner"]
+            task = (self.family.sample(None, 0) if self.family.continue_cursor
+                    else BatchTask(to(i["task"]["x"]), to(i["task"]["y"]), self.cfg.task.batch_size))
+            inner = InnerState([to(p) for p in i["params"]], i["t"], i["cursor"], task)
+        gt, gi = torch.Generator(), torch.Generator()
+        gt.set_state(d["gen_task"])
+        gi.set_state(d["gen_init"])
+        adam = AdamState.from_state_dict(d["adam"])
+        adam.m = {k: to(v) for k, v in adam.m.items()}
+        adam.v = {k: to(v) for k, v in adam.v.items()}
+        return TrainState(d["step"], {k: to(v) for k, v in d["theta"].items()}, adam, inner, gt, gi,
+                          d["train_rows"], d["val_rows"], d["snapshots"], d["window"], d["skipped"],
+                          d["elapsed"])
+
+
+class RunExistsError(RuntimeError):
+    """An unfinished run is already stored and ``resume`` was not asked for."""
+
+
+def _machine(device) -> dict:
+    d = {"device": str(device), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+         "platform": platform.platform(), "torch": torch.__version__}
+    if torch.device(device).type == "cuda":
+        d["gpu"] = torch.cuda.get_device_name(torch.device(device))
+    return d
+
+
+def _write_outputs(trainer: MetaTrainer, st: TrainState, out, status: str, started: float) -> None:
+    R.write_csv(out / "validation.csv", st.val_rows)
+    R.write_csv(out / "train.csv", st.train_rows)
+    R.save_torch(out / "theta.pt", st.theta)
+    R.save_torch(out / "snapshots.pt", st.snapshots)
+    R.write_json(out / "meta.json", {
+        "status": status, "config_hash": trainer.cfg.hash(), "steps_done": st.step,
+        "steps_total": trainer.cfg.meta.S, "skipped_outer_updates": st.skipped,
+        "wall_time_s": round(st.elapsed, 3), "dtype": str(trainer.dtype).replace("torch.", ""),
+        **_machine(trainer.device)})
+
+
+def resolve_device(device: str) -> torch.device:
+    """``torch.device`` for "cpu" / "cuda[:n]", with a clear error when CUDA is absent."""
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"unknown device {device!r}; expected 'cpu' or 'cuda'") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was asked for but CUDA is not available on this machine")
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"unsupported device {device!r}; expected 'cpu' or 'cuda'")
+    return dev
+
+
+def train(cfg: C.ExperimentConfig, out_root="results", resume: bool = False, device="cpu",
+          dtype=torch.float32, backward=dense_backward, progress: bool = True,
+          max_steps: int | None = None) -> R.RunResult:
+    """Meta-train ``cfg`` into ``<out_root>/<experiment>/<hash>/`` and return the stored run.
+
+    A complete stored run is returned as is.  An unfinished one needs ``resume=True``
+    and continues from its checkpoint.  ``max_steps`` stops early (checkpointed,
+    status "running"): a stand-in for an interruption.
+    """
+    from tqdm.auto import tqdm
+
+    dev = resolve_device(device)
+    out = R.run_dir(out_root, cfg)
+    done = R.find_run(out_root, cfg)
+    if done is not None:
+        return done
+    ckpt = out / "checkpoint.pt"
+    trainer = MetaTrainer(cfg, dtype, dev, backward)
+    if ckpt.exists():
+        if not resume:
+            raise RunExistsError(f"{out} holds an unfinished run; pass --resume (resume=True) to continue it "
+                                 "or delete the directory to start over")
+        st = trainer.load_state_dict(R.load_torch(ckpt))
+    else:
+        st = trainer.init_state()
+        R.write_text(out / "config.yaml", C.dump(cfg))
+    S, every, snap = cfg.meta.S, cfg.validation.every, cfg.snapshot_every
+    stop = S if max_steps is None else min(S, max_steps)
+    started = time.perf_counter() - st.elapsed
+
+    def checkpoint(status):
+        st.elapsed = time.perf_counter() - started
+        R.save_torch(ckpt, trainer.state_dict(st))
+        _write_outputs(trainer, st, out, status, started)
+
+    def maybe_validate():
+        if st.step % every == 0 or st.step == S:
+            if not st.val_rows or st.val_rows[-1]["step"] != st.step:
+                st.val_rows.append(trainer.validate(st.theta).row(st.step))
+            if snap == 0 or st.step % snap == 0 or st.step == S:
+                st.snapshots[st.step] = {k: v.detach().cpu().clone() for k, v in st.theta.items()}
+
+    bar = tqdm(total=S, initial=st.step, disable=not progress, unit="step", desc=cfg.experiment,
+               dynamic_ncols=True)
+    try:
+        maybe_validate()
+        while st.step < stop:
+            losses = trainer.outer_step(st)
+            st.window.append(losses)
+            if st.step % cfg.log_every == 0 or st.step == S:
+                n = len(st.window)
+                row = {"step": st.step}
+                row.update({k: sum(w[k] for w in st.window) / n for k in st.window[0]})
+                st.train_rows.append(row)
+                st.window = []
+            maybe_validate()
+            bar.update(1)
+            if st.val_rows:
+                bar.set_postfix(val=f"{st.val_rows[-1]['val_loss']:.4g}", refresh=False)
+            if st.step % cfg.checkpoint_every == 0 and st.step < S:
+                checkpoint("running")
+    except KeyboardInterrupt:
+        checkpoint("running")
+        raise
+    finally:
+        bar.close()
+    if st.step >= S:
+        st.elapsed = time.perf_counter() - started
+        _write_outputs(trainer, st, out, "complete", started)
+        if ckpt.exists():
+            ckpt.unlink()
+    else:
+        checkpoint("running")
+    return R.load_run(out)
