@@ -1,0 +1,93 @@
+"""Hand-designed baselines: SGD and Adam with a learning rate tuned by grid search.
+
+Tuned on the same validation runs (tasks, inner inits, batches) and the same outer
+metric as the learned optimizer, so the horizontal lines of Figs. 3a, 8 and 11 are
+comparable.  Default grid: 11 values log-spaced in [1e-4, 10] (Metz et al. 2019).
+All validation runs are trained at once (a leading run dimension).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from . import config as C
+from .optimizee import loss_value
+from .tasks import ValidationSet, validation_set
+from .unroll import outer_metric
+
+OPTIMIZERS = ("sgd", "adam")
+
+
+def default_grid(n: int = 11, low: float = 1e-4, high: float = 10.0) -> list[float]:
+    return [float(v) for v in np.logspace(math.log10(low), math.log10(high), n)]
+
+
+def inner_train(name: str, lr: float, inits: list[torch.Tensor], xs: torch.Tensor, ys: torch.Tensor,
+                opt: C.OptimizeeConfig, betas=(0.9, 0.999), eps: float = 1e-8) -> torch.Tensor:
+    """Train R problems at once for T steps: ``inits[l]`` ``(R, n_in + 1, n_out)``,
+    ``xs`` ``(R, T, B, n_in)``.  Returns the ``(R, T)`` inner-loss curves (loss before
+    each update)."""
+    if name not in OPTIMIZERS:
+        raise ValueError(f"unknown baseline {name!r}; expected one of {OPTIMIZERS}")
+    params = [p.clone() for p in inits]
+    m = [torch.zeros_like(p) for p in params]
+    v = [torch.zeros_like(p) for p in params]
+    curve = []
+    for t in range(xs.shape[1]):
+        ps = [p.requires_grad_(True) for p in params]
+        with torch.enable_grad():
+            loss = loss_value(opt.loss, ps, xs[:, t], ys[:, t], opt.activation)  # (R,)
+            grads = torch.autograd.grad(loss.sum(), ps)
+        curve.append(loss.detach())
+        with torch.no_grad():
+            if name == "sgd":
+                params = [p - lr * g for p, g in zip(params, grads)]
+            else:
+                k = t + 1
+                m = [betas[0] * a + (1 - betas[0]) * g for a, g in zip(m, grads)]
+                v = [betas[1] * b + (1 - betas[1]) * g * g for b, g in zip(v, grads)]
+                params = [p - lr * (a / (1 - betas[0] ** k)) / ((b / (1 - betas[1] ** k)).sqrt() + eps)
+                          for p, a, b in zip(params, m, v)]
+    return torch.stack(curve, dim=1)
+
+
+@dataclass
+class BaselineResult:
+    """A tuned baseline.
+
+    metrics[i]: mean outer metric over the validation runs at ``lrs[i]`` (nan when a
+    run diverged); best_*: the best finite one; curve: ``(T,)`` mean inner-loss curve
+    at the best lr, curves: ``(R, T)`` per run.
+    """
+
+    optimizer: str
+    lrs: list[float]
+    metrics: list[float]
+    best_lr: float
+    best_metric: float
+    curve: np.ndarray
+    curves: np.ndarray
+
+
+def tune(name: str, cfg: C.ExperimentConfig, lrs: list[float] | None = None,
+         val: ValidationSet | None = None, dtype=torch.float32, device="cpu") -> BaselineResult:
+    """Grid-search the learning rate of ``name`` on ``cfg``'s validation set."""
+    lrs = default_grid() if lrs is None else list(lrs)
+    val = val or validation_set(cfg, dtype, device)
+    inits = [torch.stack(ps) for ps in zip(*val.inits)]
+    metrics, curves = [], []
+    for lr in lrs:
+        c = inner_train(name, lr, inits, val.xs, val.ys, cfg.optimizee)
+        per_run = outer_metric(c, cfg.meta.unroll).double()
+        metrics.append(float(per_run.mean()) if bool(torch.isfinite(per_run).all()) else float("nan"))
+        curves.append(c)
+    finite = [i for i, v in enumerate(metrics) if math.isfinite(v)]
+    if not finite:
+        raise RuntimeError(f"{name}: every learning rate in the grid diverged")
+    best = min(finite, key=lambda i: metrics[i])
+    return BaselineResult(name, lrs, metrics, lrs[best], metrics[best],
+                          curves[best].double().mean(0).cpu().numpy(), curves[best].cpu().numpy())

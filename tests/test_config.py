@@ -1,0 +1,60 @@
+import pytest
+
+from mplp import config as C
+
+from helpers import tiny_config
+
+
+def test_yaml_round_trip(tmp_path):
+    c = tiny_config()
+    p = tmp_path / "c.yaml"
+    p.write_text(C.dump(c))
+    assert C.load(p) == c and C.load(p).hash() == c.hash()
+
+
+def test_hash_ignores_checkpoint_period_only():
+    c = tiny_config()
+    assert c.replace(checkpoint_every=77).hash() == c.hash()
+    assert c.replace(**{"meta.S": 13}).hash() != c.hash()
+    assert c.replace(seed=1).hash() != c.hash()
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"meta.K": 0}, "meta.K: must be >= 1"),
+    ({"meta.K": 10}, "meta.K: must be <= meta.T"),
+    ({"learner.message_size": 0}, "learner.message_size: must be >= 1"),
+    ({"optimizee.activation": "gelu"}, "optimizee.activation: unknown activation 'gelu'"),
+    ({"optimizee.loss": "hinge"}, "optimizee.loss: unknown loss 'hinge'"),
+    ({"task.name": "cifar"}, "task.name: unknown task 'cifar'"),
+    ({"optimizee.sizes": [2, 5, 1]}, "optimizee.sizes: task 'sinewave' needs input 1"),
+    ({"meta.unroll": "paper"}, "meta.unroll: must be 'code' or 'text'"),
+    ({"learner.batch_norm": "yes"}, "learner.batch_norm: expected true or false"),
+    ({"meta.S": "many"}, "meta.S: expected an integer"),
+    ({"meta.outer_lr": "fast"}, "meta.outer_lr: expected a number"),
+    ({"task.batch_size": 1}, "task.batch_size: must be >= 2"),
+])
+def test_bad_values_name_the_field(change, message):
+    with pytest.raises(C.ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        tiny_config(**change)
+
+
+def test_unknown_fields_and_files(tmp_path):
+    with pytest.raises(C.ConfigError, match="meta.truncation: unknown field"):
+        C.from_dict({"meta": {"truncation": 5}})
+    with pytest.raises(C.ConfigError, match="config file not found"):
+        C.load(tmp_path / "nope.yaml")
+    (tmp_path / "bad.yaml").write_text("meta: [1, 2\n")
+    with pytest.raises(C.ConfigError, match="not valid YAML"):
+        C.load(tmp_path / "bad.yaml")
+
+
+def test_yaml_scientific_notation_strings_are_numbers():
+    c = C.from_dict({"meta": {"outer_lr": "1e-3"}})   # PyYAML reads 1e-3 as a string
+    assert c.meta.outer_lr == 1e-3
+
+
+def test_mnist_needs_matching_shapes():
+    with pytest.raises(C.ConfigError, match="optimizee.sizes"):
+        C.from_dict({"task": {"name": "mnist"}, "optimizee": {"loss": "xent"}})
+    ok = C.from_dict({"task": {"name": "mnist"}, "optimizee": {"sizes": [784, 32, 20, 10], "loss": "xent"}})
+    assert ok.optimizee.sizes == (784, 32, 20, 10)

@@ -1,0 +1,76 @@
+import pytest
+import torch
+
+from mplp.config import MetaConfig, OptimizeeConfig
+from mplp.learners import LearnerSpec, NeuralLearners, SGDLearners, init_theta
+from mplp.optimizee import init_params
+from mplp.unroll import inner_step, outer_metric, rollout, unroll
+
+OPT = OptimizeeConfig(sizes=(1, 6, 5, 1), activation="relu", loss="mse")
+SPEC = LearnerSpec(2, 8, ("relu",), "mse", True, True, 0.05)
+
+
+def _setup(K=4, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    params = init_params(OPT.sizes, gen, torch.float64)
+    xs = torch.rand(K, 8, 1, generator=gen, dtype=torch.float64) * 10 - 5
+    ys = torch.sin(xs)
+    theta = {k: v.requires_grad_(True) for k, v in init_theta(SPEC, gen, torch.float64).items()}
+    return params, xs, ys, theta
+
+
+def test_code_convention_drops_first_loss_and_updates_every_step():
+    params, xs, ys, theta = _setup()
+    L = NeuralLearners(theta, SPEC)
+    res = unroll(L, params, xs, ys, OPT, MetaConfig(K=4, T=8, unroll="code"))
+    assert torch.allclose(res.outer, res.losses[1:].sum())
+    p = params
+    for x, y in zip(xs, ys):
+        p = inner_step(L, p, x, y, OPT).params
+    assert all(torch.allclose(a, b) for a, b in zip(res.params, p))
+
+
+def test_text_convention_sums_all_and_skips_last_update():
+    params, xs, ys, theta = _setup()
+    L = NeuralLearners(theta, SPEC)
+    res = unroll(L, params, xs, ys, OPT, MetaConfig(K=4, T=8, unroll="text"))
+    assert torch.allclose(res.outer, res.losses.sum())
+    p = params
+    for x, y in zip(xs[:3], ys[:3]):
+        p = inner_step(L, p, x, y, OPT).params
+    assert all(torch.allclose(a, b) for a, b in zip(res.params, p))
+
+
+def test_first_loss_does_not_depend_on_theta():
+    params, xs, ys, theta = _setup(K=1)
+    res = unroll(NeuralLearners(theta, SPEC), params, xs, ys, OPT, MetaConfig(K=1, T=8, unroll="text"))
+    assert res.losses.shape == (1,) and not res.outer.requires_grad
+
+
+def test_batch_entropy_term_is_algorithm_2():
+    params, xs, ys, theta = _setup()
+    L = NeuralLearners(theta, SPEC)
+    meta = MetaConfig(K=4, T=8, batch_entropy=True, be_threshold=5.0)  # high p: penalty active
+    res = unroll(L, params, xs, ys, OPT, meta)
+    pen = (5.0 - res.entropy).clamp_min(0).mean(1)          # per step, mean over layers
+    assert torch.allclose(res.be_term, 2 * pen.mean() * res.losses[-1])
+    assert torch.allclose(res.total, res.outer + res.be_term)
+    g = torch.autograd.grad(res.be_term, [theta["f.w1"]])[0]
+    assert g.abs().sum() > 0                                 # the term trains theta
+    off = unroll(L, params, xs, ys, OPT, MetaConfig(K=4, T=8))
+    assert off.be_term.item() == 0.0 and torch.allclose(off.outer, res.outer)
+
+
+def test_rollout_with_sgd_learners_lowers_the_loss():
+    gen = torch.Generator().manual_seed(5)
+    params = init_params(OPT.sizes, gen, torch.float64)
+    x = torch.rand(8, 1, generator=gen, dtype=torch.float64) * 10 - 5
+    xs, ys = x.expand(200, 8, 1), (0.3 * x + 1).expand(200, 8, 1)
+    r = rollout(SGDLearners(0.05, "mse", 1), params, xs, ys, OPT)
+    assert r.losses.shape == (200,) and r.entropy.shape == (200, 2)
+    assert r.losses[-1] < 0.1 * r.losses[0]
+
+
+def test_outer_metric():
+    c = torch.tensor([[3.0, 2.0, 1.0]])
+    assert outer_metric(c, "code").item() == 3.0 and outer_metric(c, "text").item() == 6.0
