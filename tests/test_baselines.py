@@ -1,0 +1,45 @@
+import math
+
+import pytest
+import torch
+
+from mplp.baselines import default_grid, inner_train, tune
+from mplp.optimizee import init_params, loss_value
+
+from helpers import tiny_config
+
+
+def test_default_grid_is_metz_2019():
+    g = default_grid()
+    assert len(g) == 11 and g[0] == pytest.approx(1e-4) and g[-1] == pytest.approx(10.0)
+    assert g[5] == pytest.approx(10 ** -1.5)
+
+
+def test_inner_train_matches_torch_optimizers(gen):
+    cfg = tiny_config()
+    opt = cfg.optimizee
+    init = init_params(opt.sizes, gen, torch.float64)
+    xs = torch.rand(1, 6, 8, 1, generator=gen, dtype=torch.float64)
+    ys = torch.sin(xs)
+    for name, cls in (("sgd", torch.optim.SGD), ("adam", torch.optim.Adam)):
+        curve = inner_train(name, 0.05, [p[None] for p in init], xs, ys, opt)
+        ps = [p.clone().requires_grad_(True) for p in init]
+        o = cls(ps, lr=0.05)
+        ref = []
+        for t in range(6):
+            o.zero_grad()
+            loss = loss_value(opt.loss, ps, xs[0, t], ys[0, t], opt.activation)
+            loss.backward()
+            o.step()
+            ref.append(loss.item())
+        assert torch.allclose(curve[0], torch.tensor(ref, dtype=torch.float64)), name
+
+
+def test_tune_picks_the_best_finite_lr():
+    cfg = tiny_config()
+    r = tune("sgd", cfg, lrs=[1e-3, 1e-1, 1e4])
+    assert math.isnan(r.metrics[2])                       # lr 1e4 diverges and is excluded
+    assert r.best_lr == 1e-1 and r.best_metric == min(r.metrics[:2])
+    assert r.curve.shape == (cfg.meta.T,) and r.curves.shape == (cfg.validation.n_runs, cfg.meta.T)
+    with pytest.raises(ValueError, match="unknown baseline"):
+        tune("rmsprop", cfg)

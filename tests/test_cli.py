@@ -1,0 +1,28 @@
+from mplp import config as C
+from mplp.cli import main
+
+from helpers import tiny_config
+
+
+def test_train_writes_results(tmp_path, capsys):
+    cfg_path = tmp_path / "c.yaml"
+    cfg_path.write_text(C.dump(tiny_config()))
+    assert main(["train", str(cfg_path), "--out", str(tmp_path / "res"), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "complete after 12 outer steps" in out and "validation outer-loss" in out
+    run_dir = tmp_path / "res" / "tiny" / tiny_config().hash()
+    assert (run_dir / "validation.csv").exists() and (run_dir / "theta.pt").exists()
+
+
+def test_bad_input_is_one_line_naming_the_problem(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("meta: {K: 0}\n")
+    assert main(["train", str(bad), "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mplp train: error: meta.K: must be >= 1") and "Traceback" not in err
+    assert main(["train", str(tmp_path / "missing.yaml")]) == 2
+    assert "config file not found" in capsys.readouterr().err
+    good = tmp_path / "good.yaml"
+    good.write_text(C.dump(tiny_config()))
+    assert main(["train", str(good), "--device", "tpu", "--out", str(tmp_path)]) == 2
+    assert "unknown device" in capsys.readouterr().err

@@ -1,0 +1,98 @@
+import json
+
+import pytest
+import torch
+
+from mplp import results as R
+from mplp.trainer import MetaTrainer, RunExistsError, resolve_device, train
+
+from helpers import tiny_config
+
+
+def _same_run(a, b):
+    for k in a.validation:
+        assert a.validation[k].tolist() == b.validation[k].tolist(), k
+    for k in a.train:
+        assert a.train[k].tolist() == b.train[k].tolist(), k
+    for k in a.theta:
+        assert torch.equal(a.theta[k], b.theta[k]), k
+
+
+def test_resume_is_bit_for_bit(tmp_path):
+    cfg = tiny_config()
+    full = train(cfg, tmp_path / "full", progress=False)
+    assert full.complete and full.meta["steps_done"] == 12
+    part = train(cfg, tmp_path / "split", progress=False, max_steps=7)
+    assert not part.complete and (part.path / "checkpoint.pt").exists()
+    assert json.loads((part.path / "meta.json").read_text())["steps_done"] == 7
+    with pytest.raises(RunExistsError, match="--resume"):
+        train(cfg, tmp_path / "split", progress=False)
+    resumed = train(cfg, tmp_path / "split", progress=False, resume=True)
+    assert resumed.complete and not (resumed.path / "checkpoint.pt").exists()
+    _same_run(full, resumed)
+
+
+def test_resume_with_batch_entropy_and_text_convention(tmp_path):
+    cfg = tiny_config(**{"meta.batch_entropy": True, "meta.unroll": "text", "meta.S": 8})
+    full = train(cfg, tmp_path / "a", progress=False)
+    train(cfg, tmp_path / "b", progress=False, max_steps=3)
+    _same_run(full, train(cfg, tmp_path / "b", progress=False, resume=True))
+    assert (full.train["be_term"] >= 0).all()
+
+
+def test_stored_results(tmp_path):
+    cfg = tiny_config()
+    run = train(cfg, tmp_path, progress=False)
+    assert run.path == R.run_dir(tmp_path, cfg)
+    assert run.validation["step"].tolist() == [0, 4, 8, 12]
+    assert run.train["step"].tolist() == [2, 4, 6, 8, 10, 12]
+    assert {"entropy_l0", "entropy_l1", "val_loss_std"} <= set(run.validation)
+    assert sorted(run.snapshots()) == [0, 4, 8, 12]
+    assert run.meta["cpu_count"] >= 1 and run.meta["wall_time_s"] > 0
+    again = train(cfg, tmp_path, progress=False)        # a complete run is loaded, not recomputed
+    assert again.meta["wall_time_s"] == run.meta["wall_time_s"]
+
+
+def test_inner_problem_resets_when_t_plus_K_exceeds_T():
+    cfg = tiny_config()                                  # K = 3, T = 9: 3 unrolls per problem
+    tr = MetaTrainer(cfg)
+    st = tr.init_state()
+    tasks = []
+    for _ in range(7):
+        tr.outer_step(st)
+        tasks.append(id(st.inner.task))
+    assert tasks[0] == tasks[2] != tasks[3] == tasks[5] != tasks[6]
+    text = MetaTrainer(cfg.replace(**{"meta.unroll": "text"}))   # Algorithm 1: t + K >= T
+    st = text.init_state()
+    ids = []
+    for _ in range(4):
+        text.outer_step(st)
+        ids.append(id(st.inner.task))
+    assert ids[0] == ids[1] != ids[2] == ids[3]
+
+
+def test_non_finite_meta_gradient_skips_the_update():
+    cfg = tiny_config()
+    tr = MetaTrainer(cfg)
+    st = tr.init_state()
+    st.theta["f.w2"] = torch.full_like(st.theta["f.w2"], float("nan"))
+    before = {k: v.clone() for k, v in st.theta.items()}
+    tr.outer_step(st)
+    assert st.skipped == 1 and torch.equal(st.theta["g_lin.w1"], before["g_lin.w1"])
+
+
+def test_meta_training_lowers_the_outer_loss(tmp_path):
+    """A learned optimizer that never learns is a bug: a short, aggressive run must help."""
+    cfg = tiny_config(**{"meta.S": 60, "meta.outer_lr": 3e-3, "validation.every": 60})
+    run = train(cfg, tmp_path, progress=False)
+    first, last = run.validation["val_loss"]
+    assert last < 0.9 * first, (first, last)
+
+
+def test_devices():
+    assert resolve_device("cpu").type == "cpu"
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            resolve_device("cuda")
+    with pytest.raises(ValueError, match="unknown device"):
+        resolve_device("tpu")
