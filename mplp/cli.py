@@ -14,13 +14,22 @@ DTYPES = {"float32", "float64"}
 
 def _train(args) -> int:
     import torch
+    import yaml
 
     from . import config as C
     from .trainer import train
 
     cfg = C.load(args.config)
+    changes = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise C.ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. meta.S=20000")
+        changes[key.strip()] = yaml.safe_load(value)
     if args.steps is not None:
-        cfg = cfg.replace(**{"meta.S": args.steps})
+        changes["meta.S"] = args.steps
+    if changes:
+        cfg = cfg.replace(**changes)
     if args.threads:
         torch.set_num_threads(args.threads)
     run = train(cfg, args.out, resume=args.resume, device=args.device, dtype=getattr(torch, args.dtype),
@@ -43,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     t.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
     t.add_argument("--steps", type=int, default=None, help="override meta.S")
+    t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field by its dotted path, e.g. --set learner.message_size=1")
     t.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.set_defaults(func=_train)

@@ -121,8 +121,10 @@ class ExperimentConfig:
             node = d
             *path, last = key.split(".")
             for p in path:
+                if not isinstance(node, dict) or p not in node:
+                    raise ConfigError(f"{key}: unknown field")
                 node = node[p]
-            if last not in node:
+            if not isinstance(node, dict) or last not in node:
                 raise ConfigError(f"{key}: unknown field")
             node[last] = value
         return from_dict(d)

@@ -23,6 +23,15 @@ from .optimizee import forward, loss_node
 Backward = Callable[..., list]
 
 
+def layer_entropies(acts: list[torch.Tensor], formula: str = "code") -> torch.Tensor:
+    """Detached batch entropy of each hidden layer, ``(n_hidden,)``; nan for a batch of 1."""
+    if not acts:
+        return torch.zeros(0)
+    if acts[0].shape[-2] < 2:
+        return torch.full((len(acts),), float("nan"), dtype=acts[0].dtype, device=acts[0].device)
+    return torch.stack([batch_entropy(h.detach(), formula) for h in acts])
+
+
 @dataclass
 class StepResult:
     """One inner step: the loss before the update, the updated params, the hidden activations."""
@@ -84,8 +93,7 @@ def unroll(learners: Learners, params: list[torch.Tensor], xs: torch.Tensor, ys:
         if meta.batch_entropy:
             penalty = penalty + entropy_penalty(step.acts, meta.be_threshold, meta.be_formula)
         losses.append(step.loss.detach())
-        ents.append(torch.stack([batch_entropy(h.detach(), meta.be_formula) for h in step.acts])
-                    if step.acts else xs.new_zeros(0))
+        ents.append(layer_entropies(step.acts, meta.be_formula))
         last_loss = step.loss
         params = step.params
     be_term = 2 * penalty / K * last_loss.detach() if meta.batch_entropy else xs.new_zeros(())
@@ -121,7 +129,6 @@ def rollout(learners: Learners, params: list[torch.Tensor], xs: torch.Tensor, ys
     for x, y in zip(xs, ys):
         step = inner_step(learners, params, x, y, opt, loss_inputs, backward)
         losses.append(step.loss)
-        ents.append(torch.stack([batch_entropy(h, be_formula) for h in step.acts])
-                    if step.acts else x.new_zeros(0))
+        ents.append(layer_entropies(step.acts, be_formula))
         params = step.params
     return Rollout(torch.stack(losses), torch.stack(ents), params)

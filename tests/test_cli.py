@@ -26,3 +26,17 @@ def test_bad_input_is_one_line_naming_the_problem(tmp_path, capsys):
     good.write_text(C.dump(tiny_config()))
     assert main(["train", str(good), "--device", "tpu", "--out", str(tmp_path)]) == 2
     assert "unknown device" in capsys.readouterr().err
+
+
+def test_set_overrides_fields(tmp_path, capsys):
+    cfg_path = tmp_path / "c.yaml"
+    cfg_path.write_text(C.dump(tiny_config()))
+    args = ["train", str(cfg_path), "--out", str(tmp_path), "--no-progress", "--set", "meta.S=4",
+            "--set", "learner.message_size=1"]
+    assert main(args) == 0
+    changed = tiny_config(**{"meta.S": 4, "learner.message_size": 1})
+    assert (tmp_path / "tiny" / changed.hash() / "theta.pt").exists()
+    assert main(["train", str(cfg_path), "--set", "meta.nope=1"]) == 2
+    assert "meta.nope: unknown field" in capsys.readouterr().err
+    assert main(["train", str(cfg_path), "--set", "meta.S"]) == 2
+    assert "expected KEY=VALUE" in capsys.readouterr().err

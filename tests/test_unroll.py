@@ -74,3 +74,11 @@ def test_rollout_with_sgd_learners_lowers_the_loss():
 def test_outer_metric():
     c = torch.tensor([[3.0, 2.0, 1.0]])
     assert outer_metric(c, "code").item() == 3.0 and outer_metric(c, "text").item() == 6.0
+
+
+def test_batch_of_one_logs_nan_entropy_instead_of_failing():
+    gen = torch.Generator().manual_seed(6)
+    params = init_params(OPT.sizes, gen, torch.float64)
+    xs = torch.rand(3, 1, 1, generator=gen, dtype=torch.float64)
+    r = rollout(SGDLearners(0.05, "mse", 1), params, xs, torch.sin(xs), OPT)
+    assert r.entropy.shape == (3, 2) and torch.isnan(r.entropy).all()
