@@ -58,3 +58,15 @@ def test_mnist_needs_matching_shapes():
         C.from_dict({"task": {"name": "mnist"}, "optimizee": {"loss": "xent"}})
     ok = C.from_dict({"task": {"name": "mnist"}, "optimizee": {"sizes": [784, 32, 20, 10], "loss": "xent"}})
     assert ok.optimizee.sizes == (784, 32, 20, 10)
+
+
+def test_shipped_configs_are_valid():
+    from pathlib import Path
+
+    import mplp
+
+    paths = sorted((Path(mplp.__file__).parent / "configs").glob("*.yaml"))
+    assert len(paths) >= 3
+    for p in paths:
+        c = C.load(p)
+        assert c.experiment == p.stem, p

@@ -96,3 +96,20 @@ def test_devices():
             resolve_device("cuda")
     with pytest.raises(ValueError, match="unknown device"):
         resolve_device("tpu")
+
+
+def test_mnist_meta_training_walks_one_data_stream(tmp_path):
+    cfg = tiny_config(**{"task.name": "mnist", "task.subset": 96, "task.batch_size": 4,
+                         "optimizee.sizes": [784, 4, 10], "optimizee.loss": "xent",
+                         "meta.S": 5, "meta.K": 2, "meta.T": 4, "meta.batch_entropy": True})
+    tr = MetaTrainer(cfg)
+    st = tr.init_state()
+    cursors, params = [], []
+    for _ in range(5):
+        tr.outer_step(st)
+        cursors.append(st.inner.cursor)
+        params.append(st.inner.params[0])
+    assert cursors == [2, 4, 6, 8, 10]                      # the cursor carries on across resets
+    assert st.inner.t == 2 and not torch.equal(params[1], params[2])  # ... while the init is redrawn
+    run = train(cfg, tmp_path, progress=False)
+    assert run.complete and run.validation["step"].tolist() == [0, 4, 5]  # every 4, and the last
