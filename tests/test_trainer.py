@@ -113,3 +113,10 @@ def test_mnist_meta_training_walks_one_data_stream(tmp_path):
     assert st.inner.t == 2 and not torch.equal(params[1], params[2])  # ... while the init is redrawn
     run = train(cfg, tmp_path, progress=False)
     assert run.complete and run.validation["step"].tolist() == [0, 4, 5]  # every 4, and the last
+
+
+def test_prediction_target_loss_inputs_train(tmp_path):
+    """§5.1 feeds the loss learner only [prediction, target]."""
+    cfg = tiny_config(**{"learner.loss_inputs": "prediction_target", "meta.S": 3})
+    run = train(cfg, tmp_path, progress=False)
+    assert run.theta["g_loss.mse.w1"].shape[0] == 2 and run.complete
