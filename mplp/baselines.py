@@ -26,11 +26,19 @@ def default_grid(n: int = 11, low: float = 1e-4, high: float = 10.0) -> list[flo
     return [float(v) for v in np.logspace(math.log10(low), math.log10(high), n)]
 
 
+@dataclass
+class InnerRun:
+    """R inner problems trained together: ``curves (R, T)`` inner loss before each
+    update, ``params`` the final parameters (leading dimension R)."""
+
+    curves: torch.Tensor
+    params: list[torch.Tensor]
+
+
 def inner_train(name: str, lr: float, inits: list[torch.Tensor], xs: torch.Tensor, ys: torch.Tensor,
-                opt: C.OptimizeeConfig, betas=(0.9, 0.999), eps: float = 1e-8) -> torch.Tensor:
-    """Train R problems at once for T steps: ``inits[l]`` ``(R, n_in + 1, n_out)``,
-    ``xs`` ``(R, T, B, n_in)``.  Returns the ``(R, T)`` inner-loss curves (loss before
-    each update)."""
+                opt: C.OptimizeeConfig, betas=(0.9, 0.999), eps: float = 1e-8) -> InnerRun:
+    """Train R problems at once for T steps with autograd SGD or Adam: ``inits[l]``
+    ``(R, n_in + 1, n_out)``, ``xs`` ``(R, T, B, n_in)``."""
     if name not in OPTIMIZERS:
         raise ValueError(f"unknown baseline {name!r}; expected one of {OPTIMIZERS}")
     params = [p.clone() for p in inits]
@@ -52,7 +60,7 @@ def inner_train(name: str, lr: float, inits: list[torch.Tensor], xs: torch.Tenso
                 v = [betas[1] * b + (1 - betas[1]) * g * g for b, g in zip(v, grads)]
                 params = [p - lr * (a / (1 - betas[0] ** k)) / ((b / (1 - betas[1] ** k)).sqrt() + eps)
                           for p, a, b in zip(params, m, v)]
-    return torch.stack(curve, dim=1)
+    return InnerRun(torch.stack(curve, dim=1), [p.detach() for p in params])
 
 
 @dataclass
@@ -81,7 +89,7 @@ def tune(name: str, cfg: C.ExperimentConfig, lrs: list[float] | None = None,
     inits = [torch.stack(ps) for ps in zip(*val.inits)]
     metrics, curves = [], []
     for lr in lrs:
-        c = inner_train(name, lr, inits, val.xs, val.ys, cfg.optimizee)
+        c = inner_train(name, lr, inits, val.xs, val.ys, cfg.optimizee).curves
         per_run = outer_metric(c, cfg.meta.unroll).double()
         metrics.append(float(per_run.mean()) if bool(torch.isfinite(per_run).all()) else float("nan"))
         curves.append(c)

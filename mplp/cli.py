@@ -1,4 +1,5 @@
-"""Command line: ``mplp train CONFIG.yaml --out DIR [--resume] [--device cpu|cuda]``.
+"""Command line: ``mplp train CONFIG.yaml [--out DIR] [--resume] [--device cpu|cuda]`` and
+``mplp run [--profile ci|cpu|paper] [--device cpu|cuda] [CHAPTER ...]``.
 
 Errors in the input (bad config value, unknown device, missing data, an unfinished
 run without --resume) are reported in one line naming the problem, exit status 2.
@@ -42,12 +43,20 @@ def _train(args) -> int:
     return 0
 
 
+def _run(args) -> int:
+    from .runner import run
+
+    for path in run(args.chapters, args.profile, args.device, progress=not args.no_progress):
+        print(f"executed {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mplp", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="meta-train one experiment config")
     t.add_argument("config", help="experiment YAML (see mplp/configs/)")
-    t.add_argument("--out", default="results", help="results root (default: results)")
+    t.add_argument("--out", default=None, help="results root (default: the repository's results/)")
     t.add_argument("--resume", action="store_true", help="continue an unfinished run from its checkpoint")
     t.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     t.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
@@ -57,18 +66,25 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.set_defaults(func=_train)
+    r = sub.add_parser("run", help="execute book chapters with papermill (in place)")
+    r.add_argument("chapters", nargs="*", help="chapters to run (default: all); e.g. sgd sinewave")
+    r.add_argument("--profile", default="cpu", help="ci, cpu or paper (default: cpu)")
+    r.add_argument("--device", default=None, help="cpu or cuda (default: the profile's)")
+    r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    r.set_defaults(func=_run)
     return p
 
 
 def main(argv=None) -> int:
     from .config import ConfigError
     from .data import MNISTUnavailableError
+    from .runner import ProfileError
     from .trainer import RunExistsError
 
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, MNISTUnavailableError, RunExistsError, ValueError, FileNotFoundError) as e:
+    except (ConfigError, ProfileError, MNISTUnavailableError, RunExistsError, ValueError, FileNotFoundError) as e:
         print(f"mplp {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

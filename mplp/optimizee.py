@@ -11,6 +11,7 @@ several independent inner problems can be evaluated in one call.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 
@@ -19,6 +20,18 @@ import torch
 ACTIVATIONS = ("relu", "tanh", "sigmoid")
 LOSSES = ("mse", "xent")
 PROB_CLIP = 1e-8  # softmax probabilities are clipped to [1e-8, 1 - 1e-8] (released code)
+
+
+@contextlib.contextmanager
+def probability_clip(value: float):
+    """Temporarily change the cross-entropy node's probability clip (0 disables it);
+    used to show that the clip is what separates Table 2's message from autograd."""
+    global PROB_CLIP
+    old, PROB_CLIP = PROB_CLIP, float(value)
+    try:
+        yield
+    finally:
+        PROB_CLIP = old
 
 
 def activate(kind: str, z: torch.Tensor) -> torch.Tensor:

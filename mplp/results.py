@@ -14,13 +14,19 @@ import io
 import json
 import os
 import tempfile
+import dataclasses
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, TypeVar
 
 import numpy as np
 import torch
 
 from . import config as C
+from . import paths
+
+Result = TypeVar("Result")
 
 
 def run_dir(root: str | Path, cfg: C.ExperimentConfig) -> Path:
@@ -121,3 +127,28 @@ def find_run(root: str | Path, cfg: C.ExperimentConfig) -> RunResult | None:
     except FileNotFoundError:
         return None
     return r if r.complete else None
+
+
+def key_hash(key: dict) -> str:
+    """12 hex digits of a JSON-able key (parameters of a computation)."""
+    blob = json.dumps(key, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def load_or_compute(experiment: str, key: dict, compute: Callable[[], Result], cls: type,
+                    root: str | Path | None = None) -> Result:
+    """Return the stored result of ``compute`` for ``key``, or compute and store it.
+
+    Stored as ``<root>/<experiment>/<key-hash>/{key.json, result.pt}``; ``cls`` is the
+    result dataclass (rebuilt from its fields).  With ``MPLP_CACHE=off`` nothing is
+    read or written: the result is always computed.
+    """
+    if not paths.cache_enabled():
+        return compute()
+    d = Path(root if root is not None else paths.results_root()) / experiment / key_hash(key)
+    if (d / "result.pt").exists():
+        return cls(**load_torch(d / "result.pt"))
+    result = compute()
+    save_torch(d / "result.pt", {f.name: getattr(result, f.name) for f in dataclasses.fields(result)})
+    write_json(d / "key.json", key)
+    return result

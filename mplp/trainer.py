@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import torch
 
 from . import config as C
+from . import paths
 from . import results as R
 from .backward import dense_backward
 from .learners import LearnerSpec, NeuralLearners, init_theta
@@ -231,10 +232,11 @@ def resolve_device(device: str) -> torch.device:
     return dev
 
 
-def train(cfg: C.ExperimentConfig, out_root="results", resume: bool = False, device="cpu",
+def train(cfg: C.ExperimentConfig, out_root=None, resume: bool = False, device="cpu",
           dtype=torch.float32, backward=dense_backward, progress: bool = True,
           max_steps: int | None = None) -> R.RunResult:
-    """Meta-train ``cfg`` into ``<out_root>/<experiment>/<hash>/`` and return the stored run.
+    """Meta-train ``cfg`` into ``<out_root>/<experiment>/<hash>/`` and return the stored run
+    (``out_root`` defaults to ``paths.results_root()``, the repository's ``results/``).
 
     A complete stored run is returned as is.  An unfinished one needs ``resume=True``
     and continues from its checkpoint.  ``max_steps`` stops early (checkpointed,
@@ -243,6 +245,7 @@ def train(cfg: C.ExperimentConfig, out_root="results", resume: bool = False, dev
     from tqdm.auto import tqdm
 
     dev = resolve_device(device)
+    out_root = out_root if out_root is not None else paths.results_root()
     out = R.run_dir(out_root, cfg)
     done = R.find_run(out_root, cfg)
     if done is not None:

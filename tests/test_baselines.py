@@ -22,7 +22,8 @@ def test_inner_train_matches_torch_optimizers(gen):
     xs = torch.rand(1, 6, 8, 1, generator=gen, dtype=torch.float64)
     ys = torch.sin(xs)
     for name, cls in (("sgd", torch.optim.SGD), ("adam", torch.optim.Adam)):
-        curve = inner_train(name, 0.05, [p[None] for p in init], xs, ys, opt)
+        run = inner_train(name, 0.05, [p[None] for p in init], xs, ys, opt)
+        curve = run.curves
         ps = [p.clone().requires_grad_(True) for p in init]
         o = cls(ps, lr=0.05)
         ref = []
@@ -33,6 +34,7 @@ def test_inner_train_matches_torch_optimizers(gen):
             o.step()
             ref.append(loss.item())
         assert torch.allclose(curve[0], torch.tensor(ref, dtype=torch.float64)), name
+        assert all(torch.allclose(a[0], b) for a, b in zip(run.params, ps)), name
 
 
 def test_tune_picks_the_best_finite_lr():

@@ -29,3 +29,28 @@ def test_run_dir_and_missing_files(tmp_path):
     assert R.find_run(tmp_path, c) is None
     with pytest.raises(FileNotFoundError, match="config.yaml is missing"):
         R.load_run(tmp_path)
+
+
+def test_load_or_compute(tmp_path, monkeypatch):
+    from dataclasses import dataclass
+
+    @dataclass
+    class Out:
+        x: np.ndarray
+        note: str
+
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return Out(np.arange(3.0), "hi")
+
+    monkeypatch.setenv("MPLP_CACHE", "on")
+    a = R.load_or_compute("exp", {"k": 1}, compute, Out, root=tmp_path)
+    b = R.load_or_compute("exp", {"k": 1}, compute, Out, root=tmp_path)
+    assert len(calls) == 1 and b.note == "hi" and np.array_equal(a.x, b.x)
+    R.load_or_compute("exp", {"k": 2}, compute, Out, root=tmp_path)
+    assert len(calls) == 2 and len(list((tmp_path / "exp").iterdir())) == 2
+    monkeypatch.setenv("MPLP_CACHE", "off")
+    R.load_or_compute("exp", {"k": 1}, compute, Out, root=tmp_path)
+    assert len(calls) == 3 and len(list((tmp_path / "exp").iterdir())) == 2

@@ -1,0 +1,64 @@
+"""Where things live: chapters, their notebooks and profiles, and the results root.
+
+Chapter ``c`` with number ``NN`` is the notebook ``book/NN_c.ipynb`` with profiles
+``params/c/{ci,cpu,paper}.yaml``.  Paths are resolved from the repository root
+(``$MPLP_ROOT``, else the checkout holding this package), never from the working
+directory, so papermill, nbval and jupyter-book find the same files.
+``MPLP_CACHE=off`` makes every run compute afresh into a temporary results root.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import tempfile
+from pathlib import Path
+
+CHAPTERS = ("sgd", "sinewave", "ablation", "mnist", "truncation", "report")
+PROFILES = ("ci", "cpu", "paper")
+
+
+def repo_root() -> Path:
+    env = os.environ.get("MPLP_ROOT")
+    if env:
+        return Path(env).resolve()
+    here = Path(__file__).resolve().parent.parent
+    if (here / "_config.yml").exists() or (here / "pyproject.toml").exists():
+        return here
+    return Path.cwd().resolve()
+
+
+def cache_enabled() -> bool:
+    return os.environ.get("MPLP_CACHE", "on").lower() not in ("off", "0", "false", "no")
+
+
+@functools.lru_cache(maxsize=1)
+def _scratch() -> Path:
+    return Path(tempfile.mkdtemp(prefix="mplp-nocache-"))
+
+
+def results_root() -> Path:
+    """``<repo>/results``, or a fresh temporary directory when the cache is off."""
+    return repo_root() / "results" if cache_enabled() else _scratch()
+
+
+def notebook(chapter: str) -> Path:
+    check_chapter(chapter)
+    return repo_root() / "book" / f"{CHAPTERS.index(chapter):02d}_{chapter}.ipynb"
+
+
+def profile(chapter: str, name: str) -> Path:
+    check_chapter(chapter)
+    if name not in PROFILES:
+        raise ValueError(f"unknown profile {name!r}; valid profiles: {', '.join(PROFILES)}")
+    return repo_root() / "params" / chapter / f"{name}.yaml"
+
+
+def available_chapters() -> list[str]:
+    """Chapters whose notebook exists, in book order."""
+    return [c for c in CHAPTERS if (repo_root() / "book" / f"{CHAPTERS.index(c):02d}_{c}.ipynb").exists()]
+
+
+def check_chapter(chapter: str) -> None:
+    if chapter not in CHAPTERS:
+        raise ValueError(f"unknown chapter {chapter!r}; valid chapters: {', '.join(available_chapters() or CHAPTERS)}")

@@ -1,0 +1,94 @@
+"""Plots shared by the chapters: learner functions as surfaces, loss curves.
+
+A "learner function" here is a map of two inputs to one output, the way §5.1 plots
+the |m| = 1 learners (Figs. 4-7): f(m, x), g_lin(m, w), g_loss(prediction, target)
+and g_relu(m, z).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .learners import SGDLearners
+
+# name -> (first input, second input, title) of the |m| = 1 learner functions (Figs. 4-7)
+FUNCTIONS = {
+    "f": ("message m", "input x", "update f(m, x)"),
+    "g_lin": ("message m", "weight w", "linear node g_lin(m, w)"),
+    "g_loss": ("prediction", "target y", "loss node g_mse(pred, y)"),
+    "g_relu": ("message m", "pre-activation z", "ReLU node g_relu(m, z)"),
+}
+DEFAULT_RANGES = {"f": ((-1, 1), (-2, 2)), "g_lin": ((-1, 1), (-1, 1)),
+                  "g_loss": ((-2, 2), (-1, 1)), "g_relu": ((-1, 1), (-2, 2))}
+
+Fn2 = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def sgd_function(name: str) -> Fn2:
+    """The Table 2 function ``name`` as ``fn(a, b)`` on equal-shape tensors, evaluated
+    by the library's analytic learners (``learners.SGDLearners``, MSE with one output)."""
+    learners = SGDLearners(1.0, "mse", 1)
+
+    def rows(*cols):
+        return torch.stack([c.reshape(-1) for c in cols], dim=1)
+
+    if name == "f":
+        return lambda m, x: learners.f(rows(m, x)).reshape(m.shape)
+    if name == "g_lin":
+        return lambda m, w: learners.g_lin(rows(m, w)).reshape(m.shape)
+    if name == "g_relu":
+        return lambda m, z: learners.g_act("relu", rows(m, z)).reshape(m.shape)
+    if name == "g_loss":
+        return lambda p, y: learners.g_loss("mse", rows((p - y) ** 2 / 2, p, y)).reshape(p.shape)
+    raise ValueError(f"unknown learner function {name!r}; expected one of {tuple(FUNCTIONS)}")
+
+
+def grid(fn: Fn2, a_range, b_range, n: int = 41):
+    """``(A, B, Z)`` arrays of ``fn`` on an n x n grid (float64)."""
+    a = torch.linspace(*a_range, n, dtype=torch.float64)
+    b = torch.linspace(*b_range, n, dtype=torch.float64)
+    A, B = torch.meshgrid(a, b, indexing="ij")
+    with torch.no_grad():
+        Z = fn(A, B)
+    return A.numpy(), B.numpy(), Z.double().numpy()
+
+
+def surface(ax, fn: Fn2, a_range, b_range, labels=("a", "b"), title: str = "", n: int = 41, cmap="viridis"):
+    """Draw ``fn`` over the rectangle on a 3D axis ``ax``."""
+    A, B, Z = grid(fn, a_range, b_range, n)
+    ax.plot_surface(A, B, Z, cmap=cmap, linewidth=0, antialiased=True)
+    ax.set_xlabel(labels[0])
+    ax.set_ylabel(labels[1])
+    ax.set_title(title, fontsize=10)
+    return ax
+
+
+def function_panels(fns: dict[str, Fn2], ranges: dict | None = None, n: int = 41, figsize=(12, 3.4)):
+    """One 3D panel per learner function in ``fns`` (keys from ``FUNCTIONS``)."""
+    import matplotlib.pyplot as plt
+
+    ranges = {**DEFAULT_RANGES, **(ranges or {})}
+    fig = plt.figure(figsize=figsize)
+    for i, (name, fn) in enumerate(fns.items()):
+        a_label, b_label, title = FUNCTIONS[name]
+        ax = fig.add_subplot(1, len(fns), i + 1, projection="3d")
+        surface(ax, fn, *ranges[name], labels=(a_label, b_label), title=title, n=n)
+    fig.tight_layout()
+    return fig
+
+
+def overlaid_curves(ax, curves: dict[str, np.ndarray], styles: dict | None = None, xlabel="inner step",
+                    ylabel="inner loss", log: bool = False):
+    """Loss curves on one axis; ``styles[name]`` are keyword arguments of ``ax.plot``."""
+    styles = styles or {}
+    for name, c in curves.items():
+        ax.plot(np.arange(len(c)), c, label=name, **styles.get(name, {}))
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if log:
+        ax.set_yscale("log")
+    ax.legend()
+    return ax

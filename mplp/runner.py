@@ -1,0 +1,91 @@
+"""Execute book chapters with papermill, one profile at a time.
+
+``run_chapter("sgd", "cpu")`` executes ``book/00_sgd.ipynb`` in place with the values
+of ``params/sgd/cpu.yaml`` injected after its ``parameters`` cell (visible in the
+notebook).  Profiles are checked against the notebook's parameters first: a profile
+must set every parameter and nothing else.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from . import paths
+
+
+class ProfileError(ValueError):
+    """A profile file is missing, unreadable or does not match its notebook."""
+
+
+def notebook_parameters(chapter: str) -> dict:
+    """The parameters cell of a chapter: ``{name: default value as source text}``."""
+    import papermill
+
+    nb = paths.notebook(chapter)
+    if not nb.exists():
+        raise ValueError(f"chapter {chapter!r} has no notebook yet ({nb.name}); "
+                         f"valid chapters: {', '.join(paths.available_chapters())}")
+    return {k: v["default"] for k, v in papermill.inspect_notebook(str(nb)).items()}
+
+
+def load_profile(chapter: str, profile: str) -> dict:
+    """The parameter values of ``params/<chapter>/<profile>.yaml``, checked against the notebook."""
+    p = paths.profile(chapter, profile)
+    if not p.exists():
+        raise ProfileError(f"{p.relative_to(paths.repo_root())} is missing")
+    try:
+        values = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ProfileError(f"{p}: not valid YAML ({e})") from None
+    if not isinstance(values, dict):
+        raise ProfileError(f"{p}: expected a mapping of parameter names to values")
+    expected = notebook_parameters(chapter)
+    unknown = sorted(set(values) - set(expected))
+    missing = sorted(set(expected) - set(values))
+    if unknown:
+        raise ProfileError(f"{p.name} of chapter {chapter!r} sets unknown parameter(s) {unknown}; "
+                           f"the notebook's parameters are {sorted(expected)}")
+    if missing:
+        raise ProfileError(f"{p.name} of chapter {chapter!r} misses parameter(s) {missing}")
+    return values
+
+
+def run_chapter(chapter: str, profile: str = "cpu", device: str | None = None, output: Path | None = None,
+                overrides: dict | None = None, progress: bool = True) -> Path:
+    """Execute one chapter with a profile (plus ``device`` and other overrides).
+
+    Writes to ``output`` (default: the chapter's notebook itself, in place) and returns it.
+    """
+    import papermill
+
+    params = load_profile(chapter, profile)
+    if device is not None:
+        from .trainer import resolve_device
+
+        resolve_device(device)
+        if "device" not in params:
+            raise ProfileError(f"chapter {chapter!r} has no 'device' parameter")
+        params["device"] = device
+    for k, v in (overrides or {}).items():
+        if k not in params:
+            raise ProfileError(f"chapter {chapter!r} has no parameter {k!r}; it has {sorted(params)}")
+        params[k] = v
+    nb = paths.notebook(chapter)
+    out = Path(output) if output is not None else nb
+    papermill.execute_notebook(str(nb), str(out), parameters=params, kernel_name="python3",
+                               progress_bar=progress, cwd=str(nb.parent))
+    return out
+
+
+def run(chapters: list[str] | None = None, profile: str = "cpu", device: str | None = None,
+        progress: bool = True) -> list[Path]:
+    """Execute chapters (default: all that exist) in book order; validate everything first."""
+    if profile not in paths.PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; valid profiles: {', '.join(paths.PROFILES)}")
+    chapters = list(chapters or paths.available_chapters())
+    for c in chapters:
+        paths.check_chapter(c)
+        load_profile(c, profile)
+    return [run_chapter(c, profile, device, progress=progress) for c in chapters]
