@@ -66,15 +66,19 @@ def surface(ax, fn: Fn2, a_range, b_range, labels=("a", "b"), title: str = "", n
     return ax
 
 
-def function_panels(fns: dict[str, Fn2], ranges: dict | None = None, n: int = 41, figsize=(12, 3.4)):
-    """One 3D panel per learner function in ``fns`` (keys from ``FUNCTIONS``)."""
+def function_panels(fns: dict[str, Fn2], ranges: dict | None = None, n: int = 41, ncols: int = 2,
+                    panel_size=(4.2, 3.6)):
+    """One 3D panel per learner function in ``fns`` (keys from ``FUNCTIONS``), ``ncols`` a row."""
+    import math
+
     import matplotlib.pyplot as plt
 
     ranges = {**DEFAULT_RANGES, **(ranges or {})}
-    fig = plt.figure(figsize=figsize)
+    nrows = math.ceil(len(fns) / ncols)
+    fig = plt.figure(figsize=(panel_size[0] * ncols, panel_size[1] * nrows))
     for i, (name, fn) in enumerate(fns.items()):
         a_label, b_label, title = FUNCTIONS[name]
-        ax = fig.add_subplot(1, len(fns), i + 1, projection="3d")
+        ax = fig.add_subplot(nrows, ncols, i + 1, projection="3d")
         surface(ax, fn, *ranges[name], labels=(a_label, b_label), title=title, n=n)
     fig.tight_layout()
     return fig
