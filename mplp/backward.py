@@ -69,5 +69,8 @@ def dense_backward(learners: Learners, params: list[torch.Tensor], cache: Forwar
 
 def apply_updates(params: list[torch.Tensor], updates: list[torch.Tensor],
                   lr: torch.Tensor | float) -> list[torch.Tensor]:
-    """MPLP update ``w <- w - clamp(lr * mean_b f, -1, 1)`` (thesis §4.1)."""
+    """MPLP update ``w <- w - clamp(lr * mean_b f, -1, 1)`` (thesis §4.1); a learned lr
+    with leading population dimensions ``(...)`` broadcasts over ``(..., n_in + 1, n_out)``."""
+    if torch.is_tensor(lr) and lr.dim() > 0:
+        lr = lr[..., None, None]
     return [w - torch.clamp(lr * u, -1.0, 1.0) for w, u in zip(params, updates)]
