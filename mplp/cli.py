@@ -51,6 +51,20 @@ def _run(args) -> int:
     return 0
 
 
+def _bench(args) -> int:
+    import torch
+
+    from .bench import format_result, run_bench, to_json
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    r = run_bench(args.config, args.population, args.steps, args.device)
+    print(format_result(r))
+    if args.json:
+        print(to_json(r))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mplp", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -72,6 +86,14 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--device", default=None, help="cpu or cuda (default: the profile's)")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
     r.set_defaults(func=_run)
+    b = sub.add_parser("bench", help="time outer steps: fast path vs dense reference")
+    b.add_argument("--config", default="sinewave", help="sinewave (Table 3), ablation (Table 4) or mnist (Table 5)")
+    b.add_argument("--population", type=int, default=1, help="members run as one batched program")
+    b.add_argument("--steps", type=int, default=5, help="timed outer steps (median)")
+    b.add_argument("--device", default="cpu")
+    b.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's)")
+    b.add_argument("--json", action="store_true", help="also print one JSON object on the last line")
+    b.set_defaults(func=_bench)
     return p
 
 

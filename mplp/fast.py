@@ -74,6 +74,24 @@ def _select_backend() -> None:
         _BACKEND.update(name="eager", reason=f"torch.compile unavailable: {type(e).__name__}: {e}"[:300])
 
 
+def use_backend(name: str) -> str:
+    """Force the kernel backend ("compiled" or "eager"); returns ``kernel_backend()``."""
+    if name not in ("compiled", "eager"):
+        raise ValueError(f"unknown kernel backend {name!r}; expected 'compiled' or 'eager'")
+    _BACKEND.update(name=None, reason="")
+    _KERNELS.clear()
+    old = os.environ.get("MPLP_COMPILE")
+    os.environ["MPLP_COMPILE"] = "1" if name == "compiled" else "0"
+    try:
+        _select_backend()
+    finally:
+        if old is None:
+            os.environ.pop("MPLP_COMPILE")
+        else:
+            os.environ["MPLP_COMPILE"] = old
+    return kernel_backend()
+
+
 def kernel_backend() -> str:
     """How the fused kernels run: ``"compiled: ..."`` or ``"eager: <why>"``."""
     _select_backend()

@@ -22,6 +22,7 @@ from . import config as C
 from . import paths
 from . import results as R
 from .backward import dense_backward
+from .fast import fast_backward, kernel_backend
 from .learners import LearnerSpec, NeuralLearners, init_theta
 from .optimizee import init_params
 from .outer import AdamState, adam_init, adam_update
@@ -90,7 +91,7 @@ class MetaTrainer:
     """Algorithm 1 for one experiment config, with a pluggable backward."""
 
     def __init__(self, cfg: C.ExperimentConfig, dtype=torch.float32, device="cpu",
-                 backward=dense_backward):
+                 backward=fast_backward):
         self.cfg, self.dtype, self.device, self.backward = cfg, dtype, torch.device(device), backward
         self.spec = learner_spec(cfg)
         self.family = make_family(cfg.task, dtype, self.device)
@@ -146,18 +147,25 @@ class MetaTrainer:
         return self._val
 
     def validate(self, theta: dict[str, torch.Tensor]) -> Validation:
-        """Inner-train every validation run for T steps with ``theta`` (no meta-gradient)."""
+        """Inner-train every validation run for T steps with ``theta`` (no meta-gradient).
+
+        The fast backward takes all runs at once (a leading run dimension, batch-norm
+        statistics per run); the dense reference goes run by run."""
         v = self.validation_set
         learners = NeuralLearners(theta, self.spec)
-        curves, ents = [], []
-        for xs, ys, init in zip(v.xs, v.ys, v.inits):
-            r = rollout(learners, init, xs, ys, self.cfg.optimizee, self.cfg.learner.loss_inputs,
+        lo = self.cfg.learner.loss_inputs
+        if self.backward is fast_backward:
+            inits = [torch.stack(ps) for ps in zip(*v.inits)]               # (R, n_in + 1, n_out)
+            r = rollout(learners, inits, v.xs.transpose(0, 1), v.ys.transpose(0, 1), self.cfg.optimizee, lo,
                         self.backward, self.cfg.meta.be_formula)
-            curves.append(r.losses)
-            ents.append(r.entropy)
-        curves = torch.stack(curves)
+            curves = r.losses.transpose(0, 1)                                # (R, T)
+            ent = r.entropy.double().mean((0, 2))                            # (T, n_hidden, R) -> (n_hidden,)
+        else:
+            rs = [rollout(learners, init, xs, ys, self.cfg.optimizee, lo, self.backward, self.cfg.meta.be_formula)
+                  for xs, ys, init in zip(v.xs, v.ys, v.inits)]
+            curves = torch.stack([r.losses for r in rs])
+            ent = torch.stack([r.entropy for r in rs]).double().mean((0, 1))
         metric = outer_metric(curves, self.cfg.meta.unroll).double()
-        ent = torch.stack(ents).double().mean((0, 1))
         return Validation(float(metric.mean()), float(metric.std()) if len(metric) > 1 else 0.0,
                           float(curves[:, -1].double().mean()), [float(e) for e in ent], curves)
 
@@ -216,6 +224,7 @@ def _write_outputs(trainer: MetaTrainer, st: TrainState, out, status: str, start
         "status": status, "config_hash": trainer.cfg.hash(), "steps_done": st.step,
         "steps_total": trainer.cfg.meta.S, "skipped_outer_updates": st.skipped,
         "wall_time_s": round(st.elapsed, 3), "dtype": str(trainer.dtype).replace("torch.", ""),
+        "backward": "dense" if trainer.backward is dense_backward else f"fast ({kernel_backend()})",
         **_machine(trainer.device)})
 
 
@@ -233,7 +242,7 @@ def resolve_device(device: str) -> torch.device:
 
 
 def train(cfg: C.ExperimentConfig, out_root=None, resume: bool = False, device="cpu",
-          dtype=torch.float32, backward=dense_backward, progress: bool = True,
+          dtype=torch.float32, backward=fast_backward, progress: bool = True,
           max_steps: int | None = None) -> R.RunResult:
     """Meta-train ``cfg`` into ``<out_root>/<experiment>/<hash>/`` and return the stored run
     (``out_root`` defaults to ``paths.results_root()``, the repository's ``results/``).

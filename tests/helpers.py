@@ -39,4 +39,5 @@ def random_batch(sizes, loss, B, gen, dtype=torch.float64):
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     """max |a - b| / max(max |b|, tiny)."""
+    a, b = a.detach(), b.detach()
     return float((a - b).abs().max() / b.abs().max().clamp_min(1e-300))

@@ -7,7 +7,7 @@ import torch
 
 from mplp.backward import apply_updates, dense_backward
 from mplp.config import MetaConfig, OptimizeeConfig
-from mplp.fast import fast_backward, kernel_backend
+from mplp.fast import fast_backward, kernel_backend, use_backend
 from mplp.learners import LearnerSpec, NeuralLearners, init_theta
 from mplp.optimizee import init_params
 from mplp.unroll import unroll
@@ -28,11 +28,20 @@ def _problem(loss, sizes, m, bn, learned, seed=0, K=3, B=7):
     return opt, spec, theta, params, xs, ys
 
 
+@pytest.fixture(params=["eager", "compiled"], scope="module")
+def backend(request):
+    got = use_backend(request.param)
+    if request.param == "compiled" and not got.startswith("compiled"):
+        pytest.skip(f"torch.compile unavailable here ({got})")
+    yield got
+    use_backend("eager")
+
+
 @pytest.mark.parametrize("loss, sizes", CASES, ids=["mse", "xent"])
 @pytest.mark.parametrize("m", [1, 8, 24])
 @pytest.mark.parametrize("bn", [False, True], ids=["nobn", "bn"])
 @pytest.mark.parametrize("learned", [False, True], ids=["fixedlr", "learnedlr"])
-def test_fast_equals_dense(loss, sizes, m, bn, learned):
+def test_fast_equals_dense(backend, loss, sizes, m, bn, learned):
     opt, spec, theta, params, xs, ys = _problem(loss, sizes, m, bn, learned)
     meta = MetaConfig(K=3, T=9, batch_entropy=True, be_threshold=2.0)
     out = {}
@@ -78,3 +87,5 @@ def test_population_equals_members_one_by_one():
 
 def test_backend_is_reported():
     assert kernel_backend().split(":")[0] in ("compiled", "eager")
+    with pytest.raises(ValueError, match="unknown kernel backend"):
+        use_backend("triton")

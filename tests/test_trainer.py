@@ -120,3 +120,17 @@ def test_prediction_target_loss_inputs_train(tmp_path):
     cfg = tiny_config(**{"learner.loss_inputs": "prediction_target", "meta.S": 3})
     run = train(cfg, tmp_path, progress=False)
     assert run.theta["g_loss.mse.w1"].shape[0] == 2 and run.complete
+
+
+def test_batched_validation_equals_run_by_run_dense():
+    from mplp.backward import dense_backward
+
+    cfg = tiny_config(**{"validation.n_runs": 3})
+    fast = MetaTrainer(cfg, dtype=torch.float64)
+    dense = MetaTrainer(cfg, dtype=torch.float64, backward=dense_backward)
+    theta = fast.init_state().theta
+    a, b = fast.validate(theta), dense.validate(theta)
+    assert a.curves.shape == b.curves.shape == (3, cfg.meta.T)
+    assert torch.allclose(a.curves, b.curves, rtol=1e-9, atol=1e-12)
+    assert a.loss == pytest.approx(b.loss, rel=1e-9)
+    assert a.entropy == pytest.approx(b.entropy, rel=1e-9)
