@@ -241,6 +241,176 @@ def resolve_device(device: str) -> torch.device:
     return dev
 
 
+class _Run:
+    """One run's bookkeeping inside the training loop: validation, logs, checkpoints."""
+
+    def __init__(self, trainer: MetaTrainer, out_root, resume: bool):
+        cfg = self.cfg = trainer.cfg
+        self.trainer, self.out = trainer, R.run_dir(out_root, cfg)
+        self.ckpt = self.out / "checkpoint.pt"
+        if self.ckpt.exists():
+            if not resume:
+                raise RunExistsError(f"{self.out} holds an unfinished run; pass --resume (resume=True) to "
+                                     "continue it or delete the directory to start over")
+            self.st = trainer.load_state_dict(R.load_torch(self.ckpt))
+        else:
+            self.st = trainer.init_state()
+            R.write_text(self.out / "config.yaml", C.dump(cfg))
+        self.started = time.perf_counter() - self.st.elapsed
+
+    def checkpoint(self, status: str) -> None:
+        self.st.elapsed = time.perf_counter() - self.started
+        R.save_torch(self.ckpt, self.trainer.state_dict(self.st))
+        _write_outputs(self.trainer, self.st, self.out, status, self.started)
+
+    def maybe_validate(self) -> None:
+        st, S = self.st, self.cfg.meta.S
+        snap = self.cfg.snapshot_every
+        if st.step % self.cfg.validation.every == 0 or st.step == S:
+            if not st.val_rows or st.val_rows[-1]["step"] != st.step:
+                st.val_rows.append(self.trainer.validate(st.theta).row(st.step))
+            if snap == 0 or st.step % snap == 0 or st.step == S:
+                st.snapshots[st.step] = {k: v.detach().cpu().clone() for k, v in st.theta.items()}
+
+    def after_step(self, losses: dict) -> None:
+        st, S = self.st, self.cfg.meta.S
+        st.window.append(losses)
+        if st.step % self.cfg.log_every == 0 or st.step == S:
+            row = {"step": st.step}
+            row.update({k: sum(w[k] for w in st.window) / len(st.window) for k in st.window[0]})
+            st.train_rows.append(row)
+            st.window = []
+        self.maybe_validate()
+        if st.step % self.cfg.checkpoint_every == 0 and st.step < S:
+            self.checkpoint("running")
+
+    def finish(self) -> R.RunResult:
+        if self.st.step >= self.cfg.meta.S:
+            self.st.elapsed = time.perf_counter() - self.started
+            _write_outputs(self.trainer, self.st, self.out, "complete", self.started)
+            if self.ckpt.exists():
+                self.ckpt.unlink()
+        else:
+            self.checkpoint("running")
+        return R.load_run(self.out)
+
+
+def _population_key(cfg: C.ExperimentConfig) -> dict:
+    """What members of one population must share: everything that shapes the batched step."""
+    d = cfg.to_dict()
+    d["meta"].pop("batch_entropy")
+    return {k: d[k] for k in ("optimizee", "learner", "task", "meta")}
+
+
+def population_step(trainers: list[MetaTrainer], states: list[TrainState]) -> list[dict]:
+    """One outer step of P runs as one batched program (fast path, leading dimension P).
+
+    Every member keeps its own generators, task, inner state, theta and Adam state, so
+    it follows the same trajectory as when run alone (up to floating-point rounding).
+    Members may differ in ``seed`` and in ``meta.batch_entropy``.
+    """
+    t0 = trainers[0]
+    meta, K = t0.cfg.meta, t0.cfg.meta.K
+    for tr, st in zip(trainers, states):
+        if tr._needs_reset(st.inner):
+            st.inner = tr._reset(st)
+    batches = [st.inner.task.batches(st.inner.cursor, K) for st in states]
+    xs = torch.stack([b[0] for b in batches], 1)                       # (K, P, B, ...)
+    ys = torch.stack([b[1] for b in batches], 1)
+    leaf = {k: torch.stack([st.theta[k] for st in states]).detach().requires_grad_(True) for k in states[0].theta}
+    params = [torch.stack([st.inner.params[l] for st in states]) for l in range(len(states[0].inner.params))]
+    be = [tr.cfg.meta.batch_entropy for tr in trainers]
+    be_weight = None
+    if any(be) and not all(be):
+        be_weight = torch.tensor([float(b) for b in be], dtype=xs.dtype, device=xs.device)
+    res = unroll(NeuralLearners(leaf, t0.spec), params, xs, ys, t0.cfg.optimizee,
+                 C.MetaConfig(**{**meta.__dict__, "batch_entropy": any(be)}), t0.cfg.learner.loss_inputs,
+                 fast_backward, be_weight)
+    grads = torch.autograd.grad(res.total.sum(), list(leaf.values()), allow_unused=True)
+    grads = {k: (g if g is not None else torch.zeros_like(leaf[k])) for k, g in zip(leaf, grads)}
+    be_term = res.be_term.detach().expand_as(res.total)
+    out = []
+    for p, (tr, st) in enumerate(zip(trainers, states)):
+        g = {k: v[p] for k, v in grads.items()}
+        if all(bool(torch.isfinite(v).all()) for v in g.values()):
+            st.theta, st.adam = adam_update(st.theta, g, st.adam, tr.cfg.meta)
+        else:
+            st.skipped += 1
+        st.inner.params = [w[p].detach() for w in res.params]
+        st.inner.t += K
+        st.inner.cursor += K
+        st.step += 1
+        out.append({"outer_loss": float(res.total[p].detach()), "inner_loss": float(res.outer[p].detach()),
+                    "be_term": float(be_term[p])})
+    return out
+
+
+def train_population(cfgs: list[C.ExperimentConfig], out_root=None, resume: bool = False, device="cpu",
+                     dtype=torch.float32, backward=fast_backward, progress: bool = True,
+                     max_steps: int | None = None) -> list[R.RunResult]:
+    """Meta-train several runs that share a configuration shape (e.g. the seeds of an
+    ablation cell) as one batched program; each is stored as if run alone.
+
+    Complete stored runs are returned as they are; unfinished ones resume with
+    ``resume=True``.  Runs at different steps, or a dense ``backward``, go one by one.
+    """
+    from tqdm.auto import tqdm
+
+    if not cfgs:
+        raise ValueError("train_population needs at least one config")
+    key = _population_key(cfgs[0])
+    for c in cfgs[1:]:
+        if _population_key(c) != key:
+            raise C.ConfigError(f"population members must share optimizee, learner, task and meta (except "
+                                f"meta.batch_entropy); {c.experiment} (seed {c.seed}) differs")
+    hashes = [c.hash() for c in cfgs]
+    if len(set(hashes)) != len(hashes):
+        raise C.ConfigError("population members must differ (e.g. by seed): two configs are identical")
+    dev = resolve_device(device)
+    out_root = out_root if out_root is not None else paths.results_root()
+    results: dict[int, R.RunResult] = {}
+    runs: dict[int, _Run] = {}
+    for i, cfg in enumerate(cfgs):
+        done = R.find_run(out_root, cfg)
+        if done is not None:
+            results[i] = done
+        else:
+            runs[i] = _Run(MetaTrainer(cfg, dtype, dev, backward), out_root, resume)
+    groups: dict[int, list[int]] = {}
+    for i, r in runs.items():
+        groups.setdefault(r.st.step, []).append(i)
+    S = cfgs[0].meta.S
+    stop = S if max_steps is None else min(S, max_steps)
+    for step0, members in groups.items():
+        group = [runs[i] for i in members]
+        batched = backward is fast_backward and len(group) > 1
+        desc = cfgs[members[0]].experiment + (f" x{len(group)}" if len(group) > 1 else "")
+        bar = tqdm(total=S, initial=step0, disable=not progress, unit="step", desc=desc, dynamic_ncols=True)
+        try:
+            for r in group:
+                r.maybe_validate()
+            while group[0].st.step < stop:
+                if batched:
+                    losses = population_step([r.trainer for r in group], [r.st for r in group])
+                else:
+                    losses = [r.trainer.outer_step(r.st) for r in group]
+                for r, l in zip(group, losses):
+                    r.after_step(l)
+                bar.update(1)
+                vals = [r.st.val_rows[-1]["val_loss"] for r in group if r.st.val_rows]
+                if vals:
+                    bar.set_postfix(val=" ".join(f"{v:.4g}" for v in vals), refresh=False)
+        except KeyboardInterrupt:
+            for r in group:
+                r.checkpoint("running")
+            raise
+        finally:
+            bar.close()
+        for i, r in zip(members, group):
+            results[i] = r.finish()
+    return [results[i] for i in range(len(cfgs))]
+
+
 def train(cfg: C.ExperimentConfig, out_root=None, resume: bool = False, device="cpu",
           dtype=torch.float32, backward=fast_backward, progress: bool = True,
           max_steps: int | None = None) -> R.RunResult:
@@ -251,69 +421,4 @@ def train(cfg: C.ExperimentConfig, out_root=None, resume: bool = False, device="
     and continues from its checkpoint.  ``max_steps`` stops early (checkpointed,
     status "running"): a stand-in for an interruption.
     """
-    from tqdm.auto import tqdm
-
-    dev = resolve_device(device)
-    out_root = out_root if out_root is not None else paths.results_root()
-    out = R.run_dir(out_root, cfg)
-    done = R.find_run(out_root, cfg)
-    if done is not None:
-        return done
-    ckpt = out / "checkpoint.pt"
-    trainer = MetaTrainer(cfg, dtype, dev, backward)
-    if ckpt.exists():
-        if not resume:
-            raise RunExistsError(f"{out} holds an unfinished run; pass --resume (resume=True) to continue it "
-                                 "or delete the directory to start over")
-        st = trainer.load_state_dict(R.load_torch(ckpt))
-    else:
-        st = trainer.init_state()
-        R.write_text(out / "config.yaml", C.dump(cfg))
-    S, every, snap = cfg.meta.S, cfg.validation.every, cfg.snapshot_every
-    stop = S if max_steps is None else min(S, max_steps)
-    started = time.perf_counter() - st.elapsed
-
-    def checkpoint(status):
-        st.elapsed = time.perf_counter() - started
-        R.save_torch(ckpt, trainer.state_dict(st))
-        _write_outputs(trainer, st, out, status, started)
-
-    def maybe_validate():
-        if st.step % every == 0 or st.step == S:
-            if not st.val_rows or st.val_rows[-1]["step"] != st.step:
-                st.val_rows.append(trainer.validate(st.theta).row(st.step))
-            if snap == 0 or st.step % snap == 0 or st.step == S:
-                st.snapshots[st.step] = {k: v.detach().cpu().clone() for k, v in st.theta.items()}
-
-    bar = tqdm(total=S, initial=st.step, disable=not progress, unit="step", desc=cfg.experiment,
-               dynamic_ncols=True)
-    try:
-        maybe_validate()
-        while st.step < stop:
-            losses = trainer.outer_step(st)
-            st.window.append(losses)
-            if st.step % cfg.log_every == 0 or st.step == S:
-                n = len(st.window)
-                row = {"step": st.step}
-                row.update({k: sum(w[k] for w in st.window) / n for k in st.window[0]})
-                st.train_rows.append(row)
-                st.window = []
-            maybe_validate()
-            bar.update(1)
-            if st.val_rows:
-                bar.set_postfix(val=f"{st.val_rows[-1]['val_loss']:.4g}", refresh=False)
-            if st.step % cfg.checkpoint_every == 0 and st.step < S:
-                checkpoint("running")
-    except KeyboardInterrupt:
-        checkpoint("running")
-        raise
-    finally:
-        bar.close()
-    if st.step >= S:
-        st.elapsed = time.perf_counter() - started
-        _write_outputs(trainer, st, out, "complete", started)
-        if ckpt.exists():
-            ckpt.unlink()
-    else:
-        checkpoint("running")
-    return R.load_run(out)
+    return train_population([cfg], out_root, resume, device, dtype, backward, progress, max_steps)[0]

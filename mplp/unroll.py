@@ -75,11 +75,12 @@ class UnrollResult:
 
 def unroll(learners: Learners, params: list[torch.Tensor], xs: torch.Tensor, ys: torch.Tensor,
            opt: OptimizeeConfig, meta: MetaConfig, loss_inputs: str = "full",
-           backward: Backward = dense_backward) -> UnrollResult:
-    """Algorithm 2 on the K batches ``xs (K, B, n_in)``, ``ys (K, B, ...)``.
+           backward: Backward = dense_backward, be_weight: torch.Tensor | None = None) -> UnrollResult:
+    """Algorithm 2 on the K batches ``xs (K, ..., B, n_in)``, ``ys (K, ..., B, ...)``.
 
     The batch-entropy term (Eq. 8) is ``2 * mean_k penalty_k * L_K.detach()`` where
-    ``L_K`` is the last step's loss (released code).
+    ``L_K`` is the last step's loss (released code).  ``be_weight`` ``(...)`` scales it
+    per population member (0 switches it off for that member).
     """
     K = xs.shape[0]
     outer = xs.new_zeros(())
@@ -97,6 +98,8 @@ def unroll(learners: Learners, params: list[torch.Tensor], xs: torch.Tensor, ys:
         last_loss = step.loss
         params = step.params
     be_term = 2 * penalty / K * last_loss.detach() if meta.batch_entropy else xs.new_zeros(())
+    if be_weight is not None:
+        be_term = be_term * be_weight
     return UnrollResult(outer + be_term, outer, be_term, torch.stack(losses), torch.stack(ents), params)
 
 

@@ -134,3 +134,44 @@ def test_batched_validation_equals_run_by_run_dense():
     assert torch.allclose(a.curves, b.curves, rtol=1e-9, atol=1e-12)
     assert a.loss == pytest.approx(b.loss, rel=1e-9)
     assert a.entropy == pytest.approx(b.entropy, rel=1e-9)
+
+
+def test_population_equals_runs_one_by_one(tmp_path):
+    from mplp.trainer import train_population
+
+    base = tiny_config(**{"meta.S": 6, "validation.every": 3})
+    cfgs = [base.replace(seed=0), base.replace(seed=1), base.replace(**{"seed": 2, "meta.batch_entropy": True})]
+    pop = train_population(cfgs, tmp_path / "pop", progress=False, dtype=torch.float64)
+    # Under batch-norm the output bias of every message learner is dead: the next
+    # learner's normalisation removes a constant shift of the messages, so its gradient
+    # is rounding noise that Adam turns into steps of at most ~outer_lr; the batched and
+    # single runs may differ there by that much, and nowhere else.
+    dead = {"g_lin.b2", "g_act.relu.b2", "g_loss.mse.b2"}
+    bound = 2 * base.meta.outer_lr * base.meta.S
+    for c, r in zip(cfgs, pop):
+        alone = train(c, tmp_path / "alone", progress=False, dtype=torch.float64)
+        assert r.path.name == alone.path.name == c.hash()
+        for k in alone.theta:
+            atol = bound if k in dead else 1e-12
+            assert torch.allclose(r.theta[k], alone.theta[k], rtol=1e-9, atol=atol), k
+        assert r.validation["val_loss"] == pytest.approx(alone.validation["val_loss"], rel=1e-9)
+        assert r.train["be_term"] == pytest.approx(alone.train["be_term"], rel=1e-9, abs=1e-12)
+    assert (pop[2].train["be_term"] > 0).any() and (pop[0].train["be_term"] == 0).all()
+
+
+def test_population_resumes_and_refuses_mismatched_members(tmp_path):
+    from mplp import config as C
+    from mplp.trainer import train_population
+
+    base = tiny_config(**{"meta.S": 8})
+    cfgs = [base.replace(seed=s) for s in (0, 1)]
+    full = train_population(cfgs, tmp_path / "a", progress=False)
+    train_population(cfgs, tmp_path / "b", progress=False, max_steps=5)
+    resumed = train_population(cfgs, tmp_path / "b", progress=False, resume=True)
+    for f, r in zip(full, resumed):
+        for k in f.theta:
+            assert torch.equal(f.theta[k], r.theta[k]), k
+    with pytest.raises(C.ConfigError, match="must share"):
+        train_population([base, base.replace(**{"seed": 1, "meta.K": 2})], tmp_path / "c", progress=False)
+    with pytest.raises(C.ConfigError, match="identical"):
+        train_population([base, base], tmp_path / "c", progress=False)
