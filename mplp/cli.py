@@ -18,7 +18,9 @@ def _train(args) -> int:
     import yaml
 
     from . import config as C
-    from .trainer import train
+    from .backward import dense_backward
+    from .fast import fast_backward
+    from .trainer import train_population
 
     cfg = C.load(args.config)
     changes = {}
@@ -33,13 +35,16 @@ def _train(args) -> int:
         cfg = cfg.replace(**changes)
     if args.threads:
         torch.set_num_threads(args.threads)
-    run = train(cfg, args.out, resume=args.resume, device=args.device, dtype=getattr(torch, args.dtype),
-                progress=not args.no_progress)
-    v = run.validation
-    first, last = v["val_loss"][0], v["val_loss"][-1]
-    print(f"{run.path}: {run.meta['status']} after {run.meta['steps_done']} outer steps "
-          f"({run.meta['wall_time_s']:.0f} s); validation outer-loss {first:.4g} -> {last:.4g} "
-          f"(best {v['val_loss'].min():.4g})")
+    cfgs = [cfg.replace(seed=s) for s in args.seeds] if args.seeds else [cfg]
+    backward = dense_backward if args.backward == "dense" else fast_backward
+    runs = train_population(cfgs, args.out, resume=args.resume, device=args.device,
+                            dtype=getattr(torch, args.dtype), backward=backward, progress=not args.no_progress)
+    for run in runs:
+        v = run.validation
+        first, last = v["val_loss"][0], v["val_loss"][-1]
+        print(f"{run.path}: {run.meta['status']} after {run.meta['steps_done']} outer steps "
+              f"({run.meta['wall_time_s']:.0f} s); validation outer-loss {first:.4g} -> {last:.4g} "
+              f"(best {v['val_loss'].min():.4g})")
     return 0
 
 
@@ -79,6 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a config field by its dotted path, e.g. --set learner.message_size=1")
     t.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.add_argument("--seeds", type=int, nargs="+", default=None,
+                   help="train these seeds of the config as one batched population")
+    t.add_argument("--backward", choices=("fast", "dense"), default="fast",
+                   help="message-passing backward: fast (default) or the dense reference")
     t.set_defaults(func=_train)
     r = sub.add_parser("run", help="execute book chapters with papermill (in place)")
     r.add_argument("chapters", nargs="*", help="chapters to run (default: all); e.g. sgd sinewave")

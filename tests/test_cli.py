@@ -40,3 +40,12 @@ def test_set_overrides_fields(tmp_path, capsys):
     assert "meta.nope: unknown field" in capsys.readouterr().err
     assert main(["train", str(cfg_path), "--set", "meta.S"]) == 2
     assert "expected KEY=VALUE" in capsys.readouterr().err
+
+
+def test_train_seeds_as_a_population(tmp_path, capsys):
+    cfg_path = tmp_path / "c.yaml"
+    cfg_path.write_text(C.dump(tiny_config(**{"meta.S": 3})))
+    assert main(["train", str(cfg_path), "--out", str(tmp_path), "--no-progress", "--seeds", "0", "1"]) == 0
+    lines = [l for l in capsys.readouterr().out.splitlines() if "complete after 3 outer steps" in l]
+    assert len(lines) == 2
+    assert main(["train", str(cfg_path), "--out", str(tmp_path / "d"), "--no-progress", "--backward", "dense"]) == 0
