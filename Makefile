@@ -9,7 +9,7 @@ TORCH  := torch==2.13.0
 PROFILE ?= cpu
 DEVICE  ?= cpu
 
-.PHONY: install test book reproduce train clean
+.PHONY: install test book reproduce train bench clean
 
 install: $(STAMP)
 
@@ -39,6 +39,13 @@ reproduce: $(STAMP)
 CONFIG ?= mplp/configs/sinewave_m8_bn.yaml
 train: $(STAMP)
 	$(VENV)/bin/mplp train $(CONFIG) --device $(DEVICE) --resume
+
+# Benchmarks of the fast path vs the dense reference; appends one JSON line per measurement
+BENCH_OUT ?= benchmarks/cpu.jsonl
+bench: $(STAMP)
+	for c in sinewave ablation mnist; do $(VENV)/bin/mplp bench --config $$c --device $(DEVICE) --json | tail -n 1 >> $(BENCH_OUT); done
+	$(VENV)/bin/mplp bench --config sinewave --population 5 --device $(DEVICE) --json | tail -n 1 >> $(BENCH_OUT)
+	$(VENV)/bin/mplp bench --config ablation --population 5 --device $(DEVICE) --json | tail -n 1 >> $(BENCH_OUT)
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info _build

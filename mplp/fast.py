@@ -34,7 +34,8 @@ from .optimizee import ForwardCache, LossNode
 
 def _mean_b_relu(A: torch.Tensor, C: torch.Tensor) -> torch.Tensor:
     """``mean_b relu(A[b, j] + C[b, i])``: A ``(..., B, J, H)``, C ``(..., B, I, H)`` -> ``(..., I, J, H)``."""
-    return torch.relu(A.unsqueeze(-3) + C.unsqueeze(-2)).mean(-4)
+    # sum then divide: inductor vectorises this better than mean (measured 0.16 vs 0.28 ms)
+    return torch.relu(A.unsqueeze(-3) + C.unsqueeze(-2)).sum(-4) / A.shape[-3]
 
 
 def _sum_j_relu(A: torch.Tensor, D: torch.Tensor) -> torch.Tensor:
@@ -117,6 +118,16 @@ def _stats(v: torch.Tensor, dims: tuple[int, ...], reps: int):
     return mean, var.sqrt()
 
 
+def _rowmm(X: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
+    """Rows times a (population of) weight matrices: X ``(*L, *rows, d)``, W ``(*L, d, o)``
+    -> ``(*L, *rows, o)``, as one (batched) matrix product over all rows; broadcasting
+    W over the rows instead would split it into many tiny products."""
+    lead = W.dim() - 2
+    rows = X.shape[lead:-1]
+    Y = X.reshape(*X.shape[:lead], -1, X.shape[-1]) @ W
+    return Y.reshape(*X.shape[:lead], *rows, W.shape[-1])
+
+
 def _norm(v, mean, std, scale, shift):
     return (v - mean) / (std + BN_EPS) * scale + shift
 
@@ -139,8 +150,8 @@ class FastLearners:
         if self.spec.batch_norm:
             mean, std = _stats(X, (-3, -2), 1)
             X = _norm(X, mean, std, self.p(name, "bn_scale")[..., None, None, :], self.p(name, "bn_shift")[..., None, None, :])
-        h = torch.relu(X @ self.p(name, "w1")[..., None, :, :] + self.p(name, "b1")[..., None, None, :])
-        return h @ self.p(name, "w2")[..., None, :, :] + self.p(name, "b2")[..., None, None, :]
+        h = torch.relu(_rowmm(X, self.p(name, "w1")) + self.p(name, "b1")[..., None, None, :])
+        return _rowmm(h, self.p(name, "w2")) + self.p(name, "b2")[..., None, None, :]
 
     def _message_part(self, name, M, I):
         """``A`` ``(..., B, J, H)``: the message features' share of the first layer."""
@@ -148,7 +159,7 @@ class FastLearners:
         if self.spec.batch_norm:
             mean, std = _stats(M, (-3, -2), I)
             M = _norm(M, mean, std, self.p(name, "bn_scale")[..., None, None, :m], self.p(name, "bn_shift")[..., None, None, :m])
-        return M @ self.p(name, "w1")[..., None, :m, :]
+        return _rowmm(M, self.p(name, "w1")[..., :m, :])
 
     def _scalar_part(self, name, v, dims, reps, m):
         """The last input feature's share (plus b1): ``v (..., P, Q)`` -> ``(..., P, Q, H)``."""
@@ -163,7 +174,7 @@ class FastLearners:
         A = self._message_part("f", M, I)
         C = self._scalar_part("f", x, (-2, -1), J, m)
         R = _kernel("mean_b_relu")(A, C)                       # (..., I, J, H)
-        return (R @ self.p("f", "w2")[..., None, :, :]).squeeze(-1) + self.p("f", "b2")[..., None, :]
+        return _rowmm(R, self.p("f", "w2")).squeeze(-1) + self.p("f", "b2")[..., None, :]
 
     def g_lin_layer(self, M: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         """``sum_j g_lin([m_bj, w_ij])``: M ``(..., B, J, m)``, w ``(..., I, J)`` -> ``(..., B, I, m)``."""
@@ -171,7 +182,7 @@ class FastLearners:
         A = self._message_part("g_lin", M, w.shape[-2])
         D = self._scalar_part("g_lin", w, (-2, -1), B, m)     # (..., I, J, H)
         S = _kernel("sum_j_relu")(A, D)                        # (..., B, I, H)
-        return S @ self.p("g_lin", "w2")[..., None, :, :] + J * self.p("g_lin", "b2")[..., None, None, :]
+        return _rowmm(S, self.p("g_lin", "w2")) + J * self.p("g_lin", "b2")[..., None, None, :]
 
 
 def fast_backward(learners, params: list[torch.Tensor], cache: ForwardCache, node: LossNode,
