@@ -23,6 +23,7 @@ from .backward import dense_backward
 from .fast import fast_backward, kernel_backend
 from .learners import LearnerSpec, NeuralLearners, init_theta
 from .optimizee import init_params
+from .outer import meta_gradient
 from .tasks import make_family
 from .unroll import unroll
 
@@ -103,8 +104,7 @@ def outer_grad(spec, s, theta, params, xs, ys, backward):
     meta = C.MetaConfig(K=s["K"], T=100, batch_entropy=s["be"])
     leaf = {k: v.detach().requires_grad_(True) for k, v in theta.items()}
     res = unroll(NeuralLearners(leaf, spec), params, xs, ys, opt, meta, spec.loss_inputs, backward)
-    grads = torch.autograd.grad(res.total.sum(), list(leaf.values()), allow_unused=True)
-    return {k: (g if g is not None else torch.zeros_like(leaf[k])) for k, g in zip(leaf, grads)}
+    return meta_gradient(res.total.sum(), leaf)
 
 
 def _time(fn, steps, device):

@@ -30,6 +30,12 @@ class AdamState:
         return cls(d["m"], d["v"], d["step"])
 
 
+def meta_gradient(objective: torch.Tensor, leaf: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """d objective / d theta for every entry of ``leaf`` (zeros where it does not depend)."""
+    grads = torch.autograd.grad(objective, list(leaf.values()), allow_unused=True)
+    return {k: (g if g is not None else torch.zeros_like(leaf[k])) for k, g in zip(leaf, grads)}
+
+
 def adam_init(theta: dict[str, torch.Tensor]) -> AdamState:
     return AdamState({k: torch.zeros_like(t) for k, t in theta.items()},
                      {k: torch.zeros_like(t) for k, t in theta.items()}, 0)

@@ -25,7 +25,7 @@ from .backward import dense_backward
 from .fast import fast_backward, kernel_backend
 from .learners import LearnerSpec, NeuralLearners, init_theta
 from .optimizee import init_params
-from .outer import AdamState, adam_init, adam_update
+from .outer import AdamState, adam_init, adam_update, meta_gradient
 from .tasks import BatchTask, ValidationSet, make_family, validation_set
 from .unroll import outer_metric, rollout, unroll
 
@@ -116,28 +116,33 @@ class MetaTrainer:
         return InnerState(params, 0, cursor, task)
 
     # -- one outer step ----------------------------------------------------------------
-    def outer_step(self, st: TrainState) -> dict:
-        """Advance ``st`` by one outer step in place; returns that step's losses."""
-        meta = self.cfg.meta
+    def next_batches(self, st: TrainState) -> tuple[torch.Tensor, torch.Tensor]:
+        """The K batches of the next unroll, drawing a new inner problem first if due."""
         if self._needs_reset(st.inner):
             st.inner = self._reset(st)
-        inner = st.inner
-        xs, ys = inner.task.batches(inner.cursor, meta.K)
+        return st.inner.task.batches(st.inner.cursor, self.cfg.meta.K)
+
+    def outer_step(self, st: TrainState) -> dict:
+        """Advance ``st`` by one outer step in place; returns that step's losses."""
+        xs, ys = self.next_batches(st)
         leaf = {k: v.detach().requires_grad_(True) for k, v in st.theta.items()}
-        res = unroll(NeuralLearners(leaf, self.spec), inner.params, xs, ys, self.cfg.optimizee, meta,
+        res = unroll(NeuralLearners(leaf, self.spec), st.inner.params, xs, ys, self.cfg.optimizee, self.cfg.meta,
                      self.cfg.learner.loss_inputs, self.backward)
-        grads = torch.autograd.grad(res.total, list(leaf.values()), allow_unused=True)
-        grads = {k: (g if g is not None else torch.zeros_like(leaf[k])) for k, g in zip(leaf, grads)}
-        if all(bool(torch.isfinite(g).all()) for g in grads.values()):
-            st.theta, st.adam = adam_update(st.theta, grads, st.adam, meta)
-        else:  # a diverged inner problem: skip the outer update, count it
-            st.skipped += 1
-        inner.params = [p.detach() for p in res.params]
-        inner.t += meta.K
-        inner.cursor += meta.K
-        st.step += 1
+        self.advance(st, meta_gradient(res.total, leaf), res.params)
         return {"outer_loss": float(res.total.detach()), "inner_loss": float(res.outer.detach()),
                 "be_term": float(res.be_term.detach())}
+
+    def advance(self, st: TrainState, grads: dict[str, torch.Tensor], params: list[torch.Tensor]) -> None:
+        """Apply the outer Adam step (skipped and counted when the meta-gradient is not
+        finite: a diverged inner problem) and carry the detached inner state on by K."""
+        if all(bool(torch.isfinite(g).all()) for g in grads.values()):
+            st.theta, st.adam = adam_update(st.theta, grads, st.adam, self.cfg.meta)
+        else:
+            st.skipped += 1
+        st.inner.params = [p.detach() for p in params]
+        st.inner.t += self.cfg.meta.K
+        st.inner.cursor += self.cfg.meta.K
+        st.step += 1
 
     # -- validation ----------------------------------------------------------------------
     @property
@@ -310,11 +315,8 @@ def population_step(trainers: list[MetaTrainer], states: list[TrainState]) -> li
     Members may differ in ``seed`` and in ``meta.batch_entropy``.
     """
     t0 = trainers[0]
-    meta, K = t0.cfg.meta, t0.cfg.meta.K
-    for tr, st in zip(trainers, states):
-        if tr._needs_reset(st.inner):
-            st.inner = tr._reset(st)
-    batches = [st.inner.task.batches(st.inner.cursor, K) for st in states]
+    meta = t0.cfg.meta
+    batches = [tr.next_batches(st) for tr, st in zip(trainers, states)]
     xs = torch.stack([b[0] for b in batches], 1)                       # (K, P, B, ...)
     ys = torch.stack([b[1] for b in batches], 1)
     leaf = {k: torch.stack([st.theta[k] for st in states]).detach().requires_grad_(True) for k in states[0].theta}
@@ -326,20 +328,11 @@ def population_step(trainers: list[MetaTrainer], states: list[TrainState]) -> li
     res = unroll(NeuralLearners(leaf, t0.spec), params, xs, ys, t0.cfg.optimizee,
                  C.MetaConfig(**{**meta.__dict__, "batch_entropy": any(be)}), t0.cfg.learner.loss_inputs,
                  fast_backward, be_weight)
-    grads = torch.autograd.grad(res.total.sum(), list(leaf.values()), allow_unused=True)
-    grads = {k: (g if g is not None else torch.zeros_like(leaf[k])) for k, g in zip(leaf, grads)}
+    grads = meta_gradient(res.total.sum(), leaf)
     be_term = res.be_term.detach().expand_as(res.total)
     out = []
     for p, (tr, st) in enumerate(zip(trainers, states)):
-        g = {k: v[p] for k, v in grads.items()}
-        if all(bool(torch.isfinite(v).all()) for v in g.values()):
-            st.theta, st.adam = adam_update(st.theta, g, st.adam, tr.cfg.meta)
-        else:
-            st.skipped += 1
-        st.inner.params = [w[p].detach() for w in res.params]
-        st.inner.t += K
-        st.inner.cursor += K
-        st.step += 1
+        tr.advance(st, {k: v[p] for k, v in grads.items()}, [w[p] for w in res.params])
         out.append({"outer_loss": float(res.total[p].detach()), "inner_loss": float(res.outer[p].detach()),
                     "be_term": float(be_term[p])})
     return out
