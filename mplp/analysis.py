@@ -1,0 +1,180 @@
+"""Reading a learned |m| = 1 optimizer (thesis §5.1, Figs. 3-7, Appendix D, Figs. 12-13).
+
+With message size 1 (and no batch-norm) every learner is a function of two scalars, so
+it can be drawn as a surface and compared with the SGD function of Table 2.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from . import config as C
+from .backward import dense_backward
+from .learners import NeuralLearners, mlp_apply
+from .optimizee import init_params
+from .plotting import FUNCTIONS, grid, sgd_function
+from .results import RunResult
+from .tasks import make_family
+from .unroll import inner_step
+
+# learner name in theta for each plotted function of the ReLU / MSE optimizee
+THETA_NAMES = {"f": "f", "g_lin": "g_lin", "g_loss": "g_loss.mse", "g_relu": "g_act.relu"}
+
+
+@dataclass
+class Checkpoint:
+    """The meta-parameters chosen for analysis and why: the stored snapshot with the
+    lowest validation outer-loss (``rule`` says so in words)."""
+
+    step: int
+    val_loss: float
+    theta: dict[str, torch.Tensor]
+    rule: str
+
+
+def choose_checkpoint(run: RunResult) -> Checkpoint:
+    """Among the outer steps with a stored snapshot, the one with the lowest validation loss."""
+    snaps = run.snapshots()
+    v = run.validation
+    loss_at = {int(s): float(l) for s, l in zip(v["step"], v["val_loss"]) if np.isfinite(l)}
+    candidates = [s for s in snaps if s in loss_at]
+    if not candidates:
+        raise ValueError(f"{run.path}: no snapshot has a finite validation loss")
+    best = min(candidates, key=lambda s: loss_at[s])
+    return Checkpoint(best, loss_at[best], snaps[best],
+                      "the stored snapshot (every snapshot_every outer steps) with the lowest validation outer-loss")
+
+
+def learned_function(theta: dict[str, torch.Tensor], name: str, spec_batch_norm: bool = False):
+    """A learned |m| = 1 function as ``fn(a, b)`` (same convention as ``plotting.sgd_function``).
+
+    g_loss takes [prediction, target] (the §5.1 loss inputs).  With batch-norm a learner
+    is not a pointwise function of its inputs, so it cannot be drawn this way.
+    """
+    if spec_batch_norm:
+        raise ValueError("learners with batch-norm are not pointwise functions of their inputs")
+    key = THETA_NAMES[name]
+    n_in = theta[f"{key}.w1"].shape[0]
+    if n_in != 2 or theta[f"{key}.w2"].shape[1] != 1:
+        raise ValueError(f"{name}: expected a 2-input, 1-output learner (|m| = 1, loss inputs "
+                         f"[prediction, target]); got {n_in} inputs")
+
+    def fn(a, b):
+        rows = torch.stack([a.reshape(-1), b.reshape(-1)], 1).to(theta[f"{key}.w1"].dtype)
+        with torch.no_grad():
+            return mlp_apply(theta, key, rows, False).reshape(a.shape).double()
+
+    return fn
+
+
+class _Recorder:
+    """Learners that pass through to ``NeuralLearners`` and keep a sample of their input rows."""
+
+    def __init__(self, inner: NeuralLearners, per_call: int, gen: torch.Generator):
+        self.inner, self.per_call, self.gen = inner, per_call, gen
+        self.rows: dict[str, list[torch.Tensor]] = {k: [] for k in FUNCTIONS}
+
+    @property
+    def lr(self):
+        return self.inner.lr
+
+    def _keep(self, name, rows):
+        if rows.shape[0] > self.per_call:
+            rows = rows[torch.randperm(rows.shape[0], generator=self.gen)[: self.per_call]]
+        self.rows[name].append(rows.detach()[:, -2:].double())
+
+    def f(self, rows):
+        self._keep("f", rows)
+        return self.inner.f(rows)
+
+    def g_lin(self, rows):
+        self._keep("g_lin", rows)
+        return self.inner.g_lin(rows)
+
+    def g_act(self, kind, rows):
+        self._keep("g_relu", rows)
+        return self.inner.g_act(kind, rows)
+
+    def g_loss(self, kind, rows):
+        self._keep("g_loss", rows)
+        return self.inner.g_loss(kind, rows)
+
+
+@dataclass
+class InputRanges:
+    """1st-99th percentile ranges of each learner's two inputs, recorded while the
+    learned optimizer inner-trains fresh tasks (§5.1); ``samples`` keeps the rows."""
+
+    ranges: dict[str, tuple[tuple[float, float], tuple[float, float]]]
+    samples: dict[str, np.ndarray]
+    n_tasks: int
+
+
+@torch.no_grad()
+def record_input_ranges(cfg: C.ExperimentConfig, theta: dict[str, torch.Tensor], n_tasks: int = 20,
+                        seed: int = 2024, per_call: int = 512) -> InputRanges:
+    """Inner-train ``n_tasks`` fresh tasks for T steps with ``theta`` (dense backward, so
+    every learner input row is explicit) and take the 1st/99th percentiles of the inputs."""
+    from .trainer import learner_spec
+
+    spec = learner_spec(cfg)
+    gen = torch.Generator().manual_seed(seed)
+    family = make_family(cfg.task, torch.float64)
+    rec = _Recorder(NeuralLearners({k: v.double() for k, v in theta.items()}, spec), per_call, gen)
+    for _ in range(n_tasks):
+        task = family.sample(gen, cfg.meta.T)
+        params = init_params(cfg.optimizee.sizes, gen, torch.float64)
+        xs, ys = task.batches(0, cfg.meta.T)
+        for x, y in zip(xs, ys):
+            params = inner_step(rec, params, x, y, cfg.optimizee, cfg.learner.loss_inputs, dense_backward).params
+    samples = {k: torch.cat(v).numpy() for k, v in rec.rows.items()}
+    ranges = {}
+    for k, s in samples.items():
+        lo, hi = np.percentile(s, 1, axis=0), np.percentile(s, 99, axis=0)
+        ranges[k] = ((float(lo[0]), float(hi[0])), (float(lo[1]), float(hi[1])))
+    return InputRanges(ranges, samples, n_tasks)
+
+
+def agreement(fn_a, fn_b, a_range, b_range, n: int = 41) -> float:
+    """Pearson correlation of two functions on an n x n grid over the rectangle
+    (+1: same shape; -1: negated shape; nan if either is constant there)."""
+    _, _, za = grid(fn_a, a_range, b_range, n)
+    _, _, zb = grid(fn_b, a_range, b_range, n)
+    za, zb = za.ravel() - za.mean(), zb.ravel() - zb.mean()
+    den = np.sqrt((za ** 2).sum() * (zb ** 2).sum())
+    return float((za * zb).sum() / den) if den > 0 else float("nan")
+
+
+@dataclass
+class ActivationReading:
+    """Appendix D: the activation the learned g_relu is the derivative of.
+
+    z: grid of pre-activations; derivative: median over messages |m| >= min_abs_m of
+    g_relu(m, z) / m; antiderivative: its cumulative integral, shifted to 0 at z = 0;
+    relu: ReLU on the same grid, for comparison.
+    """
+
+    z: np.ndarray
+    derivative: np.ndarray
+    antiderivative: np.ndarray
+    relu: np.ndarray
+    min_abs_m: float
+
+
+def read_activation(g_relu, m_range, z_range, min_abs_m: float, n: int = 201) -> ActivationReading:
+    """Divide g_relu by its message and integrate over z (thesis Figs. 12-13)."""
+    m = torch.linspace(*m_range, n, dtype=torch.float64)
+    m = m[m.abs() >= min_abs_m]
+    if len(m) == 0:
+        raise ValueError(f"no message in {m_range} has |m| >= {min_abs_m}")
+    z = torch.linspace(*z_range, n, dtype=torch.float64)
+    M, Z = torch.meshgrid(m, z, indexing="ij")
+    ratio = (g_relu(M, Z) / M).numpy()
+    d = np.median(ratio, axis=0)
+    zz = z.numpy()
+    anti = np.concatenate([[0.0], np.cumsum((d[1:] + d[:-1]) / 2 * np.diff(zz))])
+    anti = anti - np.interp(0.0, zz, anti) if zz[0] <= 0 <= zz[-1] else anti
+    return ActivationReading(zz, d, anti, np.maximum(zz, 0.0), min_abs_m)

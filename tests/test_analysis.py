@@ -1,0 +1,48 @@
+import numpy as np
+import pytest
+import torch
+
+from mplp.analysis import (agreement, choose_checkpoint, learned_function, read_activation,
+                           record_input_ranges)
+from mplp.plotting import sgd_function
+from mplp.trainer import train
+
+from helpers import tiny_config
+
+M1 = {"learner.message_size": 1, "learner.batch_norm": False, "learner.loss_inputs": "prediction_target"}
+
+
+def test_checkpoint_rule_and_learned_functions(tmp_path):
+    cfg = tiny_config(**M1, **{"meta.S": 8, "validation.every": 2, "snapshot_every": 4})
+    run = train(cfg, tmp_path, progress=False)
+    ck = choose_checkpoint(run)
+    kept = {0, 4, 8}
+    losses = dict(zip(run.validation["step"].astype(int), run.validation["val_loss"]))
+    assert ck.step in kept and ck.val_loss == min(losses[s] for s in kept)
+    fn = learned_function(ck.theta, "f")
+    a = torch.tensor([[0.5, -1.0]], dtype=torch.float64)
+    assert fn(a, a).shape == (1, 2)
+    with pytest.raises(ValueError, match="batch-norm"):
+        learned_function(ck.theta, "f", spec_batch_norm=True)
+
+
+def test_recorded_ranges_cover_the_inputs(tmp_path):
+    cfg = tiny_config(**M1, **{"meta.S": 2})
+    run = train(cfg, tmp_path, progress=False)
+    r = record_input_ranges(cfg, run.theta, n_tasks=2, per_call=64)
+    assert set(r.ranges) == {"f", "g_lin", "g_loss", "g_relu"}
+    for k, ((a0, a1), (b0, b1)) in r.ranges.items():
+        assert a0 <= a1 and b0 <= b1
+        s = r.samples[k]
+        assert s.shape[1] == 2 and ((s[:, 0] >= a0) & (s[:, 0] <= a1)).mean() >= 0.9
+    # g_loss inputs are [prediction, target]: targets are the sinewave values in [-a, a]
+    assert r.ranges["g_loss"][1][1] <= 2.0
+
+
+def test_agreement_sign_and_activation_reading():
+    f = sgd_function("f")
+    assert agreement(f, f, (-1, 1), (-1, 1)) == pytest.approx(1.0)
+    assert agreement(f, lambda a, b: -f(a, b), (-1, 1), (-1, 1)) == pytest.approx(-1.0)
+    r = read_activation(sgd_function("g_relu"), (-2, 2), (-3, 3), min_abs_m=0.5)
+    assert np.allclose(r.derivative, (r.z > 0).astype(float))
+    assert np.abs(r.antiderivative - r.relu).max() < 0.05      # the SGD g_relu integrates to ReLU
