@@ -115,9 +115,10 @@ class InputRanges:
 
 @torch.no_grad()
 def record_input_ranges(cfg: C.ExperimentConfig, theta: dict[str, torch.Tensor], n_tasks: int = 20,
-                        seed: int = 2024, per_call: int = 512) -> InputRanges:
+                        seed: int = 2024, per_call: int = 512, max_samples: int = 20000) -> InputRanges:
     """Inner-train ``n_tasks`` fresh tasks for T steps with ``theta`` (dense backward, so
-    every learner input row is explicit) and take the 1st/99th percentiles of the inputs."""
+    every learner input row is explicit) and take the 1st/99th percentiles of the inputs
+    (``per_call`` rows sampled per learner call; ``max_samples`` rows kept per learner)."""
     from .trainer import learner_spec
 
     spec = learner_spec(cfg)
@@ -130,12 +131,61 @@ def record_input_ranges(cfg: C.ExperimentConfig, theta: dict[str, torch.Tensor],
         xs, ys = task.batches(0, cfg.meta.T)
         for x, y in zip(xs, ys):
             params = inner_step(rec, params, x, y, cfg.optimizee, cfg.learner.loss_inputs, dense_backward).params
-    samples = {k: torch.cat(v).numpy() for k, v in rec.rows.items()}
-    ranges = {}
-    for k, s in samples.items():
-        lo, hi = np.percentile(s, 1, axis=0), np.percentile(s, 99, axis=0)
+    ranges, samples = {}, {}
+    for k, v in rec.rows.items():
+        s = torch.cat(v)
+        lo, hi = np.percentile(s.numpy(), 1, axis=0), np.percentile(s.numpy(), 99, axis=0)
         ranges[k] = ((float(lo[0]), float(hi[0])), (float(lo[1]), float(hi[1])))
+        if s.shape[0] > max_samples:
+            s = s[torch.randperm(s.shape[0], generator=gen)[:max_samples]]
+        samples[k] = s.numpy()
     return InputRanges(ranges, samples, n_tasks)
+
+
+@dataclass
+class FitExample:
+    """Fig. 3b: a learned optimizer fitting a sinewave it never saw.
+
+    x: ``(n,)`` grid; target: a sin(x + p); before / after: the network on the grid at
+    initialisation and after T inner steps; losses: ``(T,)`` inner losses on the way.
+    """
+
+    amplitude: float
+    phase: float
+    x: np.ndarray
+    target: np.ndarray
+    before: np.ndarray
+    after: np.ndarray
+    losses: np.ndarray
+
+
+@torch.no_grad()
+def fit_example(cfg: C.ExperimentConfig, theta: dict[str, torch.Tensor], seed: int = 7, n: int = 200) -> FitExample:
+    """Inner-train one fresh sinewave task for T steps with ``theta``."""
+    from .optimizee import forward
+    from .trainer import learner_spec
+    from .unroll import rollout
+
+    gen = torch.Generator().manual_seed(seed)
+    task = make_family(cfg.task, torch.float64).sample(gen, cfg.meta.T)
+    params = init_params(cfg.optimizee.sizes, gen, torch.float64)
+    xs, ys = task.batches(0, cfg.meta.T)
+    learners = NeuralLearners({k: v.double() for k, v in theta.items()}, learner_spec(cfg))
+    r = rollout(learners, params, xs, ys, cfg.optimizee, cfg.learner.loss_inputs, dense_backward)
+    x = torch.linspace(*cfg.task.x_range, n, dtype=torch.float64)[:, None]
+    out = lambda p: forward(p, x, cfg.optimizee.activation).output[:, 0].numpy()
+    return FitExample(task.amplitude, task.phase, x[:, 0].numpy(), task.target(x)[:, 0].numpy(),
+                      out(params), out(r.params), r.losses.numpy())
+
+
+def plateau_end(steps: np.ndarray, losses: np.ndarray, drop: float = 0.1) -> int | None:
+    """First validation step from which the loss stays below ``(1 - drop)`` times its
+    initial value for all later validations (the end of the initial flat phase), or None."""
+    below = losses < (1 - drop) * losses[0]
+    for i in range(len(steps)):
+        if below[i:].all():
+            return int(steps[i])
+    return None
 
 
 def agreement(fn_a, fn_b, a_range, b_range, n: int = 41) -> float:

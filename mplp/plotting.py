@@ -96,3 +96,20 @@ def overlaid_curves(ax, curves: dict[str, np.ndarray], styles: dict | None = Non
         ax.set_yscale("log")
     ax.legend()
     return ax
+
+
+def compare_panels(pairs: dict[str, tuple[Fn2, Fn2]], ranges: dict, titles=("learned", "SGD (Table 2)"),
+                   n: int = 41, panel_size=(4.2, 3.4)):
+    """One row per function: the learned surface next to the SGD one, over ``ranges[name]``
+    (thesis Figs. 4-7 and 12)."""
+    import matplotlib.pyplot as plt
+
+    fig = plt.figure(figsize=(panel_size[0] * 2, panel_size[1] * len(pairs)))
+    for r, (name, fns) in enumerate(pairs.items()):
+        a_label, b_label, title = FUNCTIONS[name]
+        for c, fn in enumerate(fns):
+            ax = fig.add_subplot(len(pairs), 2, 2 * r + c + 1, projection="3d")
+            surface(ax, fn, *ranges[name], labels=(a_label, b_label), title=f"{titles[c]}: {title}", n=n,
+                    cmap="viridis" if c == 0 else "cividis")
+    fig.tight_layout()
+    return fig

@@ -38,6 +38,17 @@ class BatchTask:
         return self.x[rows], self.y[rows]
 
 
+@dataclass
+class SinewaveTask(BatchTask):
+    """A sinewave task: its sample of points and the ``amplitude`` and ``phase`` behind it."""
+
+    amplitude: float = 1.0
+    phase: float = 0.0
+
+    def target(self, x: torch.Tensor) -> torch.Tensor:
+        return self.amplitude * torch.sin(x + self.phase)
+
+
 class SinewaveFamily:
     """Sinewave regression tasks; every task owns its sample of points."""
 
@@ -50,13 +61,14 @@ class SinewaveFamily:
         lo, hi = lo_hi
         return lo + (hi - lo) * torch.rand(shape, generator=gen, dtype=torch.float64)
 
-    def sample(self, gen: torch.Generator, T: int) -> BatchTask:
+    def sample(self, gen: torch.Generator, T: int) -> SinewaveTask:
         B = self.cfg.batch_size
         a = self._uniform(self.cfg.amplitude, (), gen)
         p = self._uniform(self.cfg.phase, (), gen)
         x = self._uniform(self.cfg.x_range, ((T + 1) * B, 1), gen)
         y = a * torch.sin(x + p)
-        return BatchTask(x.to(self.dtype).to(self.device), y.to(self.dtype).to(self.device), B)
+        return SinewaveTask(x.to(self.dtype).to(self.device), y.to(self.dtype).to(self.device), B,
+                            float(a), float(p))
 
     def validation_tasks(self, n: int, gen: torch.Generator, T: int) -> list[BatchTask]:
         return [self.sample(gen, T) for _ in range(n)]

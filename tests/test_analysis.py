@@ -46,3 +46,29 @@ def test_agreement_sign_and_activation_reading():
     r = read_activation(sgd_function("g_relu"), (-2, 2), (-3, 3), min_abs_m=0.5)
     assert np.allclose(r.derivative, (r.z > 0).astype(float))
     assert np.abs(r.antiderivative - r.relu).max() < 0.05      # the SGD g_relu integrates to ReLU
+
+
+def test_fit_example_and_plateau(tmp_path):
+    from mplp.analysis import fit_example, plateau_end
+
+    cfg = tiny_config(**M1, **{"meta.S": 2})
+    run = train(cfg, tmp_path, progress=False)
+    ex = fit_example(cfg, run.theta, seed=3, n=50)
+    assert ex.x.shape == ex.target.shape == ex.after.shape == (50,)
+    assert np.allclose(ex.target, ex.amplitude * np.sin(ex.x + ex.phase))
+    assert ex.losses.shape == (cfg.meta.T,)
+    steps = np.array([0, 10, 20, 30, 40])
+    assert plateau_end(steps, np.array([10.0, 9.8, 8.5, 9.5, 7.0])) == 40
+    assert plateau_end(steps, np.array([10.0, 9.8, 8.5, 8.0, 7.0])) == 20
+    assert plateau_end(steps, np.array([10.0, 9.8, 9.9, 9.5, 9.7])) is None
+
+
+def test_compare_panels():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from mplp.plotting import compare_panels
+
+    f = sgd_function("f")
+    fig = compare_panels({"f": (f, f), "g_lin": (f, f)}, {"f": ((-1, 1), (-1, 1)), "g_lin": ((-1, 1), (-1, 1))}, n=5)
+    assert len(fig.axes) == 4
