@@ -115,22 +115,28 @@ class InputRanges:
 
 @torch.no_grad()
 def record_input_ranges(cfg: C.ExperimentConfig, theta: dict[str, torch.Tensor], n_tasks: int = 20,
-                        seed: int = 2024, per_call: int = 512, max_samples: int = 20000) -> InputRanges:
-    """Inner-train ``n_tasks`` fresh tasks for T steps with ``theta`` (dense backward, so
-    every learner input row is explicit) and take the 1st/99th percentiles of the inputs
-    (``per_call`` rows sampled per learner call; ``max_samples`` rows kept per learner)."""
+                        seed: int = 2024, per_call: int = 512, max_samples: int = 20000,
+                        record_every: int = 5) -> InputRanges:
+    """Inner-train ``n_tasks`` fresh tasks for T steps with ``theta`` and take the 1st/99th
+    percentiles of every learner's inputs.  Every ``record_every``-th step runs the dense
+    backward with a recorder (every input row explicit; ``per_call`` rows sampled per call),
+    the steps between run the fast path; ``max_samples`` rows are kept per learner."""
+    from .fast import fast_backward
+
     from .trainer import learner_spec
 
     spec = learner_spec(cfg)
     gen = torch.Generator().manual_seed(seed)
     family = make_family(cfg.task, torch.float64)
-    rec = _Recorder(NeuralLearners({k: v.double() for k, v in theta.items()}, spec), per_call, gen)
+    plain = NeuralLearners({k: v.double() for k, v in theta.items()}, spec)
+    rec = _Recorder(plain, per_call, gen)
     for _ in range(n_tasks):
         task = family.sample(gen, cfg.meta.T)
         params = init_params(cfg.optimizee.sizes, gen, torch.float64)
         xs, ys = task.batches(0, cfg.meta.T)
-        for x, y in zip(xs, ys):
-            params = inner_step(rec, params, x, y, cfg.optimizee, cfg.learner.loss_inputs, dense_backward).params
+        for t, (x, y) in enumerate(zip(xs, ys)):
+            learners, bw = (rec, dense_backward) if t % record_every == 0 else (plain, fast_backward)
+            params = inner_step(learners, params, x, y, cfg.optimizee, cfg.learner.loss_inputs, bw).params
     ranges, samples = {}, {}
     for k, v in rec.rows.items():
         s = torch.cat(v)

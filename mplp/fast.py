@@ -65,7 +65,8 @@ def tune_allocator() -> bool:
     """Keep freed memory for reuse (glibc ``mallopt``): no trimming, and the largest mmap
     threshold (32 MB).  The fast path allocates and frees many buffers of 1-40 MB per
     step; with glibc's defaults they come from fresh ``mmap`` pages every time, and the
-    page faults were measured to slow a sinewave outer step from 42 to 88 ms.  Returns
+    page faults roughly doubled the time of a sinewave outer step in the training loop
+    (measured with a timing script, not ``mplp bench``; see benchmarks/README.md).  Returns
     whether it applied (glibc only; ``MPLP_MALLOC_TUNING=0`` turns it off)."""
     if os.environ.get("MPLP_MALLOC_TUNING", "1").lower() in ("0", "off", "false", "no"):
         return False
@@ -125,9 +126,9 @@ def kernel_backend() -> str:
 
 
 def _kernel(name: str, A: torch.Tensor):
-    """The kernel ``name`` for this call context.  Each (grad mode, rank) gets its own
-    compiled copy: sharing one compile cache between the no-grad, run-batched validation
-    shapes and the training shapes was measured to slow training steps from 50 to 88 ms."""
+    """The kernel ``name`` for this call context; each (grad mode, rank) gets its own
+    compiled copy, so validation's no-grad, run-batched shapes and the training shapes
+    keep separate compile caches."""
     _select_backend()
     if _BACKEND["name"] != "compiled":
         return _EAGER[name]

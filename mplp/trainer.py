@@ -347,7 +347,7 @@ def train_population(cfgs: list[C.ExperimentConfig], out_root=None, resume: bool
     Complete stored runs are returned as they are; unfinished ones resume with
     ``resume=True``.  Runs at different steps, or a dense ``backward``, go one by one.
     """
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     if not cfgs:
         raise ValueError("train_population needs at least one config")
