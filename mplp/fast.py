@@ -93,9 +93,10 @@ def _select_backend() -> None:
 
         torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
         probe = torch.compile(_fresh(_mean_b_relu, "probe"), dynamic=False)
-        a = torch.randn(2, 3, 4, requires_grad=True)
-        c = torch.randn(2, 5, 4, requires_grad=True)
-        probe(a, c).sum().backward()
+        with torch.enable_grad():  # the first fast-path call may come from a no-grad validation
+            a = torch.randn(2, 3, 4, requires_grad=True)
+            c = torch.randn(2, 5, 4, requires_grad=True)
+            probe(a, c).sum().backward()
         _BACKEND.update(name="compiled", reason="torch.compile (inductor)")
     except Exception as e:  # no compiler, unsupported platform, ...
         _BACKEND.update(name="eager", reason=f"torch.compile unavailable: {type(e).__name__}: {e}"[:300])

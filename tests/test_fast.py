@@ -89,3 +89,25 @@ def test_backend_is_reported():
     assert kernel_backend().split(":")[0] in ("compiled", "eager")
     with pytest.raises(ValueError, match="unknown kernel backend"):
         use_backend("triton")
+
+
+def test_backend_choice_does_not_depend_on_the_calling_context():
+    """Regression: the first fast-path call of a training run is the no-grad validation;
+    the compile probe must still work there (it once fell back to eager silently)."""
+    from mplp import fast
+
+    try:
+        fast._BACKEND.update(name=None, reason="")
+        fast._KERNELS.clear()
+        import os
+        old = os.environ.get("MPLP_COMPILE")
+        os.environ["MPLP_COMPILE"] = "1"
+        with torch.no_grad():
+            got = fast.kernel_backend()
+        assert not got.startswith("eager: torch.compile unavailable: RuntimeError: element 0"), got
+    finally:
+        if old is None:
+            os.environ.pop("MPLP_COMPILE", None)
+        else:
+            os.environ["MPLP_COMPILE"] = old
+        use_backend("eager")
