@@ -65,8 +65,7 @@ def tune_allocator() -> bool:
     """Keep freed memory for reuse (glibc ``mallopt``): no trimming, and the largest mmap
     threshold (32 MB).  The fast path allocates and frees many buffers of 1-40 MB per
     step; with glibc's defaults they come from fresh ``mmap`` pages every time, and the
-    page faults roughly doubled the time of a sinewave outer step in the training loop
-    (measured with a timing script, not ``mplp bench``; see benchmarks/README.md).  Returns
+    page faults about doubled the eager kernels' step time (benchmarks/README.md).  Returns
     whether it applied (glibc only; ``MPLP_MALLOC_TUNING=0`` turns it off)."""
     if os.environ.get("MPLP_MALLOC_TUNING", "1").lower() in ("0", "off", "false", "no"):
         return False
