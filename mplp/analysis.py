@@ -15,7 +15,7 @@ from . import config as C
 from .backward import dense_backward
 from .learners import NeuralLearners, mlp_apply
 from .optimizee import init_params
-from .plotting import FUNCTIONS, grid, sgd_function
+from .plotting import FUNCTIONS, grid
 from .results import RunResult
 from .tasks import make_family
 from .unroll import inner_step

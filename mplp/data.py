@@ -85,7 +85,7 @@ def md5(path: Path) -> str:
 def download(directory: Path, mirrors=MIRRORS, files=FILES, timeout: float = 30.0) -> None:
     """Download the IDX files into ``directory``, checking MD5 sums; atomic per file."""
     directory.mkdir(parents=True, exist_ok=True)
-    for (split, kind), (name, checksum) in files.items():
+    for name, checksum in files.values():
         target = directory / name
         if target.exists() and md5(target) == checksum:
             continue

@@ -44,7 +44,7 @@ def _sum_j_relu(A: torch.Tensor, D: torch.Tensor) -> torch.Tensor:
     return torch.relu(A.unsqueeze(-3) + D.unsqueeze(-4)).sum(-2)
 
 
-_KERNELS: dict[str, object] = {}
+_KERNELS: dict[tuple, object] = {}  # (name, grad mode, rank) -> compiled kernel
 _BACKEND = {"name": None, "reason": ""}
 
 

@@ -10,7 +10,6 @@ resumed run gives bit-for-bit the result of an uninterrupted one on CPU.
 
 from __future__ import annotations
 
-import math
 import os
 import platform
 import time

@@ -1,4 +1,3 @@
-import pytest
 import torch
 
 from mplp.backward import apply_updates, dense_backward, loss_rows

@@ -1,9 +1,7 @@
-import gzip
 import hashlib
 
 import numpy as np
 import pytest
-import torch
 
 from mplp import data
 

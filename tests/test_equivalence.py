@@ -1,4 +1,3 @@
-import numpy as np
 import pytest
 
 from mplp.equivalence import compare_with_sgd

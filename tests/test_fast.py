@@ -1,6 +1,5 @@
 """The fast path against the dense reference: outputs, inner updates and meta-gradients."""
 
-import os
 
 import pytest
 import torch
@@ -65,7 +64,7 @@ def test_fast_equals_dense(backend, loss, sizes, m, bn, learned):
 def test_population_equals_members_one_by_one():
     P = 3
     probs = [_problem("xent", (5, 6, 5, 4), 4, True, True, seed=s) for s in range(P)]
-    opt, spec = probs[0][0], probs[0][1]
+    spec = probs[0][1]
     stack = lambda items: torch.stack(items)
     theta = {k: stack([p[2][k] for p in probs]) for k in probs[0][2]}
     params = [stack([p[3][l] for p in probs]) for l in range(3)]
