@@ -26,13 +26,19 @@ class Learners(Protocol):
     def g_loss(self, kind: str, rows: torch.Tensor) -> torch.Tensor: ...
 
 
-def loss_rows(node: LossNode, loss_inputs: str) -> torch.Tensor:
-    """g_loss input rows ``(B * n_out, 3)`` = [loss element, pred|prob, target]
-    (``loss_inputs="full"``), or ``(B * n_out, 2)`` = [pred|prob, target] (§5.1)."""
+def loss_features(node: LossNode, loss_inputs: str) -> torch.Tensor:
+    """g_loss inputs per output unit, ``(..., B, n_out, d)``: [loss element, pred|prob,
+    target] (``loss_inputs="full"``, d = 3) or [pred|prob, target] (§5.1, d = 2)."""
     cols = [node.feature, node.target]
     if loss_inputs == "full":
         cols = [node.elements] + cols
-    return torch.stack(cols, dim=-1).reshape(-1, len(cols))
+    return torch.stack(cols, dim=-1)
+
+
+def loss_rows(node: LossNode, loss_inputs: str) -> torch.Tensor:
+    """``loss_features`` as rows ``(B * n_out, d)``."""
+    f = loss_features(node, loss_inputs)
+    return f.reshape(-1, f.shape[-1])
 
 
 def dense_backward(learners: Learners, params: list[torch.Tensor], cache: ForwardCache,

@@ -8,6 +8,7 @@ medians over ``steps`` repetitions after warm-up (which includes compilation).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import platform
@@ -80,7 +81,7 @@ def problem(name: str, population: int = 1, device="cpu", seed: int = 0):
     """theta, params, batches of a setting; with population P > 1 every tensor gets a leading P."""
     s = SETTINGS[name]
     spec = LearnerSpec(s["m"], s["H"], ("relu",), s["loss"], s["bn"], s["learned"], s["lr"], s["loss_inputs"])
-    fam = make_family(C.TaskConfig(**{**s["task"].__dict__, "batch_size": 32}), torch.float32, device)
+    fam = make_family(dataclasses.replace(s["task"], batch_size=32), torch.float32, device)
     members = []
     for p in range(population):
         g = torch.Generator().manual_seed(seed + p)

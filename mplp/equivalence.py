@@ -7,6 +7,7 @@ initialisation on the same batches, and reports both loss curves and their gap.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -59,7 +60,7 @@ def compare_with_sgd(problem: str, steps: int, lr: float, batch_size: int = 32, 
     if steps < 1 or lr <= 0:
         raise ValueError(f"steps must be >= 1 and lr > 0 (got steps={steps}, lr={lr})")
     opt, task_cfg = PROBLEMS[problem]
-    task_cfg = C.TaskConfig(**{**task_cfg.__dict__, "batch_size": batch_size, "subset": subset})
+    task_cfg = dataclasses.replace(task_cfg, batch_size=batch_size, subset=subset)
     gen = torch.Generator().manual_seed(seed)
     task = make_family(task_cfg, dtype, device).sample(gen, steps)
     params = init_params(opt.sizes, gen, dtype, device)

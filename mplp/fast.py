@@ -27,6 +27,7 @@ import types
 
 import torch
 
+from .backward import loss_features
 from .learners import BN_EPS
 from .optimizee import ForwardCache, LossNode
 
@@ -228,10 +229,7 @@ def fast_backward(learners, params: list[torch.Tensor], cache: ForwardCache, nod
     Returns ``mean_b f`` per layer, ``(..., n_in + 1, n_out)``.
     """
     fl = learners if isinstance(learners, FastLearners) else FastLearners(learners.theta, learners.spec)
-    cols = [node.feature, node.target]
-    if loss_inputs == "full":
-        cols = [node.elements] + cols
-    msg = fl.node(f"g_loss.{loss}", torch.stack(cols, dim=-1))          # (..., B, n_out, m)
+    msg = fl.node(f"g_loss.{loss}", loss_features(node, loss_inputs))   # (..., B, n_out, m)
     updates: list[torch.Tensor] = [None] * len(params)  # type: ignore[list-item]
     for l in reversed(range(len(params))):
         if l < len(params) - 1:

@@ -56,7 +56,7 @@ def profile(chapter: str, name: str) -> Path:
 
 def available_chapters() -> list[str]:
     """Chapters whose notebook exists, in book order."""
-    return [c for c in CHAPTERS if (repo_root() / "book" / f"{CHAPTERS.index(c):02d}_{c}.ipynb").exists()]
+    return [c for c in CHAPTERS if notebook(c).exists()]
 
 
 def check_chapter(chapter: str) -> None:

@@ -10,6 +10,7 @@ resumed run gives bit-for-bit the result of an uninterrupted one on CPU.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import platform
 import time
@@ -325,7 +326,7 @@ def population_step(trainers: list[MetaTrainer], states: list[TrainState]) -> li
     if any(be) and not all(be):
         be_weight = torch.tensor([float(b) for b in be], dtype=xs.dtype, device=xs.device)
     res = unroll(NeuralLearners(leaf, t0.spec), params, xs, ys, t0.cfg.optimizee,
-                 C.MetaConfig(**{**meta.__dict__, "batch_entropy": any(be)}), t0.cfg.learner.loss_inputs,
+                 dataclasses.replace(meta, batch_entropy=any(be)), t0.cfg.learner.loss_inputs,
                  fast_backward, be_weight)
     grads = meta_gradient(res.total.sum(), leaf)
     be_term = res.be_term.detach().expand_as(res.total)

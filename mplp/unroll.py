@@ -16,7 +16,7 @@ from typing import Callable
 import torch
 
 from .backward import Learners, apply_updates, dense_backward
-from .batch_entropy import batch_entropy, entropy_penalty
+from .batch_entropy import batch_entropy
 from .config import MetaConfig, OptimizeeConfig
 from .optimizee import forward, loss_node
 
@@ -91,10 +91,13 @@ def unroll(learners: Learners, params: list[torch.Tensor], xs: torch.Tensor, ys:
         step = inner_step(learners, params, xs[i], ys[i], opt, loss_inputs, backward, update=do_update)
         if meta.unroll == "text" or i > 0:
             outer = outer + step.loss
-        if meta.batch_entropy:
-            penalty = penalty + entropy_penalty(step.acts, meta.be_threshold, meta.be_formula)
+        if meta.batch_entropy:  # Eq. 8, from the same entropies that are logged
+            H = torch.stack([batch_entropy(h, meta.be_formula) for h in step.acts])
+            penalty = penalty + torch.clamp(meta.be_threshold - H, min=0).mean(0)
+            ents.append(H.detach())
+        else:
+            ents.append(layer_entropies(step.acts, meta.be_formula))
         losses.append(step.loss.detach())
-        ents.append(layer_entropies(step.acts, meta.be_formula))
         last_loss = step.loss
         params = step.params
     be_term = 2 * penalty / K * last_loss.detach() if meta.batch_entropy else xs.new_zeros(())
