@@ -113,3 +113,32 @@ def compare_panels(pairs: dict[str, tuple[Fn2, Fn2]], ranges: dict, titles=("lea
                     cmap="viridis" if c == 0 else "cividis")
     fig.tight_layout()
     return fig
+
+
+def grid_panels(cell_curves: dict, baselines: dict[str, float] | None = None, band: str = "min-max"):
+    """Figure 8: validation loss of every ablation cell, median over seeds and its
+    min-max band; columns |m| = 1, 8; rows learned lr (top), fixed lr (bottom); colour
+    by batch-norm.  ``cell_curves``: ``{Cell: (steps (V,), losses (n_seeds, V))}``;
+    ``baselines``: ``{label: loss}`` drawn as horizontal lines on every panel."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 2, figsize=(10, 6.5), sharex=True, sharey=True)
+    colours = {False: "C0", True: "C3"}
+    for cell, (steps, L) in cell_curves.items():
+        ax = axes[0 if cell.learned_lr else 1, 0 if cell.message_size == 1 else 1]
+        c = colours[cell.batch_norm]
+        ax.plot(steps, np.median(L, 0), color=c, lw=1.5,
+                label=f"batch-norm {'on' if cell.batch_norm else 'off'} (median of {len(L)})")
+        ax.fill_between(steps, L.min(0), L.max(0), color=c, alpha=0.2, lw=0)
+        ax.set_title(f"|m| = {cell.message_size}, {'learned' if cell.learned_lr else 'fixed'} lr", fontsize=10)
+    for ax in axes.flat:
+        for k, (label, v) in enumerate((baselines or {}).items()):
+            ax.axhline(v, color=("k", "C2", "C1")[k % 3], ls="--", lw=1, label=label)
+        ax.set_yscale("log")
+    for ax in axes[1]:
+        ax.set_xlabel("outer step")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("validation outer-loss")
+    axes[0, 0].legend(fontsize=7)
+    fig.tight_layout()
+    return fig

@@ -8,6 +8,7 @@ must set every parameter and nothing else.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import yaml
@@ -56,7 +57,8 @@ def run_chapter(chapter: str, profile: str = "cpu", device: str | None = None, o
                 overrides: dict | None = None, progress: bool = True) -> Path:
     """Execute one chapter with a profile (plus ``device`` and other overrides).
 
-    Writes to ``output`` (default: the chapter's notebook itself, in place) and returns it.
+    Writes to ``output`` (default: the chapter's notebook itself, in place) and returns it;
+    ``output`` is replaced only when every cell ran.
     """
     import papermill
 
@@ -74,8 +76,15 @@ def run_chapter(chapter: str, profile: str = "cpu", device: str | None = None, o
         params[k] = v
     nb = paths.notebook(chapter)
     out = Path(output) if output is not None else nb
-    papermill.execute_notebook(str(nb), str(out), parameters=params, kernel_name="python3",
-                               progress_bar=progress, cwd=str(nb.parent))
+    # execute into a scratch file and replace the target only on success: a failed or
+    # interrupted run leaves the previous notebook as it was, not a half-executed one
+    tmp = out.with_name(f".{out.stem}.running.ipynb")
+    try:
+        papermill.execute_notebook(str(nb), str(tmp), parameters=params, kernel_name="python3",
+                                   progress_bar=progress, cwd=str(nb.parent))
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
     return out
 
 

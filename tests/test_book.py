@@ -74,3 +74,12 @@ def test_book_builds_without_warnings(tmp_path):
     assert (html / "index.html").exists()
     page = (html / "book" / "00_sgd.html").read_text()
     assert page.count("<img") >= 3 and "Traceback" not in page
+
+
+def test_failed_run_leaves_the_notebook_as_it_was(tmp_path):
+    target = tmp_path / "00_sgd.ipynb"
+    target.write_text("previous contents")
+    with pytest.raises(Exception, match="batch_size"):
+        run_chapter("sgd", "ci", output=target, overrides={"batch_size": -1}, progress=False)
+    assert target.read_text() == "previous contents"
+    assert [p.name for p in tmp_path.iterdir()] == ["00_sgd.ipynb"]      # no scratch file left behind

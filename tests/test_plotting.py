@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from mplp.plotting import FUNCTIONS, function_panels, grid, overlaid_curves, sgd_function
+from mplp.plotting import FUNCTIONS, function_panels, grid, grid_panels, overlaid_curves, sgd_function
 
 
 def test_sgd_functions_are_table_2():
@@ -28,3 +28,15 @@ def test_grid_and_panels():
     ax = plt.figure().gca()
     overlaid_curves(ax, {"a": np.ones(3), "b": np.zeros(3)})
     assert len(ax.lines) == 2
+
+
+def test_grid_panels_place_cells_by_message_size_and_learned_lr():
+    from mplp.ablation import GRID
+    steps = np.arange(4) * 10
+    curves = {c: (steps, np.full((3, 4), 1.0 + c.message_size + 10 * c.learned_lr)) for c in GRID}
+    fig = grid_panels(curves, {"Adam": 0.5})
+    axes = fig.axes
+    assert len(axes) == 4
+    assert axes[0].get_title() == "|m| = 1, learned lr" and axes[3].get_title() == "|m| = 8, fixed lr"
+    # two cells (BN on/off) per panel plus the baseline line; the median is what is drawn
+    assert len(axes[3].lines) == 3 and np.allclose(axes[3].lines[0].get_ydata(), 9.0)

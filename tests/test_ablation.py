@@ -1,0 +1,132 @@
+"""The §5.2 grid: configs per cell, summaries and verdicts on known curves, a tiny grid run."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mplp import ablation as A
+from mplp import config as C
+from mplp import results as R
+
+from helpers import tiny_config
+
+
+def test_grid_has_eight_distinct_cells_sharing_validation():
+    assert len(set(A.GRID)) == 8
+    cfgs = A.grid_configs(tiny_config(), n_seeds=3)
+    flat = [c for cs in cfgs.values() for c in cs]
+    assert len({c.hash() for c in flat}) == 24
+    assert {c.validation for c in flat} == {tiny_config().validation}
+    for cell, cs in cfgs.items():
+        for seed, c in enumerate(cs):
+            assert (c.seed, c.learner.message_size, c.learner.batch_norm, c.learner.learned_lr) == \
+                (seed, cell.message_size, cell.batch_norm, cell.learned_lr)
+            assert c.learner.lr == (A.LR_LEARNED_INIT if cell.learned_lr else A.LR_FIXED)
+
+
+def test_bad_seed_count_is_a_config_error():
+    with pytest.raises(C.ConfigError, match="n_seeds"):
+        A.grid_configs(tiny_config(), 0)
+
+
+def _run(losses, steps=None) -> R.RunResult:
+    steps = np.arange(len(losses)) * 10 if steps is None else steps
+    return R.RunResult(Path("."), tiny_config(), {"step": np.asarray(steps), "val_loss": np.asarray(losses, float)},
+                       {}, {}, {})
+
+
+def test_first_reach():
+    s = np.array([0, 10, 20, 30])
+    assert A.first_reach(s, np.array([5.0, 4.0, 2.0, 1.0]), 2.0) == 20
+    assert math.isnan(A.first_reach(s, np.array([5.0, 4.0, 3.0, 3.0]), 2.0))
+
+
+def test_summarise_counts_stuck_seeds_and_reach():
+    runs = [_run([10, 10, 9.5, 9.6]),        # stuck: 9.6 >= 0.9 * 10
+            _run([10, 8, 4, 2]),             # reaches 5 at step 20
+            _run([10, 6, 5, 3])]             # reaches 5 at step 20
+    s = A.summarise(A.GRID[0], runs, level=5.0)
+    assert (s.n_seeds, s.n_stuck, s.n_reached) == (3, 1, 2)
+    assert s.final_median == 3 and (s.final_min, s.final_max) == (2, 9.6)
+    assert s.steps_to_level == 20                      # median of (20, 20, never)
+    geo = lambda v: float(np.exp(np.mean(np.log(v))))
+    assert s.auc_median == pytest.approx(np.median([geo([10, 10, 9.5, 9.6]), geo([10, 8, 4, 2]), geo([10, 6, 5, 3])]))
+    assert s.final_log_spread == pytest.approx(np.std(np.log([9.6, 2, 3])))
+    most_never = A.summarise(A.GRID[0], [runs[0], runs[0], runs[1]], level=5.0)
+    assert math.isnan(most_never.steps_to_level)
+
+
+def test_a_diverged_seed_counts_as_infinite_loss_not_as_nan():
+    s = A.summarise(A.GRID[0], [_run([10, 5]), _run([10, float("nan")]), _run([10, 6])], level=5.5)
+    assert s.final_max == np.inf and s.final_median == 6 and s.n_stuck == 1 and s.final_log_spread == np.inf
+    assert np.isfinite(s.auc_median)
+
+
+def test_summarise_rejects_mismatched_steps():
+    with pytest.raises(ValueError, match="validation steps differ"):
+        A.curves([_run([3, 2]), _run([3, 2], steps=[0, 7])])
+
+
+def _rows(final, auc=None, stuck=0, spread=0.1):
+    """Summaries with final loss ``final(cell)`` and mean loss ``auc(cell)``."""
+    auc = auc or final
+    return {c: A.CellSummary(c, 5, final(c), final(c), final(c), auc(c), math.nan, 5,
+                             stuck(c) if callable(stuck) else stuck,
+                             spread(c) if callable(spread) else spread) for c in A.GRID}
+
+
+def _by_claim(vs):
+    return {v.claim.split()[0] + v.claim.split()[1]: v.holds for v in vs}
+
+
+def test_verdicts_on_a_grid_shaped_like_the_thesis():
+    # BN halves the loss, |m| = 8 divides it by 4, learned lr helps 2x only at |m| = 8 without BN
+    def final(c):
+        v = 100.0 / (2 if c.batch_norm else 1) / (4 if c.message_size == 8 else 1)
+        return v / (2 if (c.learned_lr and c.message_size == 8 and not c.batch_norm) else 1.1 if c.learned_lr else 1)
+    vs = A.verdicts(_rows(final, spread=lambda c: 0.5 if c.learned_lr else 0.1), sgd=20.0, adam=5.0)
+    assert [v.holds for v in vs] == ["yes"] * 5
+
+
+def test_verdicts_that_fail():
+    # nothing helps: every cell equal, best cell worse than SGD, learned lr more stable
+    vs = A.verdicts(_rows(lambda c: 50.0, spread=lambda c: 0.1 if c.learned_lr else 0.5), sgd=20.0, adam=5.0)
+    assert [v.holds for v in vs] == ["no", "no", "no", "no", "partly"]
+
+
+def test_batch_norm_verdict_is_undecided_when_both_cells_are_stuck():
+    # BN faster except at |m| = 1, fixed lr, where both BN on and off are stuck for most seeds
+    def auc(c):
+        if c.message_size == 1 and not c.learned_lr:
+            return 50.0
+        return 10.0 if c.batch_norm else 20.0
+    stuck = lambda c: 4 if (c.message_size == 1 and not c.learned_lr) else 0
+    vs = A.verdicts(_rows(lambda c: 10.0, auc=auc, stuck=stuck), sgd=20.0, adam=5.0)
+    assert vs[0].holds == "undecided"
+    vs = A.verdicts(_rows(lambda c: 10.0, auc=auc, stuck=0), sgd=20.0, adam=5.0)
+    assert vs[0].holds == "partly"
+
+
+def test_tiny_grid_trains_every_cell_as_a_population(tmp_path):
+    base = tiny_config(**{"meta.S": 2, "validation.every": 2, "checkpoint_every": 1})
+    out = A.train_grid(base, n_seeds=2, out_root=tmp_path, progress=False)
+    assert set(out) == set(A.GRID)
+    for cell, runs in out.items():
+        assert [r.config.seed for r in runs] == [0, 1]
+        assert all(r.complete and r.config.learner.message_size == cell.message_size for r in runs)
+        steps, L = A.curves(runs)
+        assert list(steps) == [0, 2] and L.shape == (2, 2) and np.isfinite(L).all()
+    again = A.train_grid(base, n_seeds=2, out_root=tmp_path, progress=False)   # stored runs come back as they are
+    assert all(np.array_equal(a.validation["val_loss"], b.validation["val_loss"])
+               for cell in A.GRID for a, b in zip(out[cell], again[cell]))
+
+
+def test_common_level_and_table():
+    runs = {A.GRID[0]: [_run([10, 5]), _run([20, 5])], A.GRID[1]: [_run([30, 1]), _run([40, 1])]}
+    assert A.common_level(runs) == 0.5 * 25
+    table = A.summary_table(runs, level=6.0)
+    assert list(table) == [A.GRID[0], A.GRID[1]] and table[A.GRID[1]].steps_to_level == 10
