@@ -234,3 +234,59 @@ def read_activation(g_relu, m_range, z_range, min_abs_m: float, n: int = 201) ->
     anti = np.concatenate([[0.0], np.cumsum((d[1:] + d[:-1]) / 2 * np.diff(zz))])
     anti = anti - np.interp(0.0, zz, anti) if zz[0] <= 0 <= zz[-1] else anti
     return ActivationReading(zz, d, anti, np.maximum(zz, 0.0), min_abs_m)
+
+
+@dataclass
+class InnerComparison:
+    """Fig. 11: R inner problems trained by the learned optimizer and by tuned baselines.
+
+    loss / accuracy: ``{optimizer: (R, steps)}`` inner loss and batch accuracy before
+    each update (accuracy empty for regression); lrs: the baselines' learning rates;
+    T: the horizon the learned optimizer was meta-trained for.
+    """
+
+    loss: dict[str, np.ndarray]
+    accuracy: dict[str, np.ndarray]
+    lrs: dict[str, float]
+    T: int
+
+
+@torch.no_grad()
+def compare_inner_training(cfg: C.ExperimentConfig, theta: dict[str, torch.Tensor], lrs: dict[str, float],
+                           n_inits: int = 20, steps: int | None = None, seed: int = 99) -> InnerComparison:
+    """Train ``n_inits`` fresh inits on the first ``steps`` (default 3T) batches of the
+    validation split with the learned MPLP (``theta``) and with each baseline at its lr
+    (``{"adam": lr, ...}``); every optimizer sees the same inits and batches."""
+    from .baselines import inner_train
+    from .fast import fast_backward
+    from .optimizee import accuracy
+    from .trainer import learner_spec
+
+    steps = 3 * cfg.meta.T if steps is None else steps
+    if steps < 1 or n_inits < 1:
+        raise ValueError(f"steps and n_inits must be >= 1 (got steps={steps}, n_inits={n_inits})")
+    gen = torch.Generator().manual_seed(seed)
+    family = make_family(cfg.task)
+    task = family.validation_tasks(1, gen, steps)[0]                 # raises if the split is too short
+    xs, ys = task.batches(0, steps)                                   # (steps, B, ...)
+    inits = [init_params(cfg.optimizee.sizes, gen) for _ in range(n_inits)]
+    stacked = [torch.stack(ps) for ps in zip(*inits)]                 # (R, n_in + 1, n_out)
+    rep = lambda t: t.unsqueeze(0).expand(n_inits, *t.shape)
+    learners = NeuralLearners(theta, learner_spec(cfg))
+    params, loss, acc = stacked, [], []
+    for x, y in zip(xs, ys):
+        st = inner_step(learners, params, rep(x), rep(y), cfg.optimizee, cfg.learner.loss_inputs, fast_backward)
+        loss.append(st.loss)
+        if cfg.optimizee.loss == "xent":
+            acc.append(accuracy(st.output, rep(y)))
+        params = st.params
+    out_loss = {"mplp": torch.stack(loss, 1).double().numpy()}
+    out_acc = {"mplp": torch.stack(acc, 1).double().numpy()} if acc else {}
+    bx = xs.unsqueeze(0).expand(n_inits, *xs.shape)
+    by = ys.unsqueeze(0).expand(n_inits, *ys.shape)
+    for name, lr in lrs.items():
+        run = inner_train(name, lr, stacked, bx, by, cfg.optimizee)
+        out_loss[name] = run.curves.double().numpy()
+        if run.accuracy is not None:
+            out_acc[name] = run.accuracy.double().numpy()
+    return InnerComparison(out_loss, out_acc, dict(lrs), cfg.meta.T)

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from . import config as C
-from .optimizee import loss_value
+from .optimizee import accuracy, forward, loss_node
 from .tasks import ValidationSet, validation_set
 from .unroll import outer_metric
 
@@ -29,10 +29,12 @@ def default_grid(n: int = 11, low: float = 1e-4, high: float = 10.0) -> list[flo
 @dataclass
 class InnerRun:
     """R inner problems trained together: ``curves (R, T)`` inner loss before each
-    update, ``params`` the final parameters (leading dimension R)."""
+    update, ``params`` the final parameters (leading dimension R), ``accuracy (R, T)``
+    the batch accuracy before each update (classification only, else None)."""
 
     curves: torch.Tensor
     params: list[torch.Tensor]
+    accuracy: torch.Tensor | None = None
 
 
 def inner_train(name: str, lr: float, inits: list[torch.Tensor], xs: torch.Tensor, ys: torch.Tensor,
@@ -44,13 +46,16 @@ def inner_train(name: str, lr: float, inits: list[torch.Tensor], xs: torch.Tenso
     params = [p.clone() for p in inits]
     m = [torch.zeros_like(p) for p in params]
     v = [torch.zeros_like(p) for p in params]
-    curve = []
+    curve, acc = [], []
     for t in range(xs.shape[1]):
         ps = [p.requires_grad_(True) for p in params]
         with torch.enable_grad():
-            loss = loss_value(opt.loss, ps, xs[:, t], ys[:, t], opt.activation)  # (R,)
+            out = forward(ps, xs[:, t], opt.activation).output
+            loss = loss_node(opt.loss, out, ys[:, t]).value                      # (R,)
             grads = torch.autograd.grad(loss.sum(), ps)
         curve.append(loss.detach())
+        if opt.loss == "xent":
+            acc.append(accuracy(out.detach(), ys[:, t]))
         with torch.no_grad():
             if name == "sgd":
                 params = [p - lr * g for p, g in zip(params, grads)]
@@ -60,7 +65,8 @@ def inner_train(name: str, lr: float, inits: list[torch.Tensor], xs: torch.Tenso
                 v = [betas[1] * b + (1 - betas[1]) * g * g for b, g in zip(v, grads)]
                 params = [p - lr * (a / (1 - betas[0] ** k)) / ((b / (1 - betas[1] ** k)).sqrt() + eps)
                           for p, a, b in zip(params, m, v)]
-    return InnerRun(torch.stack(curve, dim=1), [p.detach() for p in params])
+    return InnerRun(torch.stack(curve, dim=1), [p.detach() for p in params],
+                    torch.stack(acc, dim=1) if acc else None)
 
 
 @dataclass

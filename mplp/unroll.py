@@ -34,11 +34,13 @@ def layer_entropies(acts: list[torch.Tensor], formula: str = "code") -> torch.Te
 
 @dataclass
 class StepResult:
-    """One inner step: the loss before the update, the updated params, the hidden activations."""
+    """One inner step: the loss before the update, the updated params, the hidden
+    activations and the network output ``(..., B, n_out)`` before the update."""
 
     loss: torch.Tensor
     params: list[torch.Tensor]
     acts: list[torch.Tensor]
+    output: torch.Tensor
 
 
 def inner_step(learners: Learners, params: list[torch.Tensor], x: torch.Tensor, y: torch.Tensor,
@@ -50,7 +52,7 @@ def inner_step(learners: Learners, params: list[torch.Tensor], x: torch.Tensor, 
     if update:
         ups = backward(learners, params, cache, node, opt.activation, opt.loss, loss_inputs)
         params = apply_updates(params, ups, learners.lr)
-    return StepResult(node.value, params, cache.acts)
+    return StepResult(node.value, params, cache.acts, cache.output)
 
 
 @dataclass

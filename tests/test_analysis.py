@@ -72,3 +72,25 @@ def test_compare_panels():
     f = sgd_function("f")
     fig = compare_panels({"f": (f, f), "g_lin": (f, f)}, {"f": ((-1, 1), (-1, 1)), "g_lin": ((-1, 1), (-1, 1))}, n=5)
     assert len(fig.axes) == 4
+
+
+def test_inner_comparison_starts_every_optimizer_from_the_same_inits():
+    from mplp.analysis import compare_inner_training
+    from mplp.learners import init_theta
+    from mplp.trainer import learner_spec
+
+    cfg = tiny_config(**{"task.name": "mnist", "task.subset": 320, "task.batch_size": 8,
+                         "optimizee.sizes": (784, 6, 10), "optimizee.loss": "xent"})
+    theta = init_theta(learner_spec(cfg), torch.Generator().manual_seed(0))
+    cmp = compare_inner_training(cfg, theta, {"sgd": 0.1, "adam": 0.01}, n_inits=3, steps=2 * cfg.meta.T)
+    assert set(cmp.loss) == set(cmp.accuracy) == {"mplp", "sgd", "adam"} and cmp.T == cfg.meta.T
+    for name in cmp.loss:
+        assert cmp.loss[name].shape == cmp.accuracy[name].shape == (3, 18)
+        assert np.isfinite(cmp.loss[name]).all() and ((0 <= cmp.accuracy[name]) & (cmp.accuracy[name] <= 1)).all()
+    # step 0 is before any update: identical inits and batch give identical loss and accuracy
+    np.testing.assert_allclose(cmp.loss["sgd"][:, 0], cmp.loss["mplp"][:, 0], rtol=1e-5)
+    np.testing.assert_array_equal(cmp.accuracy["adam"][:, 0], cmp.accuracy["mplp"][:, 0])
+    assert not np.allclose(cmp.loss["sgd"][:, 1], cmp.loss["mplp"][:, 1])            # then they part
+    assert not np.allclose(cmp.loss["mplp"][0], cmp.loss["mplp"][1])                  # the inits differ
+    with pytest.raises(ValueError, match="validation split has 40 batches, fewer than T=41"):
+        compare_inner_training(cfg, theta, {}, n_inits=1, steps=41)

@@ -45,3 +45,18 @@ def test_tune_picks_the_best_finite_lr():
     assert r.curve.shape == (cfg.meta.T,) and r.curves.shape == (cfg.validation.n_runs, cfg.meta.T)
     with pytest.raises(ValueError, match="unknown baseline"):
         tune("rmsprop", cfg)
+
+
+def test_inner_train_reports_batch_accuracy_for_classification(gen):
+    from mplp.config import OptimizeeConfig
+    from mplp.optimizee import accuracy, forward
+
+    opt = OptimizeeConfig(sizes=(5, 4, 3), loss="xent")
+    init = [p[None] for p in init_params(opt.sizes, gen, torch.float64)]
+    xs = torch.randn(1, 3, 16, 5, generator=gen, dtype=torch.float64)
+    ys = torch.randint(0, 3, (1, 3, 16), generator=gen)
+    run = inner_train("sgd", 0.1, init, xs, ys, opt)
+    assert run.accuracy.shape == (1, 3)
+    assert run.accuracy[0, 0] == accuracy(forward([p[0] for p in init], xs[0, 0], "relu").output, ys[0, 0])
+    assert inner_train("sgd", 0.1, [p[None] for p in init_params((1, 4, 1), gen, torch.float64)],
+                       xs[..., :1], xs[..., :1], tiny_config().optimizee).accuracy is None
