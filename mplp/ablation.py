@@ -15,6 +15,7 @@ import numpy as np
 
 from . import config as C
 from . import results as R
+from .claims import Verdict
 
 LR_FIXED = 1.0e-3          # the fixed learning rate of cells without a learned lr (Table 3)
 LR_LEARNED_INIT = 1.0e-2   # initial value of the learned lr (released code)
@@ -122,16 +123,6 @@ def summary_table(runs: dict[Cell, list[R.RunResult]], level: float) -> dict[Cel
     return {cell: summarise(cell, runs[cell], level) for cell in GRID if cell in runs}
 
 
-@dataclass
-class Verdict:
-    """A claim of §5.2 tested on the grid: ``holds`` is "yes", "partly", "no" or "undecided"."""
-
-    claim: str
-    test: str
-    evidence: str
-    holds: str
-
-
 def _pairs(rows: dict[Cell, CellSummary], vary: str):
     """Pairs of cells that differ only in ``vary``: (cell with False/1, cell with True/8)."""
     low, high = (1, 8) if vary == "message_size" else (False, True)
@@ -162,14 +153,14 @@ def verdicts(rows: dict[Cell, CellSummary], sgd: float, adam: float) -> list[Ver
         holds = "undecided"
     else:
         holds = "partly" if any(faster) else "no"
-    out.append(Verdict("batch-norm converges faster in every configuration",
+    out.append(Verdict("batch-norm converges faster in every configuration", "§5.2",
                        "median geometric-mean validation loss with BN < without, in all 4 (|m|, lr) cells",
                        f"{sum(faster)}/4 ({ev})", holds))
     # 2. |m| = 8 gives a much lower loss than |m| = 1 (much: at least 2x lower median final loss)
     pairs = list(_pairs(rows, "message_size"))
     ratio = [m8.final_median / m1.final_median for m1, m8 in pairs]
     lower, much = sum(r < 1 for r in ratio), sum(r <= 0.5 for r in ratio)
-    out.append(Verdict("|m| = 8 gives a much lower loss than |m| = 1",
+    out.append(Verdict("|m| = 8 gives a much lower loss than |m| = 1", "§5.2",
                        "median final loss with |m| = 8 at most half that with |m| = 1, in all 4 (BN, lr) cells",
                        f"ratios {', '.join(f'{r:.2f}' for r in ratio)}",
                        "yes" if much == 4 else ("partly" if lower >= 3 else "no")))
@@ -177,19 +168,19 @@ def verdicts(rows: dict[Cell, CellSummary], sgd: float, adam: float) -> list[Ver
     pairs = {(off.cell.message_size, off.cell.batch_norm): (off, on) for off, on in _pairs(rows, "learned_lr")}
     gain = {k: off.auc_median / on.auc_median for k, (off, on) in pairs.items()}
     best = max(gain, key=gain.get)
-    out.append(Verdict("learned lr helps most at |m| = 8 without batch-norm",
+    out.append(Verdict("learned lr helps most at |m| = 8 without batch-norm", "§5.2",
                        "speed-up (geometric-mean loss ratio fixed / learned) largest in the |m| = 8, BN off cell",
                        ", ".join(f"|m|={m} BN {'on' if bn else 'off'}: {g:.2f}" for (m, bn), g in gain.items()),
                        "yes" if best == (8, False) and gain[best] > 1 else "no"))
     wider = [on.final_log_spread > off.final_log_spread for off, on in pairs.values()]
     more_stuck = sum(on.n_stuck for _, on in pairs.values()) - sum(off.n_stuck for off, _ in pairs.values())
-    out.append(Verdict("learned lr makes training less stable",
+    out.append(Verdict("learned lr makes training less stable", "§5.2",
                        "std over seeds of log final loss larger with learned lr, in at least 3 of 4 cells",
                        f"{sum(wider)}/4 wider; stuck seeds learned - fixed: {more_stuck:+d}",
                        "yes" if sum(wider) >= 3 else ("partly" if sum(wider) == 2 else "no")))
     # 4. the best configuration beats tuned SGD but not tuned Adam
     top = min(rows.values(), key=lambda s: s.final_median)
-    out.append(Verdict("the best configuration beats tuned SGD but not tuned Adam",
+    out.append(Verdict("the best configuration beats tuned SGD but not tuned Adam", "§5.2",
                        "median final loss of the best cell: < tuned SGD and > tuned Adam",
                        f"best {top.cell.label}: {top.final_median:.3g}; SGD {sgd:.3g}, Adam {adam:.3g}",
                        "yes" if adam < top.final_median < sgd else

@@ -94,3 +94,19 @@ def test_inner_comparison_starts_every_optimizer_from_the_same_inits():
     assert not np.allclose(cmp.loss["mplp"][0], cmp.loss["mplp"][1])                  # the inits differ
     with pytest.raises(ValueError, match="validation split has 40 batches, fewer than T=41"):
         compare_inner_training(cfg, theta, {}, n_inits=1, steps=41)
+
+
+def test_sinewave_verdicts():
+    from mplp.analysis import Checkpoint, sinewave_verdicts
+
+    steps = np.arange(0, 1001, 100)
+    flat_then_down = np.array([50, 50, 49, 50, 49, 40, 30, 20, 15, 12, 10.0])
+    ck = Checkpoint(1000, 10.0, {}, "")
+    corr = {"f": -0.95, "g_lin": 0.9, "g_loss": -0.99, "g_relu": 0.85}
+    v = sinewave_verdicts(steps, flat_then_down, ck, sgd=18.0, adam=5.0, corr=corr)
+    assert [x.holds for x in v] == ["yes", "yes", "yes", "yes"] and "step 500" in v[0].evidence
+    never = sinewave_verdicts(steps, np.full(11, 50.0), Checkpoint(0, 50.0, {}, ""), 18.0, 5.0,
+                              {"f": 0.1, "g_lin": 0.9, "g_loss": -0.2, "g_relu": float("nan")})
+    assert [x.holds for x in never] == ["partly", "no", "yes", "no"]
+    at_once = sinewave_verdicts(steps, np.array([50, 40] + [30.0] * 9), ck, 18.0, 11.0, {"f": -0.9, "g_lin": 0.9})
+    assert [x.holds for x in at_once] == ["no", "yes", "no", "partly"]    # sign product negative
