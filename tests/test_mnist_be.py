@@ -1,0 +1,68 @@
+"""§5.3's runs: configs, a tiny population on an MNIST subset, the table and the verdicts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mplp import config as C
+from mplp import mnist_be as M
+from mplp import results as R
+from mplp.analysis import InnerComparison
+
+from helpers import tiny_config
+
+MNIST = {"task.name": "mnist", "task.subset": 640, "task.batch_size": 4, "optimizee.sizes": (784, 5, 4, 10),
+         "optimizee.loss": "xent", "meta.K": 2, "meta.T": 4, "meta.S": 4, "validation.every": 2}
+
+
+def test_configs_differ_only_by_seed_and_term():
+    cfgs = M.run_configs(tiny_config(), 3)
+    assert [c.meta.batch_entropy for c in cfgs[False]] == [False] * 3 and [c.seed for c in cfgs[True]] == [0, 1, 2]
+    assert len({c.hash() for cs in cfgs.values() for c in cs}) == 6
+    with pytest.raises(C.ConfigError, match="n_seeds"):
+        M.run_configs(tiny_config(), 0)
+
+
+def test_tiny_population_on_an_mnist_subset(tmp_path):
+    runs = M.train_runs(tiny_config(**MNIST), 2, out_root=tmp_path, progress=False)
+    assert [r.config.meta.batch_entropy for r in runs[False] + runs[True]] == [False, False, True, True]
+    assert all(r.complete for rs in runs.values() for r in rs)
+    assert (runs[True][0].train["be_term"] >= 0).all() and (runs[False][0].train["be_term"] == 0).all()
+    h = M.last_hidden_entropy(runs[True][0])
+    assert h.shape == runs[True][0].validation["step"].shape and np.isfinite(h).all()
+    rows = M.run_table(runs)
+    assert [(r.batch_entropy, r.seed) for r in rows] == [(False, 0), (False, 1), (True, 0), (True, 1)]
+
+
+def _run(be, losses, entropy, be_term=None):
+    steps = np.arange(len(losses)) * 100
+    v = {"step": steps, "val_loss": np.asarray(losses, float), "entropy_l0": np.zeros(len(losses)),
+         "entropy_l1": np.asarray(entropy, float)}
+    t = {"step": np.arange(10) * 50, "be_term": np.asarray(be_term if be_term is not None else np.zeros(10), float)}
+    return R.RunResult(Path("."), tiny_config(**{"meta.batch_entropy": be}), v, t, {}, {})
+
+
+def _cmp(mplp, adam, T=2):
+    return InnerComparison({"mplp": np.array([mplp]), "adam": np.array([adam])}, {}, {"adam": 1e-3}, T)
+
+
+def test_verdicts_on_runs_shaped_like_the_thesis():
+    flat = [2.3, 2.3, 2.3, 2.3, 2.3, 2.3, 2.3, 2.3, 2.3, 2.3, 2.3]
+    off = [_run(False, flat[:3] + [1.5] * 8, [0.1] * 3 + [0.5] * 8),      # leaves at 300
+           _run(False, flat[:8] + [1.0] * 3, [0.1] * 8 + [0.4] * 3),      # leaves at 800
+           _run(False, flat, [0.1] * 11)]                                   # never
+    decay = np.linspace(0.5, 0.001, 10)
+    on = [_run(True, [2.3] + [1.0] * 10, [0.6] * 11, decay) for _ in range(3)]
+    vs = M.verdicts({False: off, True: on}, _cmp([2.0, 1.0, 0.8, 0.8], [2.0, 0.9, 0.5, 0.3]))
+    assert [v.holds for v in vs] == ["yes"] * 6, [(v.claim, v.evidence) for v in vs]
+    assert "never" in vs[0].evidence and vs[3].evidence.startswith("0.")
+
+
+def test_verdicts_that_fail_or_cannot_be_decided():
+    stuck = [_run(False, [2.3] * 11, [0.1] * 11) for _ in range(2)]
+    on = [_run(True, [2.3] * 11, [0.1] * 11, np.full(10, 0.4)) for _ in range(2)]
+    vs = M.verdicts({False: stuck, True: on}, _cmp([2.0, 4.0, 1.0, 1.0], [2.0, 0.5, 1.5, 1.5]))
+    assert [v.holds for v in vs] == ["undecided", "undecided", "no", "no", "no", "no"]
