@@ -1,0 +1,44 @@
+"""The truncation toy: the inner problem, momentum runs, Appendix A's gradient vs autograd."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mplp import truncation as Tr
+
+
+def test_toy_has_two_minima_and_consistent_derivatives():
+    w = torch.linspace(-2, 5, 71, dtype=torch.float64).requires_grad_(True)
+    (g,) = torch.autograd.grad(Tr.toy_loss(w).sum(), w, create_graph=True)
+    (h,) = torch.autograd.grad(g.sum(), w)
+    assert torch.allclose(g, Tr.toy_grad(w)) and torch.allclose(h, Tr.toy_hess(w.detach()))
+    assert Tr.toy_grad(torch.tensor(0.0)) == 0 and Tr.toy_hess(torch.tensor(0.0)) > 0
+    w_glob = (21 + 57 ** 0.5) / 8
+    assert abs(float(Tr.toy_grad(torch.tensor(w_glob)))) < 1e-12 and Tr.toy_loss(torch.tensor(w_glob)) < -3
+
+
+def test_momentum_runs_match_torch_sgd():
+    momenta = torch.tensor([0.0, 0.5, 0.9], dtype=torch.float64)
+    traj = Tr.momentum_trajectories(momenta, 30, lr=0.01)
+    assert traj.shape == (3, 31) and (traj[:, 0] == Tr.W0).all()
+    for k, m in enumerate(momenta.tolist()):
+        w = torch.tensor(Tr.W0, dtype=torch.float64, requires_grad=True)
+        opt = torch.optim.SGD([w], lr=0.01, momentum=m)
+        for _ in range(30):
+            opt.zero_grad()
+            Tr.toy_loss(w).backward()
+            opt.step()
+        assert torch.allclose(w.detach(), traj[k, -1])
+    assert torch.equal(Tr.final_loss(momenta, 30, 0.01), Tr.toy_loss(traj[:, -1]))
+
+
+def test_appendix_a_formula_equals_autograd():
+    lrs = torch.tensor([1e-3, 5e-3, 0.01, 0.02], dtype=torch.float64)
+    r = Tr.lr_gradients(lrs, [1, 2, 10, 50])
+    assert torch.allclose(r.formula, r.autograd, rtol=1e-9, atol=1e-12)
+    # one step: -<g_T, g_{T-1}> (Appendix A's closing remark)
+    w1 = Tr.W0 - lrs * Tr.toy_grad(torch.tensor(Tr.W0, dtype=torch.float64))
+    assert torch.allclose(r.formula[:, 0], -Tr.toy_grad(w1) * Tr.toy_grad(torch.tensor(Tr.W0, dtype=torch.float64)))
+    with pytest.raises(ValueError, match="horizons must be >= 1"):
+        Tr.lr_gradients(lrs, [0])
