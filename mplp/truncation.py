@@ -103,3 +103,76 @@ def lr_gradients(lrs, horizons: list[int], w0: float = W0) -> LrGradient:
     f = torch.stack([appendix_a_gradient(lrs, T, w0) for T in horizons], 1)
     a = torch.stack([autograd_lr_gradient(lrs, T, w0) for T in horizons], 1)
     return LrGradient(lrs, list(horizons), f, a)
+
+
+# -- Figure 4: learning Adam's learning rate with truncated unrolls ---------------------
+
+
+@dataclass
+class AdamState:
+    """Inner state of ``AdamLrProblem``: MLP params, Adam moments, step count and the
+    data stream (a permutation of the training set and a cursor into it)."""
+
+    params: list[torch.Tensor]
+    m: list[torch.Tensor]
+    v: list[torch.Tensor]
+    t: int
+    order: torch.Tensor
+    cursor: int
+
+
+class AdamLrProblem:
+    """An MLP classifier trained by Adam with lr = exp(theta[0]) (Metz et al. 2019 §2.4).
+
+    ``unroll(theta, state, K)`` runs K Adam steps on consecutive minibatches and returns
+    the mean of their losses (each before its update) and the new state; differentiable
+    w.r.t. theta through the whole unroll (second order through the gradients).
+    x: ``(N, n_in)``, y: ``(N,)`` labels.
+    """
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, sizes: tuple[int, ...], batch_size: int = 128,
+                 activation: str = "relu", betas=(0.9, 0.999), eps: float = 1e-8):
+        if x.shape[0] < batch_size:
+            raise ValueError(f"the dataset has {x.shape[0]} examples, fewer than one batch of {batch_size}")
+        self.x, self.y, self.sizes, self.B = x, y, tuple(sizes), batch_size
+        self.activation, self.betas, self.eps = activation, betas, eps
+
+    def init(self, gen: torch.Generator) -> AdamState:
+        from .optimizee import init_params
+
+        params = init_params(self.sizes, gen, self.x.dtype)
+        zeros = [torch.zeros_like(p) for p in params]
+        return AdamState(params, zeros, [z.clone() for z in zeros], 0, torch.randperm(len(self.x), generator=gen), 0)
+
+    def _batch(self, order: torch.Tensor, cursor: int):
+        n = len(self.x) // self.B
+        i = order[(cursor % n) * self.B:(cursor % n + 1) * self.B]
+        return self.x[i], self.y[i]
+
+    def unroll(self, theta: torch.Tensor, state: AdamState, K: int) -> tuple[torch.Tensor, AdamState]:
+        from .optimizee import forward, loss_node
+
+        lr = torch.exp(theta[0])
+        b1, b2 = self.betas
+        params, m, v, t = state.params, state.m, state.v, state.t
+        differentiable = theta.requires_grad
+        total = theta.new_zeros(())
+        for k in range(K):
+            x, y = self._batch(state.order, state.cursor + k)
+            with torch.enable_grad():
+                # differentiable: keep the graph from earlier steps (state params become leaves)
+                ps = [p if differentiable and p.requires_grad else p.detach().requires_grad_(True)
+                      for p in params]
+                loss = loss_node("xent", forward(ps, x, self.activation).output, y).value
+                grads = torch.autograd.grad(loss, ps, create_graph=differentiable)
+            if not differentiable:
+                loss, grads = loss.detach(), [g.detach() for g in grads]
+            t += 1
+            m = [b1 * a + (1 - b1) * g for a, g in zip(m, grads)]
+            v = [b2 * c + (1 - b2) * g * g for c, g in zip(v, grads)]
+            params = [p - lr * (a / (1 - b1 ** t)) / ((c / (1 - b2 ** t)).sqrt() + self.eps)
+                      for p, a, c in zip(ps, m, v)]
+            total = total + loss
+        new = AdamState([p.detach() for p in params], [a.detach() for a in m], [c.detach() for c in v], t,
+                        state.order, state.cursor + K)
+        return total / K, new

@@ -42,3 +42,35 @@ def test_appendix_a_formula_equals_autograd():
     assert torch.allclose(r.formula[:, 0], -Tr.toy_grad(w1) * Tr.toy_grad(torch.tensor(Tr.W0, dtype=torch.float64)))
     with pytest.raises(ValueError, match="horizons must be >= 1"):
         Tr.lr_gradients(lrs, [0])
+
+
+def _problem(n=512, sizes=(8, 6, 3), seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, sizes[0], generator=g, dtype=torch.float64)
+    y = (x[:, :3].argmax(1))
+    return Tr.AdamLrProblem(x, y, sizes, batch_size=32)
+
+
+def test_adam_problem_matches_torch_adam_and_its_lr_gradient_matches_finite_differences():
+    prob = _problem()
+    st = prob.init(torch.Generator().manual_seed(1))
+    theta = torch.tensor([-4.0], dtype=torch.float64)
+    loss, new = prob.unroll(theta, st, 5)
+    # the same 5 steps with torch.optim.Adam
+    ps = [p.clone().requires_grad_(True) for p in st.params]
+    opt = torch.optim.Adam(ps, lr=float(torch.exp(theta)), eps=1e-8)
+    from mplp.optimizee import loss_value
+    for k in range(5):
+        x, y = prob._batch(st.order, k)
+        opt.zero_grad()
+        loss_value("xent", ps, x, y, "relu").backward()
+        opt.step()
+    assert all(torch.allclose(a, b) for a, b in zip(new.params, ps)) and new.cursor == 5 and new.t == 5
+    # d loss / d log-lr by autograd through the unroll vs central differences
+    from mplp.estimators import tbptt
+    est, _ = tbptt(prob, theta, st, 5)
+    h = 1e-5
+    fd = (prob.unroll(theta + h, st, 5)[0] - prob.unroll(theta - h, st, 5)[0]) / (2 * h)
+    assert torch.allclose(est.grad, fd.reshape(1), rtol=1e-5, atol=1e-9)
+    with pytest.raises(ValueError, match="fewer than one batch"):
+        Tr.AdamLrProblem(prob.x[:10], prob.y[:10], (8, 3), batch_size=32)
