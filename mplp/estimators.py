@@ -91,13 +91,10 @@ class PES:
         self.states: list[tuple[Any, Any]] = []
         self.xi: list[torch.Tensor] = []
 
-    def reset(self, theta: torch.Tensor, shared_state: bool = True) -> None:
-        """Fresh inner states (the same for every particle when ``shared_state``) and xi = 0."""
-        shared = self.system.init(self.gen) if shared_state else None
-        self.states = []
-        for _ in range(self.n):
-            s = shared if shared_state else self.system.init(self.gen)
-            self.states.append((s, s))          # systems never modify a state in place
+    def reset(self, theta: torch.Tensor, state: Any = None) -> None:
+        """Restart every particle pair from ``state`` (default: a fresh ``system.init``) with xi = 0."""
+        s = self.system.init(self.gen) if state is None else state
+        self.states = [(s, s) for _ in range(self.n)]    # systems never modify a state in place
         self.xi = [torch.zeros_like(theta) for _ in range(self.n)]
 
     def step(self, theta: torch.Tensor, K: int) -> Estimate:

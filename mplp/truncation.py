@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 W0 = -1.2
@@ -176,3 +177,121 @@ class AdamLrProblem:
         new = AdamState([p.detach() for p in params], [a.detach() for a in m], [c.detach() for c in v], t,
                         state.order, state.cursor + K)
         return total / K, new
+
+
+@dataclass
+class TruncationGradients:
+    """Fig. 4b-c: the outer-gradient (d mean loss / d log lr) of every truncation of
+    length k along one inner run at a fixed lr; ``ends (n,)`` inner step at which each
+    truncation ends, ``grads (n,)`` their gradients, ``cumulative (n,)`` running sums."""
+
+    k: int
+    lr: float
+    ends: np.ndarray
+    grads: np.ndarray
+    cumulative: np.ndarray
+
+
+def truncation_gradients(problem, lr: float, N: int, k: int, seed: int = 0) -> TruncationGradients:
+    """Run one inner problem for N steps at ``lr``, taking the truncated gradient of each
+    of its N / k truncations (the lr is not updated)."""
+    from .estimators import tbptt
+
+    if k < 1 or N % k:
+        raise ValueError(f"the truncation length k={k} must divide the number of inner steps N={N}")
+    theta = torch.tensor([float(np.log(lr))], dtype=DTYPE)
+    state = problem.init(torch.Generator().manual_seed(seed))
+    grads = []
+    for _ in range(N // k):
+        est, state = tbptt(problem, theta, state, k)
+        grads.append(float(est.grad[0]))
+    g = np.asarray(grads)
+    return TruncationGradients(k, lr, np.arange(1, N // k + 1) * k, g, np.cumsum(g))
+
+
+@dataclass
+class OuterTrace:
+    """Fig. 4a: the learned lr over outer training; ``inner_steps (U,)`` inner steps
+    taken (the x-axis), ``lr (U,)`` after each outer update, ``grad_var`` the mean
+    squared deviation of the estimates from their mean (a variance estimate)."""
+
+    estimator: str
+    k: int
+    inner_steps: np.ndarray
+    lr: np.ndarray
+    grad_var: float
+    inner_steps_per_update: int
+
+
+def outer_train(problem, estimator: str, k: int, N: int, n_problems: int, init_lr: float = 1e-3,
+                meta_lr: float = 0.01, seed: int = 0, sigma: float = 0.1, n_pairs: int = 4) -> OuterTrace:
+    """Outer-train log lr with Adam over ``n_problems`` inner problems of N steps each.
+
+    ``estimator``: "tbptt" (one update per truncation of k steps), "pes" (persistent ES over
+    the same truncations, particles restarted with each inner problem) or "es" (antithetic
+    ES over full unrolls: k must equal N).  sigma and n_pairs: the ES / PES perturbations.
+    """
+    from . import estimators as E
+
+    if estimator not in ("tbptt", "pes", "es"):
+        raise ValueError(f"unknown estimator {estimator!r}; expected 'tbptt', 'pes' or 'es'")
+    if k < 1 or N % k:
+        raise ValueError(f"the truncation length k={k} must divide the number of inner steps N={N}")
+    if estimator == "es" and k != N:
+        raise ValueError(f"es unrolls whole inner problems: k must equal N (got k={k}, N={N})")
+    gen = torch.Generator().manual_seed(seed)
+    theta = torch.tensor([float(np.log(init_lr))], dtype=DTYPE)
+    m = v = torch.zeros_like(theta)
+    b1, b2 = 0.9, 0.999
+    lrs, steps, gs = [], [], []
+    done = 0
+    pes = E.PES(problem, n_pairs, sigma, gen) if estimator == "pes" else None
+    for _ in range(n_problems):
+        state = problem.init(gen)
+        if pes is not None:
+            pes.reset(theta, state)
+        for _ in range(N // k):
+            if estimator == "tbptt":
+                est, state = E.tbptt(problem, theta, state, k)
+            elif estimator == "pes":
+                est = pes.step(theta, k)
+            else:
+                est = E.es(problem, theta, state, k, sigma, n_pairs, gen)
+            g = est.grad
+            gs.append(float(g[0]))
+            t = len(gs)
+            m = b1 * m + (1 - b1) * g
+            v = b2 * v + (1 - b2) * g * g
+            theta = theta - meta_lr * (m / (1 - b1 ** t)) / ((v / (1 - b2 ** t)).sqrt() + 1e-8)
+            done += k
+            steps.append(done)
+            lrs.append(float(torch.exp(theta[0])))
+    garr = np.asarray(gs)
+    return OuterTrace(estimator, k, np.asarray(steps), np.asarray(lrs), float(garr.var()),
+                      k if estimator == "tbptt" else 2 * n_pairs * k)
+
+
+@dataclass
+class LrGrid:
+    """The grid-search reference of Fig. 4a: mean training loss over N inner steps
+    (mean over seeds) for each lr, and the best lr."""
+
+    lrs: np.ndarray
+    loss: np.ndarray
+    best_lr: float
+
+
+def lr_grid(problem, lrs, N: int, n_seeds: int = 3, seed: int = 0) -> LrGrid:
+    """Mean training loss over N steps at each fixed lr (Fig. 4a's optimum)."""
+    lrs = np.asarray(lrs, dtype=float)
+    out = np.zeros(len(lrs))
+    for s in range(n_seeds):
+        for i, lr in enumerate(lrs):
+            state = problem.init(torch.Generator().manual_seed(seed + s))
+            loss, _ = problem.unroll(torch.tensor([float(np.log(lr))], dtype=DTYPE), state, N)
+            out[i] += float(loss) / n_seeds
+    finite = np.isfinite(out)
+    if not finite.any():
+        raise RuntimeError("every learning rate of the grid diverged")
+    best = float(lrs[finite][np.argmin(out[finite])])
+    return LrGrid(lrs, out, best)

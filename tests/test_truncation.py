@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -74,3 +75,31 @@ def test_adam_problem_matches_torch_adam_and_its_lr_gradient_matches_finite_diff
     assert torch.allclose(est.grad, fd.reshape(1), rtol=1e-5, atol=1e-9)
     with pytest.raises(ValueError, match="fewer than one batch"):
         Tr.AdamLrProblem(prob.x[:10], prob.y[:10], (8, 3), batch_size=32)
+
+
+def test_truncation_gradients_sum_to_their_cumulative_and_respect_k():
+    prob = _problem()
+    tg = Tr.truncation_gradients(prob, 1e-3, N=20, k=5)
+    assert list(tg.ends) == [5, 10, 15, 20] and np.allclose(np.cumsum(tg.grads), tg.cumulative)
+    assert np.isfinite(tg.grads).all()
+    with pytest.raises(ValueError, match="must divide"):
+        Tr.truncation_gradients(prob, 1e-3, N=20, k=3)
+
+
+def test_outer_training_moves_the_lr_and_reports_its_cost():
+    prob = _problem()
+    grid = Tr.lr_grid(prob, [1e-4, 1e-3, 1e-2, 1e-1], N=20, n_seeds=1)
+    assert grid.best_lr in grid.lrs and grid.loss[0] > grid.loss.min()   # 1e-4 is too slow over 20 steps
+    for est, k in (("tbptt", 5), ("pes", 5), ("es", 20)):
+        tr = Tr.outer_train(prob, est, k, N=20, n_problems=2, init_lr=1e-3, meta_lr=0.05, n_pairs=2)
+        n = 2 * 20 // k
+        assert tr.lr.shape == tr.inner_steps.shape == (n,) and tr.inner_steps[-1] == 40
+        assert tr.lr[-1] != pytest.approx(1e-3) and np.isfinite(tr.lr).all()
+        assert tr.inner_steps_per_update == (k if est == "tbptt" else 2 * 2 * k)
+    # a loss that falls with the lr at these settings pushes the lr up under every estimator
+    up = Tr.outer_train(prob, "tbptt", 20, N=20, n_problems=3, init_lr=1e-4, meta_lr=0.1)
+    assert up.lr[-1] > 1e-4
+    with pytest.raises(ValueError, match="unknown estimator"):
+        Tr.outer_train(prob, "rl", 5, 20, 1)
+    with pytest.raises(ValueError, match="k must equal N"):
+        Tr.outer_train(prob, "es", 5, 20, 1)
