@@ -147,3 +147,15 @@ def verdicts(runs: dict[bool, list[R.RunResult]], cmp: InnerComparison) -> list[
                            f"mean inner loss over steps T..{mplp.shape[0]}: Adam < MPLP",
                            f"MPLP / Adam = {late:.2f}", "yes" if late > 1 else "no"))
     return out
+
+
+def pick_optimizer(runs_with_term: list[R.RunResult]):
+    """Figure 11's learned optimizer, by rule: among the runs with the term, the one with
+    the lowest validation loss at a stored snapshot, at that snapshot.  Returns
+    ``(run, analysis.Checkpoint)``."""
+    from .analysis import choose_checkpoint
+
+    if not runs_with_term:
+        raise ValueError("no runs with the batch-entropy term to pick an optimizer from")
+    picks = [(r, choose_checkpoint(r)) for r in runs_with_term]
+    return min(picks, key=lambda rc: rc[1].val_loss)

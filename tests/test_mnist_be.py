@@ -66,3 +66,13 @@ def test_verdicts_that_fail_or_cannot_be_decided():
     on = [_run(True, [2.3] * 11, [0.1] * 11, np.full(10, 0.4)) for _ in range(2)]
     vs = M.verdicts({False: stuck, True: on}, _cmp([2.0, 4.0, 1.0, 1.0], [2.0, 0.5, 1.5, 1.5]))
     assert [v.holds for v in vs] == ["undecided", "undecided", "no", "no", "no", "no"]
+
+
+def test_pick_optimizer_takes_the_best_stored_snapshot(tmp_path):
+    runs = M.train_runs(tiny_config(**MNIST, **{"snapshot_every": 2}), 2, out_root=tmp_path, progress=False)
+    run, ck = M.pick_optimizer(runs[True])
+    best = min(float(v) for r in runs[True] for s, v in zip(r.validation["step"], r.validation["val_loss"])
+               if int(s) in r.snapshots())
+    assert ck.val_loss == best and run in runs[True]
+    with pytest.raises(ValueError, match="no runs"):
+        M.pick_optimizer([])
