@@ -8,7 +8,8 @@ must set every parameter and nothing else.
 
 from __future__ import annotations
 
-import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import yaml
@@ -76,15 +77,13 @@ def run_chapter(chapter: str, profile: str = "cpu", device: str | None = None, o
         params[k] = v
     nb = paths.notebook(chapter)
     out = Path(output) if output is not None else nb
-    # execute into a scratch file and replace the target only on success: a failed or
-    # interrupted run leaves the previous notebook as it was, not a half-executed one
-    tmp = out.with_name(f".{out.stem}.running.ipynb")
-    try:
+    # execute into a scratch file outside the book and replace the target only on success:
+    # a failed or interrupted run leaves the previous notebook as it was
+    with tempfile.TemporaryDirectory(prefix="mplp-run-") as scratch:
+        tmp = Path(scratch) / out.name
         papermill.execute_notebook(str(nb), str(tmp), parameters=params, kernel_name="python3",
                                    progress_bar=progress, cwd=str(nb.parent))
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+        shutil.move(tmp, out)
     return out
 
 
