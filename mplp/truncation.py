@@ -52,6 +52,25 @@ def final_loss(momenta: torch.Tensor, T: int, lr: float, w0: float = W0) -> torc
     return toy_loss(momentum_trajectories(momenta, T, lr, w0)[:, -1])
 
 
+class MomentumToy:
+    """The toy as an unrolled system for the estimators: theta = [momentum], state =
+    (w, v); ``unroll`` runs K steps of SGD with momentum at a fixed ``lr`` and returns the
+    loss at the end, l(w_K) (the objective of Fig. 3c)."""
+
+    def __init__(self, lr: float, w0: float = W0):
+        self.lr, self.w0 = lr, w0
+
+    def init(self, gen=None):
+        return (torch.tensor(self.w0, dtype=DTYPE), torch.tensor(0.0, dtype=DTYPE))
+
+    def unroll(self, theta: torch.Tensor, state, K: int):
+        w, v = state
+        for _ in range(K):
+            v = theta[0] * v + toy_grad(w)
+            w = w - self.lr * v
+        return toy_loss(w), (w, v)
+
+
 @dataclass
 class LrGradient:
     """The outer-gradient d l(w_T) / d lr of T steps of plain gradient descent on the toy,

@@ -103,3 +103,16 @@ def test_outer_training_moves_the_lr_and_reports_its_cost():
         Tr.outer_train(prob, "rl", 5, 20, 1)
     with pytest.raises(ValueError, match="k must equal N"):
         Tr.outer_train(prob, "es", 5, 20, 1)
+
+
+def test_momentum_toy_system_matches_the_vectorised_runs():
+    toy = Tr.MomentumToy(lr=0.02)
+    momenta = torch.tensor([0.3, 0.8], dtype=torch.float64)
+    ref = Tr.final_loss(momenta, 50, 0.02)
+    for k, m in enumerate(momenta):
+        loss, (w, v) = toy.unroll(m.reshape(1), toy.init(), 50)
+        assert torch.allclose(loss, ref[k])
+    # two halves from the carried state give the same end point
+    l1, s1 = toy.unroll(momenta[:1], toy.init(), 25)
+    l2, _ = toy.unroll(momenta[:1], s1, 25)
+    assert torch.allclose(l2, ref[0])
