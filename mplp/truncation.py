@@ -314,3 +314,69 @@ def lr_grid(problem, lrs, N: int, n_seeds: int = 3, seed: int = 0) -> LrGrid:
         raise RuntimeError("every learning rate of the grid diverged")
     best = float(lrs[finite][np.argmin(out[finite])])
     return LrGrid(lrs, out, best)
+
+
+# -- summaries and verdicts ------------------------------------------------------------------
+
+
+@dataclass
+class LandscapeRow:
+    """Fig. 3c at one horizon T: how rough l(w_T) is as a function of the momentum."""
+
+    T: int
+    jumps: int                 # neighbouring momenta whose final losses differ by more than `jump`
+    max_slope: float           # max |d l(w_T) / d momentum| by finite differences on the grid
+    frac_global: float         # fraction of momenta that end in the global minimum's basin (w > 1.68)
+
+
+def landscape(momenta: torch.Tensor, horizons: list[int], lr: float, jump: float = 1.0) -> list[LandscapeRow]:
+    """``LandscapeRow`` for each T: final losses over the momentum grid, their jumps and slopes."""
+    m = torch.as_tensor(momenta, dtype=DTYPE)
+    traj = momentum_trajectories(m, max(horizons), lr)
+    rows = []
+    for T in horizons:
+        w = traj[:, T]
+        loss = toy_loss(w)
+        d = loss.diff().abs()
+        rows.append(LandscapeRow(T, int((d > jump).sum()), float((d / m.diff()).max()),
+                                 float((w > (21 - 57 ** 0.5) / 8).double().mean())))
+    return rows
+
+
+def verdicts(rows: list[LandscapeRow], lr_grad: LrGradient, traces: dict[str, OuterTrace], grid: LrGrid,
+             shortest: int, longest: int) -> list:
+    """The toy chapter's claims: landscape pathology and exploding gradients with T (Metz
+    et al. §2.3), truncation bias shrinking the learned lr (§2.4), PES removing it (Vicol
+    et al.).  ``traces``: keys "tbptt-<k>", "pes-<k>", "es-<N>"."""
+    from .claims import Verdict
+
+    out = []
+    first, last = rows[0], rows[-1]
+    out.append(Verdict("the outer landscape grows pathological as T grows", "Metz et al. §2.3, Fig. 3c",
+                       f"more jumps (|delta l| > 1 between neighbouring momenta) at T = {last.T} than at T = {first.T}",
+                       f"jumps {first.jumps} -> {last.jumps}; max slope {first.max_slope:.3g} -> {last.max_slope:.3g}",
+                       "yes" if last.jumps > first.jumps else ("partly" if last.max_slope > first.max_slope else "no")))
+    g = lr_grad.autograd.abs().amax(0)
+    out.append(Verdict("the unrolled outer-gradient's norm grows with T", "Metz et al. §2.3, App. A",
+                       f"max over lrs of |d l(w_T)/d lr| at T = {lr_grad.horizons[-1]} at least 10x that at "
+                       f"T = {lr_grad.horizons[0]}",
+                       f"{float(g[0]):.3g} -> {float(g[-1]):.3g}",
+                       "yes" if g[-1] >= 10 * g[0] else ("partly" if g[-1] > g[0] else "no")))
+    short, full = traces[f"tbptt-{shortest}"].lr[-1], traces[f"tbptt-{longest}"].lr[-1]
+    out.append(Verdict("short truncations bias the learned lr downwards", "Metz et al. §2.4, Fig. 4a",
+                       f"learned lr with k = {shortest} below that with k = {longest} and further from the grid "
+                       "optimum (in log)",
+                       f"k = {shortest}: {short:.3g}; k = {longest}: {full:.3g}; grid optimum {grid.best_lr:.3g}",
+                       "yes" if short < full and abs(np.log(short / grid.best_lr)) > abs(np.log(full / grid.best_lr))
+                       else ("partly" if short < full else "no")))
+    pes = traces.get(f"pes-{shortest}")
+    if pes is not None:
+        p = pes.lr[-1]
+        closer = abs(np.log(p / grid.best_lr)) < abs(np.log(short / grid.best_lr))
+        within = abs(np.log(p / grid.best_lr)) <= np.log(2)
+        out.append(Verdict("PES at the same short truncations removes the bias", "Vicol et al. 2021",
+                           f"PES's learned lr (k = {shortest}) within 2x of the grid optimum (partly: closer to it "
+                           f"than truncated BPTT's)",
+                           f"PES {p:.3g}; truncated BPTT {short:.3g}; grid optimum {grid.best_lr:.3g}",
+                           "yes" if within else ("partly" if closer else "no")))
+    return out

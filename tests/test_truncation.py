@@ -116,3 +116,24 @@ def test_momentum_toy_system_matches_the_vectorised_runs():
     l1, s1 = toy.unroll(momenta[:1], toy.init(), 25)
     l2, _ = toy.unroll(momenta[:1], s1, 25)
     assert torch.allclose(l2, ref[0])
+
+
+def test_landscape_rows_count_jumps_and_basins():
+    m = torch.linspace(0, 0.99, 1000, dtype=torch.float64)     # fine enough that smooth changes are < 1
+    rows = Tr.landscape(m, [10, 2000], lr=0.02)
+    assert [r.T for r in rows] == [10, 2000]
+    w = Tr.momentum_trajectories(m, 2000, 0.02)[:, -1]
+    assert rows[1].frac_global == pytest.approx(float(((w - 3.57).abs() < 0.3).double().mean()))
+    assert rows[0].jumps == 0 < rows[1].jumps               # the pathology the chapter shows
+
+
+def test_truncation_verdicts_from_constructed_results():
+    rows = [Tr.LandscapeRow(10, 0, 5.0, 0.0), Tr.LandscapeRow(1000, 6, 500.0, 0.3)]
+    lg = Tr.LrGradient(torch.tensor([0.01]), [1, 100], torch.tensor([[1.0, 50.0]]), torch.tensor([[1.0, 50.0]]))
+    tr = lambda lr: Tr.OuterTrace("x", 1, np.array([1]), np.array([lr]), 0.0, 1)
+    grid = Tr.LrGrid(np.array([1e-3, 4e-3]), np.array([1.0, 0.5]), 4e-3)
+    vs = Tr.verdicts(rows, lg, {"tbptt-10": tr(5e-4), "tbptt-1000": tr(3e-3), "pes-10": tr(5e-3)}, grid, 10, 1000)
+    assert [v.holds for v in vs] == ["yes", "yes", "yes", "yes"]
+    vs = Tr.verdicts(rows[::-1], Tr.LrGradient(lg.lrs, lg.horizons, lg.formula, lg.autograd.flip(1)),
+                     {"tbptt-10": tr(3e-3), "tbptt-1000": tr(5e-4), "pes-10": tr(1e-4)}, grid, 10, 1000)
+    assert [v.holds for v in vs] == ["no", "no", "no", "no"]
