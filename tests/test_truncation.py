@@ -132,8 +132,17 @@ def test_truncation_verdicts_from_constructed_results():
     lg = Tr.LrGradient(torch.tensor([0.01]), [1, 100], torch.tensor([[1.0, 50.0]]), torch.tensor([[1.0, 50.0]]))
     tr = lambda lr: Tr.OuterTrace("x", 1, np.array([1]), np.array([lr]), 0.0, 1)
     grid = Tr.LrGrid(np.array([1e-3, 4e-3]), np.array([1.0, 0.5]), 4e-3)
-    vs = Tr.verdicts(rows, lg, {"tbptt-10": tr(5e-4), "tbptt-1000": tr(3e-3), "pes-10": tr(5e-3)}, grid, 10, 1000)
+    vs = Tr.verdicts(rows, lg, [2.0, 900.0], {"tbptt-10": tr(5e-4), "tbptt-1000": tr(3e-3), "pes-10": tr(5e-3)},
+                     grid, 10, 1000)
     assert [v.holds for v in vs] == ["yes", "yes", "yes", "yes"]
-    vs = Tr.verdicts(rows[::-1], Tr.LrGradient(lg.lrs, lg.horizons, lg.formula, lg.autograd.flip(1)),
+    vs = Tr.verdicts(rows[::-1], lg, [900.0, 2.0],
                      {"tbptt-10": tr(3e-3), "tbptt-1000": tr(5e-4), "pes-10": tr(1e-4)}, grid, 10, 1000)
     assert [v.holds for v in vs] == ["no", "no", "no", "no"]
+
+
+def test_momentum_gradients_match_finite_differences():
+    m = torch.tensor([0.2, 0.85], dtype=torch.float64)
+    g = Tr.momentum_gradients(m, 40, 0.02)
+    h = 1e-6
+    fd = (Tr.final_loss(m + h, 40, 0.02) - Tr.final_loss(m - h, 40, 0.02)) / (2 * h)
+    assert torch.allclose(g, fd, rtol=1e-5)
