@@ -68,9 +68,11 @@ def run_chapter(chapter: str, profile: str = "cpu", device: str | None = None, o
         from .trainer import resolve_device
 
         resolve_device(device)
-        if "device" not in params:
-            raise ProfileError(f"chapter {chapter!r} has no 'device' parameter")
-        params["device"] = device
+        if "device" in params:
+            params["device"] = device
+        elif device != "cpu":
+            # CPU-only chapters (e.g. the truncation toy) have no device parameter
+            print(f"chapter {chapter!r} has no 'device' parameter; it runs on the CPU")
     for k, v in (overrides or {}).items():
         if k not in params:
             raise ProfileError(f"chapter {chapter!r} has no parameter {k!r}; it has {sorted(params)}")
