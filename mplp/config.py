@@ -24,6 +24,10 @@ TASK_SHAPES = {"sinewave": (1, 1), "mnist": (784, 10)}
 TASK_LOSSES = {"sinewave": "mse", "mnist": "xent"}
 
 
+# (section, field) -> default of fields added after results were stored (see ExperimentConfig.hash)
+LATE_FIELDS = {("meta", "estimator"): "tbptt", ("meta", "es_sigma"): 0.01, ("meta", "es_pairs"): 8}
+
+
 class ConfigError(ValueError):
     """A configuration value is invalid; the message names the field."""
 
@@ -78,6 +82,9 @@ class MetaConfig:
     be_formula: str = "code"     # "code": pi*e ; "text": 2*pi*e (Eq. 6)
     be_threshold: float = 0.5
     unroll: str = "code"         # "code": drop 1st loss, update after every step; "text": Algorithm 2
+    estimator: str = "tbptt"     # outer-gradient: "tbptt" (Algorithm 1), "es" or "pes" (chapter 4)
+    es_sigma: float = 0.01       # es / pes: perturbation scale of theta
+    es_pairs: int = 8            # es / pes: antithetic pairs per outer step
 
 
 @dataclass(frozen=True)
@@ -108,9 +115,13 @@ class ExperimentConfig:
         return _plain(dataclasses.asdict(self))
 
     def hash(self) -> str:
-        """12 hex digits identifying everything that changes results."""
+        """12 hex digits identifying everything that changes results.  Fields added after
+        results were stored are left out while at their default, so those stay addressable."""
         d = self.to_dict()
         d.pop("checkpoint_every")
+        for (part, name), default in LATE_FIELDS.items():
+            if d[part][name] == default:
+                d[part].pop(name)
         blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
@@ -243,6 +254,10 @@ def validate(c: ExperimentConfig) -> ExperimentConfig:
     _check(m.grad_clip > 0, "meta.grad_clip", f"must be > 0 (got {m.grad_clip})")
     _check(m.be_formula in ("code", "text"), "meta.be_formula", f"must be 'code' or 'text' (got {m.be_formula!r})")
     _check(m.unroll in ("code", "text"), "meta.unroll", f"must be 'code' or 'text' (got {m.unroll!r})")
+    _check(m.estimator in ("tbptt", "es", "pes"), "meta.estimator",
+           f"must be 'tbptt', 'es' or 'pes' (got {m.estimator!r})")
+    _check(m.es_sigma > 0 and math.isfinite(m.es_sigma), "meta.es_sigma", f"must be > 0 (got {m.es_sigma})")
+    _check(m.es_pairs >= 1, "meta.es_pairs", f"must be >= 1 (got {m.es_pairs})")
     _check(v.every >= 1, "validation.every", f"must be >= 1 (got {v.every})")
     _check(v.n_runs >= 1, "validation.n_runs", f"must be >= 1 (got {v.n_runs})")
     _check(c.log_every >= 1, "log_every", f"must be >= 1 (got {c.log_every})")

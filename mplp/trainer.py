@@ -68,6 +68,8 @@ class TrainState:
     window: list = field(default_factory=list)
     skipped: int = 0
     elapsed: float = 0.0
+    gen_es: torch.Generator | None = None     # perturbations of meta.estimator "es" / "pes"
+    pes: dict | None = None                   # "pes": particle inner params and accumulated perturbations
 
 
 @dataclass
@@ -101,7 +103,8 @@ class MetaTrainer:
     def init_state(self) -> TrainState:
         s = self.cfg.seed
         theta = init_theta(self.spec, _seeded(s), self.dtype, self.device)
-        return TrainState(0, theta, adam_init(theta), None, _seeded(s + 1_000_003), _seeded(s + 2_000_029))
+        return TrainState(0, theta, adam_init(theta), None, _seeded(s + 1_000_003), _seeded(s + 2_000_029),
+                          gen_es=_seeded(s + 3_000_017))
 
     def _needs_reset(self, inner: InnerState | None) -> bool:
         if inner is None:
@@ -124,6 +127,8 @@ class MetaTrainer:
 
     def outer_step(self, st: TrainState) -> dict:
         """Advance ``st`` by one outer step in place; returns that step's losses."""
+        if self.cfg.meta.estimator != "tbptt":
+            return self._es_step(st)
         xs, ys = self.next_batches(st)
         leaf = {k: v.detach().requires_grad_(True) for k, v in st.theta.items()}
         res = unroll(NeuralLearners(leaf, self.spec), st.inner.params, xs, ys, self.cfg.optimizee, self.cfg.meta,
@@ -131,6 +136,56 @@ class MetaTrainer:
         self.advance(st, meta_gradient(res.total, leaf), res.params)
         return {"outer_loss": float(res.total.detach()), "inner_loss": float(res.outer.detach()),
                 "be_term": float(res.be_term.detach())}
+
+    def _es_step(self, st: TrainState) -> dict:
+        """One outer step with an evolution-strategies estimate of the meta-gradient
+        (``meta.estimator`` "es" or "pes", antithetic, ``meta.es_pairs`` pairs, scale
+        ``meta.es_sigma``).  All 2N perturbed unrolls and the unperturbed one (which carries
+        the inner state on) run as one batched no-grad program.  "es" unrolls every pair
+        from the carried inner state (ES over one truncation); "pes" keeps each particle's
+        own inner state and the sum of its perturbations (Vicol et al. 2021), restarted
+        with every new inner problem, which removes the truncation bias."""
+        xs, ys = self.next_batches(st)
+        grads, res = self.es_estimate(st, xs, ys)
+        N = self.cfg.meta.es_pairs
+        self.advance(st, grads, [w[2 * N] for w in res.params])
+        L, be = res.total, res.be_term.expand_as(res.total)
+        return {"outer_loss": float(L[2 * N]), "inner_loss": float(res.outer[2 * N]), "be_term": float(be[2 * N])}
+
+    def es_estimate(self, st: TrainState, xs: torch.Tensor, ys: torch.Tensor):
+        """The ES / PES meta-gradient for the unroll on ``xs, ys`` from ``st``'s inner state
+        (updates only the generator and the PES particles).  Returns ``(grads, res)``,
+        ``res`` the batched unroll: members ``:N`` at theta + e_i, ``N:2N`` at theta - e_i,
+        the last at theta."""
+        meta = self.cfg.meta
+        N, sigma = meta.es_pairs, meta.es_sigma
+        if st.gen_es is None:
+            st.gen_es = _seeded(self.cfg.seed + 3_000_017)
+        eps = {k: sigma * torch.randn((N,) + tuple(v.shape), generator=st.gen_es, dtype=v.dtype).to(v.device)
+               for k, v in st.theta.items()}
+        thetas = {k: torch.cat([v + eps[k], v - eps[k], v[None]]) for k, v in st.theta.items()}
+        P = 2 * N + 1
+        if meta.estimator == "pes":
+            if st.pes is None or st.inner.t == 0:                  # a new inner problem: restart the particles
+                st.pes = {"params": [p.expand(2 * N, *p.shape).clone() for p in st.inner.params],
+                          "xi": {k: torch.zeros_like(e) for k, e in eps.items()}}
+            params = [torch.cat([q, p[None]]) for q, p in zip(st.pes["params"], st.inner.params)]
+        else:
+            params = [p.expand(P, *p.shape) for p in st.inner.params]
+        expand = lambda t: t.unsqueeze(1).expand(t.shape[0], P, *t.shape[1:])
+        with torch.no_grad():
+            res = unroll(NeuralLearners(thetas, self.spec), params, expand(xs), expand(ys), self.cfg.optimizee,
+                         meta, self.cfg.learner.loss_inputs, self.backward)
+        L = res.total
+        diff = (L[:N] - L[N:2 * N])                                     # (N,)
+        shape = lambda e: diff.reshape((N,) + (1,) * (e.dim() - 1))
+        if meta.estimator == "pes":
+            st.pes["xi"] = {k: x + eps[k] for k, x in st.pes["xi"].items()}
+            grads = {k: (x * shape(x)).sum(0) / (2 * sigma ** 2 * N) for k, x in st.pes["xi"].items()}
+            st.pes["params"] = [w[:2 * N] for w in res.params]
+        else:
+            grads = {k: (e * shape(e)).sum(0) / (2 * sigma ** 2 * N) for k, e in eps.items()}
+        return grads, res
 
     def advance(self, st: TrainState, grads: dict[str, torch.Tensor], params: list[torch.Tensor]) -> None:
         """Apply the outer Adam step (skipped and counted when the meta-gradient is not
@@ -185,7 +240,8 @@ class MetaTrainer:
                 "adam": st.adam.state_dict(), "inner": inner,
                 "gen_task": st.gen_task.get_state(), "gen_init": st.gen_init.get_state(),
                 "train_rows": st.train_rows, "val_rows": st.val_rows, "snapshots": st.snapshots,
-                "window": st.window, "skipped": st.skipped, "elapsed": st.elapsed}
+                "window": st.window, "skipped": st.skipped, "elapsed": st.elapsed,
+                "gen_es": None if st.gen_es is None else st.gen_es.get_state(), "pes": st.pes}
 
     def load_state_dict(self, d: dict) -> TrainState:
         if d["config_hash"] != self.cfg.hash():
@@ -203,9 +259,16 @@ class MetaTrainer:
         adam = AdamState.from_state_dict(d["adam"])
         adam.m = {k: to(v) for k, v in adam.m.items()}
         adam.v = {k: to(v) for k, v in adam.v.items()}
+        ge = None
+        if d.get("gen_es") is not None:                 # checkpoints written before estimators had none
+            ge = torch.Generator()
+            ge.set_state(d["gen_es"])
+        pes = d.get("pes")
+        if pes is not None:
+            pes = {"params": [to(p) for p in pes["params"]], "xi": {k: to(v) for k, v in pes["xi"].items()}}
         return TrainState(d["step"], {k: to(v) for k, v in d["theta"].items()}, adam, inner, gt, gi,
                           d["train_rows"], d["val_rows"], d["snapshots"], d["window"], d["skipped"],
-                          d["elapsed"])
+                          d["elapsed"], ge, pes)
 
 
 class RunExistsError(RuntimeError):
@@ -376,7 +439,7 @@ def train_population(cfgs: list[C.ExperimentConfig], out_root=None, resume: bool
     stop = S if max_steps is None else min(S, max_steps)
     for step0, members in groups.items():
         group = [runs[i] for i in members]
-        batched = backward is fast_backward and len(group) > 1
+        batched = backward is fast_backward and len(group) > 1 and cfgs[0].meta.estimator == "tbptt"
         desc = cfgs[members[0]].experiment + (f" x{len(group)}" if len(group) > 1 else "")
         bar = tqdm(total=S, initial=step0, disable=not progress, unit="step", desc=desc, dynamic_ncols=True)
         try:

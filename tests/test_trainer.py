@@ -1,5 +1,6 @@
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -175,3 +176,47 @@ def test_population_resumes_and_refuses_mismatched_members(tmp_path):
         train_population([base, base.replace(**{"seed": 1, "meta.K": 2})], tmp_path / "c", progress=False)
     with pytest.raises(C.ConfigError, match="identical"):
         train_population([base, base], tmp_path / "c", progress=False)
+
+
+def test_es_meta_gradient_points_like_truncated_bptt_on_one_truncation():
+    # ES on the smoothed loss of one truncation estimates (for small sigma) the gradient
+    # truncated BPTT computes exactly; with many pairs the two must align
+    from mplp.learners import NeuralLearners
+    from mplp.outer import meta_gradient
+    from mplp.unroll import unroll
+
+    cfg = tiny_config(**{"meta.estimator": "es", "meta.es_pairs": 3000, "meta.es_sigma": 1e-3,
+                         "learner.batch_norm": False})
+    tr = MetaTrainer(cfg, dtype=torch.float64)
+    st = tr.init_state()
+    xs, ys = tr.next_batches(st)
+    es, _ = tr.es_estimate(st, xs, ys)
+    leaf = {k: v.detach().requires_grad_(True) for k, v in st.theta.items()}
+    res = unroll(NeuralLearners(leaf, tr.spec), st.inner.params, xs, ys, cfg.optimizee, cfg.meta,
+                 cfg.learner.loss_inputs, tr.backward)
+    exact = meta_gradient(res.total, leaf)
+    a = torch.cat([es[k].flatten() for k in sorted(es)])
+    b = torch.cat([exact[k].flatten() for k in sorted(exact)])
+    cos = float(a @ b / (a.norm() * b.norm()))
+    assert cos > 0.9, cos
+
+
+@pytest.mark.parametrize("estimator", ["es", "pes"])
+def test_es_and_pes_training_runs_and_resumes_bit_for_bit(tmp_path, estimator):
+    cfg = tiny_config(**{"meta.estimator": estimator, "meta.es_pairs": 3, "meta.S": 8})
+    full = train(cfg, tmp_path / "a", progress=False)
+    assert full.complete and np.isfinite(full.validation["val_loss"]).all()
+    assert not all(torch.equal(full.theta[k], MetaTrainer(cfg).init_state().theta[k]) for k in full.theta)
+    train(cfg, tmp_path / "b", progress=False, max_steps=5)           # interrupted (PES particles mid-problem)
+    resumed = train(cfg, tmp_path / "b", resume=True, progress=False)
+    assert all(torch.equal(full.theta[k], resumed.theta[k]) for k in full.theta)
+
+
+def test_estimator_settings_are_checked_and_keep_old_hashes():
+    from mplp.config import ConfigError
+    with pytest.raises(ConfigError, match="meta.estimator"):
+        tiny_config(**{"meta.estimator": "rl"})
+    with pytest.raises(ConfigError, match="meta.es_sigma"):
+        tiny_config(**{"meta.es_sigma": 0.0})
+    assert tiny_config(**{"meta.estimator": "tbptt"}).hash() == tiny_config().hash()
+    assert tiny_config(**{"meta.estimator": "pes"}).hash() != tiny_config().hash()
