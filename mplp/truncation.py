@@ -396,3 +396,34 @@ def verdicts(rows: list[LandscapeRow], lr_grad: LrGradient, momentum_grad_max, t
                            f"PES {p:.3g}; truncated BPTT {short:.3g}; grid optimum {grid.best_lr:.3g}",
                            "yes" if within else ("partly" if closer else "no")))
     return out
+
+
+@dataclass
+class ToyEstimates:
+    """Metz et al. §3 on the toy: at each probed momentum ``(n,)``, the backprop gradient
+    ``exact (n,)`` and ``n_rep`` estimates ``(n, n_rep)`` by ES and by reparameterisation + ES."""
+
+    momenta: np.ndarray
+    T: int
+    sigma: float
+    exact: np.ndarray
+    es: np.ndarray
+    combined: np.ndarray
+
+
+def toy_estimates(momenta, T: int, lr: float, sigma: float, n_pairs: int, n_rep: int = 10,
+                  seed: int = 0) -> ToyEstimates:
+    """Estimate d l(w_T) / d momentum at each momentum by backprop, ES and the combined
+    estimator (``n_rep`` independent estimates each), on ``MomentumToy(lr)``."""
+    from . import estimators as E
+
+    toy = MomentumToy(lr)
+    gen = torch.Generator().manual_seed(seed)
+    m = torch.as_tensor(momenta, dtype=DTYPE)
+    exact = momentum_gradients(m, T, lr)
+    es, comb = [], []
+    for mi in m:
+        th = mi.reshape(1)
+        es.append([float(E.es(toy, th, toy.init(), T, sigma, n_pairs, gen).grad[0]) for _ in range(n_rep)])
+        comb.append([float(E.reparam_es(toy, th, toy.init(), T, sigma, n_pairs, gen).grad[0]) for _ in range(n_rep)])
+    return ToyEstimates(m.numpy(), T, sigma, exact.numpy(), np.asarray(es), np.asarray(comb))

@@ -146,3 +146,13 @@ def test_momentum_gradients_match_finite_differences():
     h = 1e-6
     fd = (Tr.final_loss(m + h, 40, 0.02) - Tr.final_loss(m - h, 40, 0.02)) / (2 * h)
     assert torch.allclose(g, fd, rtol=1e-5)
+
+
+def test_toy_estimates_agree_with_backprop_where_the_landscape_is_smooth():
+    # at T = 10 the loss is smooth in the momentum: with a small sigma both estimators
+    # must centre on the backprop gradient
+    r = Tr.toy_estimates([0.3, 0.5], T=10, lr=0.02, sigma=1e-4, n_pairs=4, n_rep=5)
+    assert r.es.shape == r.combined.shape == (2, 5)
+    np.testing.assert_allclose(r.combined.mean(1), r.exact, rtol=1e-3)
+    se = r.es.std(1, ddof=1) / np.sqrt(r.es.shape[1])                 # ES is noisy: judge it by its own error
+    assert (np.abs(r.es.mean(1) - r.exact) <= 4.5 * se).all()
