@@ -87,6 +87,7 @@ class CellSummary:
     n_reached: int               # seeds that reached the level
     n_stuck: int                 # seeds whose final loss is not below (1 - STUCK_DROP) x initial
     final_log_spread: float      # std over seeds of log(final loss): the instability measure
+    skipped: int = 0             # outer updates skipped for a non-finite meta-gradient, all seeds
 
 
 def first_reach(steps: np.ndarray, losses: np.ndarray, level: float) -> float:
@@ -109,7 +110,7 @@ def summarise(cell: Cell, runs: list[R.RunResult], level: float) -> CellSummary:
     spread = math.inf if not np.isfinite(final).all() else float(np.std(np.log(final))) if len(final) > 1 else 0.0
     return CellSummary(cell, len(runs), float(np.median(final)), float(final.min()), float(final.max()),
                        float(np.median(np.exp(np.log(L).mean(1)))), med_reach if math.isfinite(med_reach) else math.nan,
-                       len(reached), stuck, spread)
+                       len(reached), stuck, spread, sum(int(r.meta.get("skipped_outer_updates", 0)) for r in runs))
 
 
 def common_level(runs: dict[Cell, list[R.RunResult]], fraction: float = 0.5) -> float:
@@ -174,9 +175,12 @@ def verdicts(rows: dict[Cell, CellSummary], sgd: float, adam: float) -> list[Ver
                        "yes" if best == (8, False) and gain[best] > 1 else "no"))
     wider = [on.final_log_spread > off.final_log_spread for off, on in pairs.values()]
     more_stuck = sum(on.n_stuck for _, on in pairs.values()) - sum(off.n_stuck for off, _ in pairs.values())
+    skip_on = sum(on.skipped for _, on in pairs.values())
+    skip_off = sum(off.skipped for off, _ in pairs.values())
     out.append(Verdict("learned lr makes training less stable", "§5.2",
                        "std over seeds of log final loss larger with learned lr, in at least 3 of 4 cells",
-                       f"{sum(wider)}/4 wider; stuck seeds learned - fixed: {more_stuck:+d}",
+                       f"{sum(wider)}/4 wider; stuck seeds learned - fixed: {more_stuck:+d}; outer updates skipped "
+                       f"for a diverged inner problem: {skip_on} learned vs {skip_off} fixed",
                        "yes" if sum(wider) >= 3 else ("partly" if sum(wider) == 2 else "no")))
     # 4. the best configuration beats tuned SGD but not tuned Adam
     top = min(rows.values(), key=lambda s: s.final_median)

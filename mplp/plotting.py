@@ -118,7 +118,8 @@ def compare_panels(pairs: dict[str, tuple[Fn2, Fn2]], ranges: dict, titles=("lea
 def grid_panels(cell_curves: dict, baselines: dict[str, float] | None = None, band: str = "min-max"):
     """Figure 8: validation loss of every ablation cell, median over seeds and its
     min-max band; columns |m| = 1, 8; rows learned lr (top), fixed lr (bottom); colour
-    by batch-norm.  ``cell_curves``: ``{Cell: (steps (V,), losses (n_seeds, V))}``;
+    by batch-norm; the y-axis stops at twice the highest median (bands beyond are clipped).
+    ``cell_curves``: ``{Cell: (steps (V,), losses (n_seeds, V))}``;
     ``baselines``: ``{label: loss}`` drawn as horizontal lines on every panel."""
     import matplotlib.pyplot as plt
 
@@ -131,10 +132,17 @@ def grid_panels(cell_curves: dict, baselines: dict[str, float] | None = None, ba
                 label=f"batch-norm {'on' if cell.batch_norm else 'off'} (median of {len(L)})")
         ax.fill_between(steps, L.min(0), L.max(0), color=c, alpha=0.2, lw=0)
         ax.set_title(f"|m| = {cell.message_size}, {'learned' if cell.learned_lr else 'fixed'} lr", fontsize=10)
+    # y-range: from below every baseline and run to twice the highest median, so that one
+    # diverged seed (its band is clipped) does not flatten every curve
+    medians = np.concatenate([np.median(L, 0) for _, L in cell_curves.values()])
+    lows = np.concatenate([L.min(0) for _, L in cell_curves.values()] + [np.asarray(list((baselines or {}).values()))])
+    finite_m, finite_l = medians[np.isfinite(medians)], lows[np.isfinite(lows) & (lows > 0)]
     for ax in axes.flat:
         for k, (label, v) in enumerate((baselines or {}).items()):
             ax.axhline(v, color=("k", "C2", "C1")[k % 3], ls="--", lw=1, label=label)
         ax.set_yscale("log")
+        if len(finite_m) and len(finite_l):
+            ax.set_ylim(0.8 * finite_l.min(), 2 * finite_m.max())
     for ax in axes[1]:
         ax.set_xlabel("outer step")
     for ax in axes[:, 0]:

@@ -130,3 +130,10 @@ def test_common_level_and_table():
     assert A.common_level(runs) == 0.5 * 25
     table = A.summary_table(runs, level=6.0)
     assert list(table) == [A.GRID[0], A.GRID[1]] and table[A.GRID[1]].steps_to_level == 10
+
+
+def test_skipped_outer_updates_are_summed_over_seeds():
+    runs = [_run([10, 5]), _run([10, 6])]
+    runs[0].meta["skipped_outer_updates"] = 3
+    runs[1].meta["skipped_outer_updates"] = 4
+    assert A.summarise(A.GRID[0], runs, level=1.0).skipped == 7

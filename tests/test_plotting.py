@@ -40,3 +40,12 @@ def test_grid_panels_place_cells_by_message_size_and_learned_lr():
     assert axes[0].get_title() == "|m| = 1, learned lr" and axes[3].get_title() == "|m| = 8, fixed lr"
     # two cells (BN on/off) per panel plus the baseline line; the median is what is drawn
     assert len(axes[3].lines) == 3 and np.allclose(axes[3].lines[0].get_ydata(), 9.0)
+
+
+def test_grid_panels_clip_a_diverged_seed():
+    from mplp.ablation import GRID
+    steps = np.arange(3) * 10
+    curves = {c: (steps, np.array([[200.0, 190, 180], [210, 200, 190], [2e9, 205, 185]])) for c in GRID}
+    fig = grid_panels(curves, {"Adam": 60.0})
+    lo, hi = fig.axes[0].get_ylim()
+    assert lo == 0.8 * 60 and hi == 2 * 210          # the highest median (step 0: 200, 210, 2e9)
