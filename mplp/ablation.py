@@ -15,11 +15,12 @@ import numpy as np
 
 from . import config as C
 from . import results as R
+from .analysis import initial_level
 from .claims import Verdict
 
 LR_FIXED = 1.0e-3          # the fixed learning rate of cells without a learned lr (Table 3)
 LR_LEARNED_INIT = 1.0e-2   # initial value of the learned lr (released code)
-STUCK_DROP = 0.1           # a seed is stuck if its final loss is not below (1 - 0.1) x its initial loss
+STUCK_DROP = 0.1           # a seed is stuck if its final loss is not below (1 - 0.1) x its initial level
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,7 @@ class CellSummary:
     auc_median: float            # median over seeds of the geometric-mean validation loss over the run
     steps_to_level: float        # median over seeds of the first step with loss <= level (nan: not reached)
     n_reached: int               # seeds that reached the level
-    n_stuck: int                 # seeds whose final loss is not below (1 - STUCK_DROP) x initial
+    n_stuck: int                 # seeds whose final loss is not below (1 - STUCK_DROP) x initial level
     final_log_spread: float      # std over seeds of log(final loss): the instability measure
     skipped: int = 0             # outer updates skipped for a non-finite meta-gradient, all seeds
 
@@ -105,7 +106,7 @@ def summarise(cell: Cell, runs: list[R.RunResult], level: float) -> CellSummary:
     # the median over all seeds, counting "not reached" as infinitely late
     srt = np.sort(np.where(np.isnan(reach), np.inf, reach))
     med_reach = float(np.median(srt)) if len(reached) else math.nan
-    stuck = int((final >= (1 - STUCK_DROP) * L[:, 0]).sum())
+    stuck = int(sum(f >= (1 - STUCK_DROP) * initial_level(l) for f, l in zip(final, L)))
     # a diverged seed is the most unstable outcome: infinite spread
     spread = math.inf if not np.isfinite(final).all() else float(np.std(np.log(final))) if len(final) > 1 else 0.0
     return CellSummary(cell, len(runs), float(np.median(final)), float(final.min()), float(final.max()),

@@ -184,10 +184,21 @@ def fit_example(cfg: C.ExperimentConfig, theta: dict[str, torch.Tensor], seed: i
                       out(params), out(r.params), r.losses.numpy())
 
 
+def initial_level(losses: np.ndarray, n: int = 3, outlier: float = 2.0) -> float:
+    """The loss a run starts its flat phase at: the step-0 validation, unless it is more
+    than ``outlier`` times the median of the next ``n`` validations (the untrained
+    optimizer diverged there: a start far above the plateau), in which case that median."""
+    if len(losses) < 1 + n:
+        return float(losses[0])
+    after = float(np.median(losses[1:1 + n]))
+    return float(losses[0]) if losses[0] <= outlier * after else after
+
+
 def plateau_end(steps: np.ndarray, losses: np.ndarray, drop: float = 0.1) -> int | None:
     """First validation step from which the loss stays below ``(1 - drop)`` times its
-    initial value for all later validations (the end of the initial flat phase), or None."""
-    below = losses < (1 - drop) * losses[0]
+    initial level (``initial_level``) for all later validations (the end of the initial
+    flat phase), or None."""
+    below = losses < (1 - drop) * initial_level(losses)
     for i in range(len(steps)):
         if below[i:].all():
             return int(steps[i])

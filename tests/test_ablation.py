@@ -137,3 +137,8 @@ def test_skipped_outer_updates_are_summed_over_seeds():
     runs[0].meta["skipped_outer_updates"] = 3
     runs[1].meta["skipped_outer_updates"] = 4
     assert A.summarise(A.GRID[0], runs, level=1.0).skipped == 7
+
+
+def test_a_seed_diverging_at_step_0_is_still_stuck():
+    s = A.summarise(A.GRID[0], [_run([2.3e9, 253, 252, 254, 253, 255])], level=1.0)
+    assert s.n_stuck == 1

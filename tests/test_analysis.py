@@ -110,3 +110,13 @@ def test_sinewave_verdicts():
     assert [x.holds for x in never] == ["partly", "no", "yes", "no"]
     at_once = sinewave_verdicts(steps, np.array([50, 40] + [30.0] * 9), ck, 18.0, 11.0, {"f": -0.9, "g_lin": 0.9})
     assert [x.holds for x in at_once] == ["no", "yes", "no", "partly"]    # sign product negative
+
+
+def test_a_diverging_first_validation_is_not_an_escape_from_the_plateau():
+    from mplp.analysis import initial_level, plateau_end
+
+    steps = np.arange(8) * 100
+    diverged_first = np.array([668.0, 229, 229, 228, 229, 229, 228, 228])
+    assert initial_level(diverged_first) == 229 and plateau_end(steps, diverged_first) is None
+    learns = np.array([230.0, 229, 228, 200, 150, 120, 100, 90])
+    assert initial_level(learns) == 230 and plateau_end(steps, learns) == 300

@@ -55,7 +55,7 @@ def test_verdicts_on_runs_shaped_like_the_thesis():
            _run(False, flat[:8] + [1.0] * 3, [0.1] * 8 + [0.4] * 3),      # leaves at 800
            _run(False, flat, [0.1] * 11)]                                   # never
     decay = np.linspace(0.5, 0.001, 10)
-    on = [_run(True, [2.3] + [1.0] * 10, [0.6] * 11, decay) for _ in range(3)]
+    on = [_run(True, [2.3, 2.0, 1.6, 1.3] + [1.0] * 7, [0.6] * 11, decay) for _ in range(3)]
     vs = M.verdicts({False: off, True: on}, _cmp([2.0, 1.0, 0.8, 0.8], [2.0, 0.9, 0.5, 0.3]))
     assert [v.holds for v in vs] == ["yes"] * 6, [(v.claim, v.evidence) for v in vs]
     assert "never" in vs[0].evidence and vs[3].evidence.startswith("0.")
