@@ -102,16 +102,15 @@ def summarise(cell: Cell, runs: list[R.RunResult], level: float) -> CellSummary:
     steps, L = curves(runs)
     final = L[:, -1]
     reach = np.array([first_reach(steps, l, level) for l in L])
-    reached = reach[~np.isnan(reach)]
-    # the median over all seeds, counting "not reached" as infinitely late
-    srt = np.sort(np.where(np.isnan(reach), np.inf, reach))
-    med_reach = float(np.median(srt)) if len(reached) else math.nan
+    n_reached = int((~np.isnan(reach)).sum())
+    # the median over all seeds, counting "not reached" as infinitely late (nan if that is the median)
+    med_reach = float(np.median(np.where(np.isnan(reach), np.inf, reach)))
     stuck = int(sum(f >= (1 - STUCK_DROP) * initial_level(l) for f, l in zip(final, L)))
     # a diverged seed is the most unstable outcome: infinite spread
     spread = math.inf if not np.isfinite(final).all() else float(np.std(np.log(final))) if len(final) > 1 else 0.0
     return CellSummary(cell, len(runs), float(np.median(final)), float(final.min()), float(final.max()),
                        float(np.median(np.exp(np.log(L).mean(1)))), med_reach if math.isfinite(med_reach) else math.nan,
-                       len(reached), stuck, spread, sum(int(r.meta.get("skipped_outer_updates", 0)) for r in runs))
+                       n_reached, stuck, spread, sum(int(r.meta.get("skipped_outer_updates", 0)) for r in runs))
 
 
 def common_level(runs: dict[Cell, list[R.RunResult]], fraction: float = 0.5) -> float:

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from . import config as C
+from .claims import Verdict
 from .backward import dense_backward
 from .learners import NeuralLearners, mlp_apply
 from .optimizee import init_params
@@ -307,8 +308,6 @@ def sinewave_verdicts(steps: np.ndarray, losses: np.ndarray, checkpoint: Checkpo
                       corr: dict[str, float], strong: float = 0.8) -> list:
     """§5.1's claims tested on one run: validation ``losses`` at ``steps``, the chosen
     checkpoint, the tuned baselines' metrics and the learned-vs-SGD correlations."""
-    from .claims import Verdict
-
     end = plateau_end(steps, losses)
     last = int(steps[-1])
     if end is None:

@@ -37,6 +37,17 @@ class InnerRun:
     accuracy: torch.Tensor | None = None
 
 
+def adam_step(params: list[torch.Tensor], grads: list[torch.Tensor], m: list[torch.Tensor], v: list[torch.Tensor],
+              t: int, lr, betas=(0.9, 0.999), eps: float = 1e-8):
+    """One Adam step (``t`` counts from 1) on lists of tensors; returns new (params, m, v).
+    ``lr`` may be a tensor (differentiable, chapter 4's learned learning rate)."""
+    b1, b2 = betas
+    m = [b1 * a + (1 - b1) * g for a, g in zip(m, grads)]
+    v = [b2 * c + (1 - b2) * g * g for c, g in zip(v, grads)]
+    params = [p - lr * (a / (1 - b1 ** t)) / ((c / (1 - b2 ** t)).sqrt() + eps) for p, a, c in zip(params, m, v)]
+    return params, m, v
+
+
 def inner_train(name: str, lr: float, inits: list[torch.Tensor], xs: torch.Tensor, ys: torch.Tensor,
                 opt: C.OptimizeeConfig, betas=(0.9, 0.999), eps: float = 1e-8) -> InnerRun:
     """Train R problems at once for T steps with autograd SGD or Adam: ``inits[l]``
@@ -60,11 +71,7 @@ def inner_train(name: str, lr: float, inits: list[torch.Tensor], xs: torch.Tenso
             if name == "sgd":
                 params = [p - lr * g for p, g in zip(params, grads)]
             else:
-                k = t + 1
-                m = [betas[0] * a + (1 - betas[0]) * g for a, g in zip(m, grads)]
-                v = [betas[1] * b + (1 - betas[1]) * g * g for b, g in zip(v, grads)]
-                params = [p - lr * (a / (1 - betas[0] ** k)) / ((b / (1 - betas[1] ** k)).sqrt() + eps)
-                          for p, a, b in zip(params, m, v)]
+                params, m, v = adam_step(params, grads, m, v, t + 1, lr, betas, eps)
     return InnerRun(torch.stack(curve, dim=1), [p.detach() for p in params],
                     torch.stack(acc, dim=1) if acc else None)
 

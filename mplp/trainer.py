@@ -68,7 +68,7 @@ class TrainState:
     window: list = field(default_factory=list)
     skipped: int = 0
     elapsed: float = 0.0
-    gen_es: torch.Generator | None = None     # perturbations of meta.estimator "es" / "pes"
+    gen_es: torch.Generator | None = None     # perturbations of meta.estimator "es" / "pes" (always set)
     pes: dict | None = None                   # "pes": particle inner params and accumulated perturbations
 
 
@@ -159,8 +159,6 @@ class MetaTrainer:
         the last at theta."""
         meta = self.cfg.meta
         N, sigma = meta.es_pairs, meta.es_sigma
-        if st.gen_es is None:
-            st.gen_es = _seeded(self.cfg.seed + 3_000_017)
         eps = {k: sigma * torch.randn((N,) + tuple(v.shape), generator=st.gen_es, dtype=v.dtype).to(v.device)
                for k, v in st.theta.items()}
         thetas = {k: torch.cat([v + eps[k], v - eps[k], v[None]]) for k, v in st.theta.items()}
@@ -241,7 +239,7 @@ class MetaTrainer:
                 "gen_task": st.gen_task.get_state(), "gen_init": st.gen_init.get_state(),
                 "train_rows": st.train_rows, "val_rows": st.val_rows, "snapshots": st.snapshots,
                 "window": st.window, "skipped": st.skipped, "elapsed": st.elapsed,
-                "gen_es": None if st.gen_es is None else st.gen_es.get_state(), "pes": st.pes}
+                "gen_es": st.gen_es.get_state(), "pes": st.pes}
 
     def load_state_dict(self, d: dict) -> TrainState:
         if d["config_hash"] != self.cfg.hash():
@@ -259,9 +257,8 @@ class MetaTrainer:
         adam = AdamState.from_state_dict(d["adam"])
         adam.m = {k: to(v) for k, v in adam.m.items()}
         adam.v = {k: to(v) for k, v in adam.v.items()}
-        ge = None
-        if d.get("gen_es") is not None:                 # checkpoints written before estimators had none
-            ge = torch.Generator()
+        ge = _seeded(self.cfg.seed + 3_000_017)        # as in init_state; checkpoints written
+        if d.get("gen_es") is not None:                 # before the estimators existed have none
             ge.set_state(d["gen_es"])
         pes = d.get("pes")
         if pes is not None:

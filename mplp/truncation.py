@@ -13,6 +13,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .baselines import adam_step
+from .claims import Verdict
+from .config import MetaConfig
+from .outer import adam_init, adam_update
+
 W0 = -1.2
 DTYPE = torch.float64
 
@@ -32,6 +37,12 @@ def toy_hess(w: torch.Tensor) -> torch.Tensor:
     return 12 * w ** 2 - 42 * w + 24
 
 
+def momentum_step(momentum, w: torch.Tensor, v: torch.Tensor, lr: float):
+    """One step of SGD with momentum on the toy: ``v <- m v + l'(w)``, ``w <- w - lr v``."""
+    v = momentum * v + toy_grad(w)
+    return w - lr * v, v
+
+
 def momentum_trajectories(momenta: torch.Tensor, T: int, lr: float, w0: float = W0) -> torch.Tensor:
     """SGD with momentum on the toy, one run per momentum: ``v <- m v + l'(w)``,
     ``w <- w - lr v``.  Returns ``w (M, T + 1)`` including ``w0``; diverged runs give inf/nan."""
@@ -41,8 +52,7 @@ def momentum_trajectories(momenta: torch.Tensor, T: int, lr: float, w0: float = 
     out = [w]
     with torch.no_grad():
         for _ in range(T):
-            v = m * v + toy_grad(w)
-            w = w - lr * v
+            w, v = momentum_step(m, w, v, lr)
             out.append(w)
     return torch.stack(out, 1)
 
@@ -54,8 +64,7 @@ def momentum_gradients(momenta: torch.Tensor, T: int, lr: float, w0: float = W0)
     v = torch.zeros_like(m)
     with torch.enable_grad():
         for _ in range(T):
-            v = m * v + toy_grad(w)
-            w = w - lr * v
+            w, v = momentum_step(m, w, v, lr)
         (g,) = torch.autograd.grad(toy_loss(w).sum(), m)
     return g.detach()
 
@@ -79,8 +88,7 @@ class MomentumToy:
     def unroll(self, theta: torch.Tensor, state, K: int):
         w, v = state
         for _ in range(K):
-            v = theta[0] * v + toy_grad(w)
-            w = w - self.lr * v
+            w, v = momentum_step(theta[0], w, v, self.lr)
         return toy_loss(w), (w, v)
 
 
@@ -186,7 +194,6 @@ class AdamLrProblem:
         from .optimizee import forward, loss_node
 
         lr = torch.exp(theta[0])
-        b1, b2 = self.betas
         params, m, v, t = state.params, state.m, state.v, state.t
         differentiable = theta.requires_grad
         total = theta.new_zeros(())
@@ -201,10 +208,7 @@ class AdamLrProblem:
             if not differentiable:
                 loss, grads = loss.detach(), [g.detach() for g in grads]
             t += 1
-            m = [b1 * a + (1 - b1) * g for a, g in zip(m, grads)]
-            v = [b2 * c + (1 - b2) * g * g for c, g in zip(v, grads)]
-            params = [p - lr * (a / (1 - b1 ** t)) / ((c / (1 - b2 ** t)).sqrt() + self.eps)
-                      for p, a, c in zip(ps, m, v)]
+            params, m, v = adam_step(ps, grads, m, v, t, lr, self.betas, self.eps)
             total = total + loss
         new = AdamState([p.detach() for p in params], [a.detach() for a in m], [c.detach() for c in v], t,
                         state.order, state.cursor + K)
@@ -224,13 +228,17 @@ class TruncationGradients:
     cumulative: np.ndarray
 
 
+def _check_truncation(k: int, N: int) -> None:
+    if k < 1 or N % k:
+        raise ValueError(f"the truncation length k={k} must divide the number of inner steps N={N}")
+
+
 def truncation_gradients(problem, lr: float, N: int, k: int, seed: int = 0) -> TruncationGradients:
     """Run one inner problem for N steps at ``lr``, taking the truncated gradient of each
     of its N / k truncations (the lr is not updated)."""
     from .estimators import tbptt
 
-    if k < 1 or N % k:
-        raise ValueError(f"the truncation length k={k} must divide the number of inner steps N={N}")
+    _check_truncation(k, N)
     theta = torch.tensor([float(np.log(lr))], dtype=DTYPE)
     state = problem.init(torch.Generator().manual_seed(seed))
     grads = []
@@ -267,37 +275,30 @@ def outer_train(problem, estimator: str, k: int, N: int, n_problems: int, init_l
 
     if estimator not in ("tbptt", "pes", "es"):
         raise ValueError(f"unknown estimator {estimator!r}; expected 'tbptt', 'pes' or 'es'")
-    if k < 1 or N % k:
-        raise ValueError(f"the truncation length k={k} must divide the number of inner steps N={N}")
+    _check_truncation(k, N)
     if estimator == "es" and k != N:
         raise ValueError(f"es unrolls whole inner problems: k must equal N (got k={k}, N={N})")
     gen = torch.Generator().manual_seed(seed)
-    theta = torch.tensor([float(np.log(init_lr))], dtype=DTYPE)
-    m = v = torch.zeros_like(theta)
-    b1, b2 = 0.9, 0.999
+    theta = {"log_lr": torch.tensor([float(np.log(init_lr))], dtype=DTYPE)}
+    adam = adam_init(theta)
+    meta = MetaConfig(outer_lr=meta_lr, beta1=0.9, beta2=0.999, eps=1e-8, grad_clip=float("inf"))
     lrs, steps, gs = [], [], []
-    done = 0
     pes = E.PES(problem, n_pairs, sigma, gen) if estimator == "pes" else None
     for _ in range(n_problems):
         state = problem.init(gen)
         if pes is not None:
-            pes.reset(theta, state)
+            pes.reset(theta["log_lr"], state)
         for _ in range(N // k):
             if estimator == "tbptt":
-                est, state = E.tbptt(problem, theta, state, k)
+                est, state = E.tbptt(problem, theta["log_lr"], state, k)
             elif estimator == "pes":
-                est = pes.step(theta, k)
+                est = pes.step(theta["log_lr"], k)
             else:
-                est = E.es(problem, theta, state, k, sigma, n_pairs, gen)
-            g = est.grad
-            gs.append(float(g[0]))
-            t = len(gs)
-            m = b1 * m + (1 - b1) * g
-            v = b2 * v + (1 - b2) * g * g
-            theta = theta - meta_lr * (m / (1 - b1 ** t)) / ((v / (1 - b2 ** t)).sqrt() + 1e-8)
-            done += k
-            steps.append(done)
-            lrs.append(float(torch.exp(theta[0])))
+                est = E.es(problem, theta["log_lr"], state, k, sigma, n_pairs, gen)
+            gs.append(float(est.grad[0]))
+            theta, adam = adam_update(theta, {"log_lr": est.grad}, adam, meta)
+            steps.append(adam.step * k)
+            lrs.append(float(torch.exp(theta["log_lr"][0])))
     garr = np.asarray(gs)
     return OuterTrace(estimator, k, np.asarray(steps), np.asarray(lrs), float(garr.var()),
                       k if estimator == "tbptt" else 2 * n_pairs * k)
@@ -362,8 +363,6 @@ def verdicts(rows: list[LandscapeRow], lr_grad: LrGradient, momentum_grad_max, t
     et al. §2.3), truncation bias shrinking the learned lr (§2.4), PES removing it (Vicol
     et al.).  ``momentum_grad_max``: max |d l(w_T) / d momentum| over the grid at each of
     ``rows``' horizons; ``traces``: keys "tbptt-<k>", "pes-<k>", "es-<N>"."""
-    from .claims import Verdict
-
     out = []
     first, last = rows[0], rows[-1]
     out.append(Verdict("the outer landscape grows pathological as T grows", "Metz et al. §2.3, Fig. 3c",
