@@ -1,4 +1,4 @@
-# make install | test | book | reproduce | train | clean
+# make install | test | book | reproduce | train | bench | browser | clean
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -9,7 +9,7 @@ TORCH  := torch==2.13.0
 PROFILE ?= cpu
 DEVICE  ?= cpu
 
-.PHONY: install test book reproduce train bench clean
+.PHONY: install test book reproduce train bench browser clean
 
 install: $(STAMP)
 
@@ -23,9 +23,16 @@ $(STAMP): pyproject.toml Makefile
 
 # The README's test command (and CI's): unit tests, every chapter executed with its
 # `ci` profile through papermill (cache off), nbval-lax on the committed notebooks, and
-# the book built with warnings as errors. No network needed.
-test: $(STAMP)
+# the book built with warnings as errors and opened in headless Chromium. No network needed
+# once Chromium is installed.
+test: $(STAMP) browser
 	MPLP_OFFLINE=1 MPLP_COMPILE=0 $(PY) -m pytest -q --nbval-lax --nbval-current-env tests book
+
+# Headless Chromium for the browser check of the built book (Debian's package; root or sudo)
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  SUDO=""; [ "$$(id -u)" -eq 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium; }
 
 # Build the HTML book from the committed notebooks: _build/html/index.html
 book: $(STAMP)

@@ -54,13 +54,42 @@ def grid_configs(base: C.ExperimentConfig, n_seeds: int) -> dict[Cell, list[C.Ex
     return {cell: [cell_config(base, cell, s) for s in range(n_seeds)] for cell in GRID}
 
 
-def train_grid(base: C.ExperimentConfig, n_seeds: int, out_root=None, resume: bool = True, device="cpu",
+def train_grid(base: C.ExperimentConfig, n_seeds: int, store: R.Store | None = None, device="cpu",
                progress: bool = True) -> dict[Cell, list[R.RunResult]]:
     """Meta-train (or load) every cell of the grid, each cell's seeds as one population."""
-    from .trainer import train_population
-
-    return {cell: train_population(cfgs, out_root=out_root, resume=resume, device=device, progress=progress)
+    store = store if store is not None else R.Store()
+    return {cell: store.train(cfgs, device=device, progress=progress)
             for cell, cfgs in grid_configs(base, n_seeds).items()}
+
+
+@dataclass
+class AblationStudy:
+    """Chapter 2's data: the stored ``runs`` per cell, the ``tuned`` baselines, the
+    common loss ``level`` and the per-cell ``table``."""
+
+    base: C.ExperimentConfig
+    runs: dict[Cell, list[R.RunResult]]
+    tuned: dict
+    level: float
+    table: dict[Cell, "CellSummary"]
+
+    def verdicts(self) -> list[Verdict]:
+        return verdicts(self.table, self.tuned["sgd"].best_metric, self.tuned["adam"].best_metric)
+
+
+def study(n_seeds: int, S: int, validation_every: int, validation_runs: int, device: str = "cpu",
+          store: R.Store | None = None) -> AblationStudy:
+    """Chapter 2 from its parameters; stored runs are read, missing ones trained
+    (unless ``store`` is read-only)."""
+    from . import baselines, paths
+
+    store = store if store is not None else R.Store()
+    base = C.load(paths.repo_root() / "mplp" / "configs" / "ablation.yaml").replace(**{
+        "meta.S": S, "validation.every": validation_every, "validation.n_runs": validation_runs})
+    runs = train_grid(base, n_seeds, store, device=device, progress=False)
+    tuned = baselines.tuned(base, store)
+    level = common_level(runs)
+    return AblationStudy(base, runs, tuned, level, summary_table(runs, level))
 
 
 def curves(runs: list[R.RunResult]) -> tuple[np.ndarray, np.ndarray]:

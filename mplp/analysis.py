@@ -12,7 +12,6 @@ import numpy as np
 import torch
 
 from . import config as C
-from .claims import Verdict
 from .backward import dense_backward
 from .learners import NeuralLearners, mlp_apply
 from .optimizee import init_params
@@ -302,36 +301,3 @@ def compare_inner_training(cfg: C.ExperimentConfig, theta: dict[str, torch.Tenso
         if run.accuracy is not None:
             out_acc[name] = run.accuracy.double().numpy()
     return InnerComparison(out_loss, out_acc, dict(lrs), cfg.meta.T)
-
-
-def sinewave_verdicts(steps: np.ndarray, losses: np.ndarray, checkpoint: Checkpoint, sgd: float, adam: float,
-                      corr: dict[str, float], strong: float = 0.8) -> list:
-    """§5.1's claims tested on one run: validation ``losses`` at ``steps``, the chosen
-    checkpoint, the tuned baselines' metrics and the learned-vs-SGD correlations."""
-    end = plateau_end(steps, losses)
-    last = int(steps[-1])
-    if end is None:
-        flat, ev = "partly", f"flat for the whole run ({last} steps): {losses[0]:.3g} -> {losses[-1]:.3g}"
-    elif end > 0.1 * last:
-        flat, ev = "yes", f"flat until step {end} of {last}"
-    else:
-        flat, ev = "no", f"the loss leaves its start by step {end} of {last}"
-    out = [Verdict("an initial flat phase, ending around 50k outer steps", "§5.1, Fig. 3a",
-                   "first validation after which the loss stays below 90 % of its start, later than 10 % "
-                   "of the run (partly: the phase never ends within the run)", ev, flat)]
-    v = checkpoint.val_loss
-    out.append(Verdict("MPLP is better than learning-rate-tuned SGD at T steps", "§5.1, Fig. 3a",
-                       "validation loss at the chosen checkpoint < tuned SGD's",
-                       f"{v:.3g} vs SGD {sgd:.3g}", "yes" if v < sgd else "no"))
-    out.append(Verdict("MPLP is worse than learning-rate-tuned Adam at T steps", "§5.1, Fig. 3a",
-                       "validation loss at the chosen checkpoint > tuned Adam's",
-                       f"{v:.3g} vs Adam {adam:.3g}", "yes" if v > adam else "no"))
-    good = [k for k, c in corr.items() if np.isfinite(c) and abs(c) >= strong]
-    sign = np.prod([np.sign(c) for c in corr.values()])
-    n = len(corr)
-    holds = "yes" if len(good) == n and sign > 0 else ("partly" if len(good) >= n / 2 else "no")
-    out.append(Verdict("the learned functions resemble SGD's (Table 2)", "§5.1, Figs. 4-7",
-                       f"|correlation| with the SGD surface >= {strong} for all {n} functions on the recorded "
-                       "ranges, and the product of their signs positive",
-                       ", ".join(f"{k} {c:+.2f}" for k, c in corr.items()) + f"; sign product {sign:+.0f}", holds))
-    return out

@@ -112,3 +112,13 @@ def tune(name: str, cfg: C.ExperimentConfig, lrs: list[float] | None = None,
     best = min(finite, key=lambda i: metrics[i])
     return BaselineResult(name, lrs, metrics, lrs[best], metrics[best],
                           curves[best].double().mean(0).cpu().numpy(), curves[best].cpu().numpy())
+
+
+def tuned(cfg: C.ExperimentConfig, store=None) -> dict[str, BaselineResult]:
+    """``{"sgd", "adam"}`` tuned on ``cfg``'s validation set, stored under results/baselines/."""
+    from .results import Store
+
+    store = store if store is not None else Store()
+    return {name: store.load_or_compute("baselines", {"config": cfg.hash(), "optimizer": name},
+                                        lambda name=name: tune(name, cfg), BaselineResult)
+            for name in ("sgd", "adam")}

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 OUTCOMES = ("yes", "partly", "no", "undecided")
+LABELS = {"yes": "reproduced", "partly": "partly", "no": "not reproduced", "undecided": "not decidable at this budget"}
 
 
 @dataclass

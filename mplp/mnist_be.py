@@ -28,14 +28,12 @@ def run_configs(base: C.ExperimentConfig, n_seeds: int) -> dict[bool, list[C.Exp
             for be in (False, True)}
 
 
-def train_runs(base: C.ExperimentConfig, n_seeds: int, out_root=None, resume: bool = True, device="cpu",
+def train_runs(base: C.ExperimentConfig, n_seeds: int, store: R.Store | None = None, device="cpu",
                progress: bool = True) -> dict[bool, list[R.RunResult]]:
     """Meta-train (or load) all runs as one population; ``{batch_entropy: [runs]}``."""
-    from .trainer import train_population
-
+    store = store if store is not None else R.Store()
     cfgs = run_configs(base, n_seeds)
-    flat = cfgs[False] + cfgs[True]
-    runs = train_population(flat, out_root=out_root, resume=resume, device=device, progress=progress)
+    runs = store.train(cfgs[False] + cfgs[True], device=device, progress=progress)
     return {False: runs[:n_seeds], True: runs[n_seeds:]}
 
 
@@ -160,3 +158,43 @@ def pick_optimizer(runs_with_term: list[R.RunResult]):
         raise ValueError("no runs with the batch-entropy term to pick an optimizer from")
     picks = [(r, choose_checkpoint(r)) for r in runs_with_term]
     return min(picks, key=lambda rc: rc[1].val_loss)
+
+
+@dataclass
+class MnistStudy:
+    """Chapter 3's data: ``runs`` {batch_entropy: [runs]}, the ``tuned`` baselines, the
+    per-run ``rows``, Figure 11's ``picked`` run and ``checkpoint`` and its ``comparison``
+    with the tuned baselines on fresh initialisations."""
+
+    base: C.ExperimentConfig
+    runs: dict[bool, list[R.RunResult]]
+    tuned: dict
+    rows: list[RunRow]
+    picked: R.RunResult
+    checkpoint: object
+    comparison: InnerComparison
+
+    def verdicts(self) -> list[Verdict]:
+        return verdicts(self.runs, self.comparison)
+
+
+def study(n_seeds: int, S: int, T: int, validation_every: int, subset: int, n_inits: int, horizon_factor: int,
+          device: str = "cpu", store: R.Store | None = None) -> MnistStudy:
+    """Chapter 3 from its parameters; stored results are read, missing ones computed
+    (unless ``store`` is read-only)."""
+    from . import baselines, paths
+    from .analysis import compare_inner_training
+
+    store = store if store is not None else R.Store()
+    base = C.load(paths.repo_root() / "mplp" / "configs" / "mnist_table5.yaml").replace(**{
+        "meta.S": S, "meta.T": T, "validation.every": validation_every, "task.subset": subset})
+    runs = train_runs(base, n_seeds, store, device=device, progress=False)
+    tuned = baselines.tuned(base, store)
+    picked, ck = pick_optimizer(runs[True])
+    cmp = store.load_or_compute(
+        "mnist_fig11", {"config": picked.config.hash(), "step": ck.step, "n_inits": n_inits,
+                        "steps": horizon_factor * T},
+        lambda: compare_inner_training(picked.config, ck.theta, {k: v.best_lr for k, v in tuned.items()},
+                                       n_inits=n_inits, steps=horizon_factor * T),
+        InnerComparison)
+    return MnistStudy(base, runs, tuned, run_table(runs), picked, ck, cmp)

@@ -13,7 +13,9 @@ import csv
 import io
 import json
 import os
+import platform
 import tempfile
+import time
 import dataclasses
 import hashlib
 from dataclasses import dataclass
@@ -135,12 +137,22 @@ def key_hash(key: dict) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
+def machine_record(device="cpu") -> dict:
+    """The machine a result was computed on, for the cost table (stored in meta.json)."""
+    d = {"device": str(device), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+         "platform": platform.platform(), "torch": torch.__version__}
+    if torch.device(device).type == "cuda":
+        d["gpu"] = torch.cuda.get_device_name(torch.device(device))
+    return d
+
+
 def load_or_compute(experiment: str, key: dict, compute: Callable[[], Result], cls: type,
                     root: str | Path | None = None) -> Result:
     """Return the stored result of ``compute`` for ``key``, or compute and store it.
 
-    Stored as ``<root>/<experiment>/<key-hash>/{key.json, result.pt}``; ``cls`` is the
-    result dataclass (rebuilt from its fields).  With ``MPLP_CACHE=off`` nothing is
+    Stored as ``<root>/<experiment>/<key-hash>/{key.json, result.pt, meta.json}``
+    (meta.json: wall time and machine); ``cls`` is the result dataclass (rebuilt from
+    its fields).  With ``MPLP_CACHE=off`` nothing is
     read or written: the result is always computed.
     """
     if not paths.cache_enabled():
@@ -148,7 +160,87 @@ def load_or_compute(experiment: str, key: dict, compute: Callable[[], Result], c
     d = Path(root if root is not None else paths.results_root()) / experiment / key_hash(key)
     if (d / "result.pt").exists():
         return cls(**load_torch(d / "result.pt"))
+    started = time.perf_counter()
     result = compute()
+    write_json(d / "meta.json", {"status": "complete", "wall_time_s": round(time.perf_counter() - started, 3),
+                                 "population_size": 1, **machine_record()})
     save_torch(d / "result.pt", {f.name: getattr(result, f.name) for f in dataclasses.fields(result)})
     write_json(d / "key.json", key)
     return result
+
+
+class MissingResultError(FileNotFoundError):
+    """A result that was to be read, not computed, is not stored."""
+
+
+def committed_root() -> Path:
+    """``<repo>/results``: the results committed with the book (whatever ``MPLP_CACHE`` says)."""
+    return paths.repo_root() / "results"
+
+
+@dataclass
+class Record:
+    """What one stored result cost: outer steps, wall time (shared by ``population_size``
+    runs trained together) and machine, from its meta.json (empty when not recorded)."""
+
+    what: str
+    path: Path | None
+    meta: dict
+
+    @property
+    def outer_steps(self) -> int:
+        return int(self.meta.get("steps_done", 0))
+
+    @property
+    def wall_time_s(self) -> float | None:
+        t = self.meta.get("wall_time_s")
+        return None if t is None else t / max(1, int(self.meta.get("population_size", 1)))
+
+
+@dataclass
+class Store:
+    """Where a chapter's results come from: ``root`` (None: ``paths.results_root()``);
+    with ``read_only`` nothing is computed and a missing result is a ``MissingResultError``.
+    ``records`` collects the cost record of every result handed out (the report's cost table).
+    """
+
+    root: Path | None = None
+    read_only: bool = False
+    records: list[Record] = dataclasses.field(default_factory=list)
+
+    @property
+    def base(self) -> Path:
+        return Path(self.root) if self.root is not None else paths.results_root()
+
+    def load_or_compute(self, experiment: str, key: dict, compute: Callable[[], Result], cls: type) -> Result:
+        """``load_or_compute`` under this store's root; read-only stores only read."""
+        d = self.base / experiment / key_hash(key)
+        if self.read_only:
+            if not (d / "result.pt").exists():
+                raise MissingResultError(
+                    f"{d} is missing: no stored {experiment!r} result for {json.dumps(key, sort_keys=True, default=str)}; "
+                    "execute its chapter with this profile (mplp run <chapter> --profile <profile>) to compute it")
+            result = cls(**load_torch(d / "result.pt"))
+        else:
+            result = load_or_compute(experiment, key, compute, cls, root=self.root)
+        meta = d / "meta.json"
+        self.records.append(Record(experiment, d, json.loads(meta.read_text()) if meta.exists() else {}))
+        return result
+
+    def train(self, cfgs: list[C.ExperimentConfig], device="cpu", progress: bool = False) -> list[RunResult]:
+        """The complete stored runs of ``cfgs``; unless read-only, missing ones are trained
+        (one population, resuming checkpoints)."""
+        if self.read_only:
+            runs = []
+            for cfg in cfgs:
+                r = find_run(self.base, cfg)
+                if r is None:
+                    raise MissingResultError(
+                        f"{run_dir(self.base, cfg)}: no complete stored run of {cfg.experiment!r} (seed {cfg.seed}); "
+                        "execute its chapter with this profile (mplp run <chapter> --profile <profile>) to train it")
+                runs.append(r)
+        else:
+            from .trainer import train_population
+            runs = train_population(cfgs, out_root=self.root, resume=True, device=device, progress=progress)
+        self.records += [Record(r.config.experiment, r.path, r.meta) for r in runs]
+        return runs

@@ -11,8 +11,6 @@ resumed run gives bit-for-bit the result of an uninterrupted one on CPU.
 from __future__ import annotations
 
 import dataclasses
-import os
-import platform
 import time
 from dataclasses import dataclass, field
 
@@ -272,15 +270,7 @@ class RunExistsError(RuntimeError):
     """An unfinished run is already stored and ``resume`` was not asked for."""
 
 
-def _machine(device) -> dict:
-    d = {"device": str(device), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-         "platform": platform.platform(), "torch": torch.__version__}
-    if torch.device(device).type == "cuda":
-        d["gpu"] = torch.cuda.get_device_name(torch.device(device))
-    return d
-
-
-def _write_outputs(trainer: MetaTrainer, st: TrainState, out, status: str, started: float) -> None:
+def _write_outputs(trainer: MetaTrainer, st: TrainState, out, status: str, population_size: int) -> None:
     R.write_csv(out / "validation.csv", st.val_rows)
     R.write_csv(out / "train.csv", st.train_rows)
     R.save_torch(out / "theta.pt", st.theta)
@@ -290,7 +280,7 @@ def _write_outputs(trainer: MetaTrainer, st: TrainState, out, status: str, start
         "steps_total": trainer.cfg.meta.S, "skipped_outer_updates": st.skipped,
         "wall_time_s": round(st.elapsed, 3), "dtype": str(trainer.dtype).replace("torch.", ""),
         "backward": "dense" if trainer.backward is dense_backward else f"fast ({kernel_backend()})",
-        **_machine(trainer.device)})
+        "population_size": population_size, **R.machine_record(trainer.device)})
 
 
 def resolve_device(device: str) -> torch.device:
@@ -311,6 +301,7 @@ class _Run:
 
     def __init__(self, trainer: MetaTrainer, out_root, resume: bool):
         cfg = self.cfg = trainer.cfg
+        self.population_size = 1       # runs sharing this run's wall time (set by train_population)
         self.trainer, self.out = trainer, R.run_dir(out_root, cfg)
         self.ckpt = self.out / "checkpoint.pt"
         if self.ckpt.exists():
@@ -326,7 +317,7 @@ class _Run:
     def checkpoint(self, status: str) -> None:
         self.st.elapsed = time.perf_counter() - self.started
         R.save_torch(self.ckpt, self.trainer.state_dict(self.st))
-        _write_outputs(self.trainer, self.st, self.out, status, self.started)
+        _write_outputs(self.trainer, self.st, self.out, status, self.population_size)
 
     def maybe_validate(self) -> None:
         st, S = self.st, self.cfg.meta.S
@@ -352,7 +343,7 @@ class _Run:
     def finish(self) -> R.RunResult:
         if self.st.step >= self.cfg.meta.S:
             self.st.elapsed = time.perf_counter() - self.started
-            _write_outputs(self.trainer, self.st, self.out, "complete", self.started)
+            _write_outputs(self.trainer, self.st, self.out, "complete", self.population_size)
             if self.ckpt.exists():
                 self.ckpt.unlink()
         else:
@@ -436,6 +427,8 @@ def train_population(cfgs: list[C.ExperimentConfig], out_root=None, resume: bool
     stop = S if max_steps is None else min(S, max_steps)
     for step0, members in groups.items():
         group = [runs[i] for i in members]
+        for r in group:
+            r.population_size = len(group)
         batched = backward is fast_backward and len(group) > 1 and cfgs[0].meta.estimator == "tbptt"
         desc = cfgs[members[0]].experiment + (f" x{len(group)}" if len(group) > 1 else "")
         bar = tqdm(total=S, initial=step0, disable=not progress, unit="step", desc=desc, dynamic_ncols=True)

@@ -426,3 +426,89 @@ def toy_estimates(momenta, T: int, lr: float, sigma: float, n_pairs: int, n_rep:
         es.append([float(E.es(toy, th, toy.init(), T, sigma, n_pairs, gen).grad[0]) for _ in range(n_rep)])
         comb.append([float(E.reparam_es(toy, th, toy.init(), T, sigma, n_pairs, gen).grad[0]) for _ in range(n_rep)])
     return ToyEstimates(m.numpy(), T, sigma, exact.numpy(), np.asarray(es), np.asarray(comb))
+
+
+@dataclass
+class TruncationStudy:
+    """Chapter 4's data. Toy: ``momenta (M,)``, ``trajectories (M, T + 1)``, landscape
+    ``rows``, the §2.3 ``lr_grad`` at ``grad_lrs`` and ``momentum_grad`` (max over the grid
+    per horizon), the estimator comparison ``toy``.  Figure 4: the lr ``grid``, the outer
+    ``traces`` ("tbptt-<k>", "pes-<k>", "es-<N>"), the per-truncation gradients
+    ``truncation_grads`` {k}.  MPLP: one stored run per estimator, ``mplp_runs``."""
+
+    params: dict
+    momenta: torch.Tensor
+    trajectories: torch.Tensor
+    rows: list[LandscapeRow]
+    grad_lrs: list[float]
+    lr_grad: LrGradient
+    momentum_grad: list[float]
+    grid: LrGrid
+    traces: dict[str, OuterTrace]
+    truncation_grads: dict[int, TruncationGradients]
+    toy: ToyEstimates
+    mplp_runs: dict
+
+    def verdicts(self) -> list[Verdict]:
+        t = self.params["truncations"]
+        return verdicts(self.rows, self.lr_grad, self.momentum_grad, self.traces, self.grid, min(t), max(t))
+
+
+def study(toy_lr: float, n_momenta: int, horizons: list[int], grad_horizons: list[int], subset: int, hidden: int,
+          N: int, n_problems: int, truncations: list[int], meta_lr: float, sigma: float, n_pairs: int,
+          toy_sigma: float, mplp_S: int, mplp_pairs: int, mplp_sigma: float, seed: int, store=None) -> TruncationStudy:
+    """Chapter 4 from its parameters. The toy's landscape and gradients are recomputed
+    (float64, seconds); Figure 4's runs, the toy estimates and the MPLP runs are stored
+    results (read, or computed unless ``store`` is read-only)."""
+    from . import config as C
+    from . import paths
+    from . import results as R
+    from .data import mnist
+
+    store = store if store is not None else R.Store()
+    params = dict(locals())
+    params.pop("store")
+    momenta = torch.linspace(0, 0.99, n_momenta, dtype=DTYPE)
+    traj = momentum_trajectories(momenta, max(horizons), toy_lr)
+    rows = landscape(momenta, horizons, toy_lr)
+    grad_lrs = [toy_lr / 4, toy_lr / 2, toy_lr]
+    lg = lr_gradients(grad_lrs, grad_horizons)
+    mom_grad = [float(momentum_gradients(momenta, T, toy_lr).abs().max()) for T in horizons]
+
+    problem = None
+
+    def get_problem():
+        nonlocal problem
+        if problem is None:
+            x, y = mnist("train", subset)
+            problem = AdamLrProblem(x, y, (784, hidden, 10), batch_size=128)
+        return problem
+
+    key = {"subset": subset, "hidden": hidden, "N": N, "seed": seed}
+    grid = store.load_or_compute("truncation", {**key, "what": "grid"},
+                                 lambda: lr_grid(get_problem(), np.logspace(-4, -1, 13), N, n_seeds=2, seed=seed), LrGrid)
+    runs = {f"tbptt-{k}": ("tbptt", k) for k in truncations}
+    runs[f"pes-{min(truncations)}"] = ("pes", min(truncations))
+    runs[f"es-{N}"] = ("es", N)
+    traces = {name: store.load_or_compute(
+                  "truncation", {**key, "what": "outer", "estimator": est, "k": k, "n_problems": n_problems,
+                                 "meta_lr": meta_lr, "sigma": sigma, "n_pairs": n_pairs},
+                  lambda est=est, k=k: outer_train(get_problem(), est, k, N, n_problems, 1e-3, meta_lr, seed, sigma,
+                                                   n_pairs),
+                  OuterTrace)
+              for name, (est, k) in runs.items()}
+    tgs = {k: store.load_or_compute("truncation", {**key, "what": "per-truncation", "k": k},
+                                    lambda k=k: truncation_gradients(get_problem(), 1e-3, N, k, seed),
+                                    TruncationGradients)
+           for k in truncations[:-1]}
+    Tlong = max(horizons)
+    probe = momenta[::max(1, n_momenta // 20)]
+    te = store.load_or_compute(
+        "truncation", {"what": "toy-estimates", "T": Tlong, "lr": toy_lr, "sigma": toy_sigma, "n_pairs": n_pairs,
+                       "n_momenta": n_momenta, "seed": seed},
+        lambda: toy_estimates(probe, Tlong, toy_lr, toy_sigma, n_pairs, n_rep=10, seed=seed), ToyEstimates)
+    mplp_base = C.load(paths.repo_root() / "mplp" / "configs" / "ablation.yaml").replace(**{
+        "experiment": "estimators", "meta.S": mplp_S, "validation.every": max(1, mplp_S // 10),
+        "meta.es_pairs": mplp_pairs, "meta.es_sigma": mplp_sigma, "seed": seed})
+    mplp_runs = {est: store.train([mplp_base.replace(**{"meta.estimator": est})])[0] for est in ("tbptt", "es", "pes")}
+    return TruncationStudy(params, momenta, traj, rows, grad_lrs, lg, mom_grad, grid, traces, tgs, te, mplp_runs)

@@ -113,14 +113,14 @@ def test_batch_norm_verdict_is_undecided_when_both_cells_are_stuck():
 
 def test_tiny_grid_trains_every_cell_as_a_population(tmp_path):
     base = tiny_config(**{"meta.S": 2, "validation.every": 2, "checkpoint_every": 1})
-    out = A.train_grid(base, n_seeds=2, out_root=tmp_path, progress=False)
+    out = A.train_grid(base, 2, R.Store(tmp_path), progress=False)
     assert set(out) == set(A.GRID)
     for cell, runs in out.items():
         assert [r.config.seed for r in runs] == [0, 1]
         assert all(r.complete and r.config.learner.message_size == cell.message_size for r in runs)
         steps, L = A.curves(runs)
         assert list(steps) == [0, 2] and L.shape == (2, 2) and np.isfinite(L).all()
-    again = A.train_grid(base, n_seeds=2, out_root=tmp_path, progress=False)   # stored runs come back as they are
+    again = A.train_grid(base, 2, R.Store(tmp_path), progress=False)   # stored runs come back as they are
     assert all(np.array_equal(a.validation["val_loss"], b.validation["val_loss"])
                for cell in A.GRID for a, b in zip(out[cell], again[cell]))
 

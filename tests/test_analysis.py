@@ -97,7 +97,8 @@ def test_inner_comparison_starts_every_optimizer_from_the_same_inits():
 
 
 def test_sinewave_verdicts():
-    from mplp.analysis import Checkpoint, sinewave_verdicts
+    from mplp.analysis import Checkpoint
+    from mplp.sinewave import verdicts as sinewave_verdicts
 
     steps = np.arange(0, 1001, 100)
     flat_then_down = np.array([50, 50, 49, 50, 49, 40, 30, 20, 15, 12, 10.0])

@@ -1,6 +1,8 @@
 """The book's contract: chapters run with their `ci` profile, profiles are complete,
-and the book builds without warnings from the committed notebooks."""
+the book builds without warnings from the committed notebooks, and its pages, opened in
+headless Chromium, show every figure and no traceback."""
 
+import base64
 import json
 import shutil
 import subprocess
@@ -11,6 +13,8 @@ import pytest
 
 from mplp import paths
 from mplp.runner import ProfileError, load_profile, notebook_parameters, run, run_chapter
+
+import browser_check
 
 CHAPTERS = paths.available_chapters()
 ROOT = paths.repo_root()
@@ -65,15 +69,58 @@ def test_runner_refuses_bad_input(tmp_path, monkeypatch):
         notebook_parameters("mnist")
 
 
-def test_book_builds_without_warnings(tmp_path):
+@pytest.fixture(scope="module")
+def built_book(tmp_path_factory):
+    """The book built from the committed notebooks with warnings as errors: its html dir."""
+    out = tmp_path_factory.mktemp("book")
     jb = Path(sys.executable).with_name("jupyter-book")
-    proc = subprocess.run([str(jb), "build", str(ROOT), "--path-output", str(tmp_path), "-W", "-n", "--keep-going"],
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run([str(jb), "build", str(ROOT), "--path-output", str(out), "-W", "-n", "--keep-going"],
+                          capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    html = tmp_path / "_build" / "html"
-    assert (html / "index.html").exists()
-    page = (html / "book" / "00_sgd.html").read_text()
+    return out / "_build" / "html"
+
+
+def test_book_builds_without_warnings(built_book):
+    assert (built_book / "index.html").exists()
+    page = (built_book / "book" / "00_sgd.html").read_text()
     assert page.count("<img") >= 3 and "Traceback" not in page
+
+
+def _figures(notebook: Path) -> int:
+    cells = json.loads(notebook.read_text())["cells"]
+    return sum("image/png" in o.get("data", {}) for c in cells for o in c.get("outputs", []))
+
+
+def test_published_book_in_a_browser(built_book):
+    """Every page of the book, opened in headless Chromium: no broken image, no figure
+    without its image, every notebook figure shown, every formula typeset by the bundled
+    MathJax (no network), no Python traceback."""
+    pages = sorted(str(p.relative_to(built_book)) for p in (built_book / "book").glob("*.html"))
+    toc = [line.split("file:")[1].strip() for line in (ROOT / "_toc.yml").read_text().splitlines() if "file:" in line]
+    assert len(pages) == len(toc) + 1                       # every TOC entry and the root page
+    expected = {f"{nb.parent.name}/{nb.stem}.html": _figures(nb) for nb in (ROOT / "book").glob("*.ipynb")}
+    report = browser_check.check_site(built_book, pages)
+    assert set(report) == {"/" + p for p in pages}
+    assert sum(r.get("images", 0) for r in report.values()) >= sum(expected.values()) > 0
+    assert browser_check.problems(report, expected) == []
+
+
+def test_browser_check_sees_what_is_broken(tmp_path):
+    (tmp_path / "ok.png").write_bytes(base64.b64decode(PNG))
+    (tmp_path / "good.html").write_text('<figure><img src="ok.png"></figure>')
+    (tmp_path / "bad.html").write_text('<img src="missing.png"><figure><p>no image</p></figure>'
+                                       "<pre>Traceback (most recent call last):\n  boom</pre>"
+                                       '<span class="math notranslate">\\(x^2\\)</span>')
+    report = browser_check.check_site(tmp_path, ["good.html", "bad.html"])
+    assert report["/good.html"]["images"] == 1
+    found = browser_check.problems(report, {"good.html": 1, "bad.html": 2})
+    assert found == ["/bad.html: broken images ['missing.png']", "/bad.html: 1 figure(s) without an image",
+                     "/bad.html: 1 of 1 formulas not rendered by MathJax", "/bad.html: shows a Python traceback",
+                     "/bad.html: 0 images shown, the notebook has 2 figures"]
+
+
+# a 1x1 PNG
+PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
 
 
 def test_failed_run_leaves_the_notebook_as_it_was(tmp_path):

@@ -28,3 +28,17 @@ def test_the_probability_clip_is_what_separates_them_on_mnist():
     assert plain.max_loss_diff < 1e-12 and plain.max_param_rel_diff < 1e-10
     assert clipped.max_param_rel_diff > 1e3 * max(plain.max_param_rel_diff, 1e-16)
     assert optimizee.PROB_CLIP == 1e-8                    # restored after the comparison
+
+
+def test_verdict_is_decided_on_the_unclipped_problems():
+    import numpy as np
+    from mplp.equivalence import Equivalence, SgdStudy
+
+    def eq(loss_gap, weight_gap):
+        return Equivalence("p", 0.1, 0.0, np.zeros(5), np.zeros(5), loss_gap, weight_gap)
+
+    ok = SgdStudy({"sinewave": eq(1e-16, 1e-15), "mnist": eq(1e-8, 1e-7), "mnist, no clip": eq(1e-15, 1e-15)})
+    (v,) = ok.verdicts()
+    assert v.holds == "yes" and "mnist: loss gap 1.0e-08" in v.evidence and "T = 5" in v.evidence
+    bad = SgdStudy({"sinewave": eq(1e-16, 1e-15), "mnist": eq(1e-16, 1e-15), "mnist, no clip": eq(1e-9, 1e-15)})
+    assert bad.verdicts()[0].holds == "no"

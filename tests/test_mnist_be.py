@@ -27,7 +27,7 @@ def test_configs_differ_only_by_seed_and_term():
 
 
 def test_tiny_population_on_an_mnist_subset(tmp_path):
-    runs = M.train_runs(tiny_config(**MNIST), 2, out_root=tmp_path, progress=False)
+    runs = M.train_runs(tiny_config(**MNIST), 2, R.Store(tmp_path), progress=False)
     assert [r.config.meta.batch_entropy for r in runs[False] + runs[True]] == [False, False, True, True]
     assert all(r.complete for rs in runs.values() for r in rs)
     assert (runs[True][0].train["be_term"] >= 0).all() and (runs[False][0].train["be_term"] == 0).all()
@@ -69,7 +69,7 @@ def test_verdicts_that_fail_or_cannot_be_decided():
 
 
 def test_pick_optimizer_takes_the_best_stored_snapshot(tmp_path):
-    runs = M.train_runs(tiny_config(**MNIST, **{"snapshot_every": 2}), 2, out_root=tmp_path, progress=False)
+    runs = M.train_runs(tiny_config(**MNIST, **{"snapshot_every": 2}), 2, R.Store(tmp_path), progress=False)
     run, ck = M.pick_optimizer(runs[True])
     best = min(float(v) for r in runs[True] for s, v in zip(r.validation["step"], r.validation["val_loss"])
                if int(s) in r.snapshots())

@@ -54,3 +54,31 @@ def test_load_or_compute(tmp_path, monkeypatch):
     monkeypatch.setenv("MPLP_CACHE", "off")
     R.load_or_compute("exp", {"k": 1}, compute, Out, root=tmp_path)
     assert len(calls) == 3 and len(list((tmp_path / "exp").iterdir())) == 2
+
+
+def test_store_read_only_names_what_is_missing(tmp_path):
+    store = R.Store(tmp_path, read_only=True)
+    with pytest.raises(R.MissingResultError, match=r"no stored 'thing' result for \{\"a\": 1\}"):
+        store.load_or_compute("thing", {"a": 1}, lambda: pytest.fail("a read-only store computed"), R.Record)
+    cfg = tiny_config()
+    with pytest.raises(R.MissingResultError, match=rf"{cfg.hash()}: no complete stored run of 'tiny' \(seed 0\)"):
+        store.train([cfg])
+    assert not any(tmp_path.iterdir())                     # nothing written
+
+
+def test_store_records_time_and_machine(tmp_path, monkeypatch):
+    monkeypatch.setenv("MPLP_CACHE", "on")
+    store = R.Store(tmp_path)
+    got = store.load_or_compute("thing", {"a": 1}, lambda: R.Record("x", None, {"steps_done": 3}), R.Record)
+    assert got.meta == {"steps_done": 3}
+    rec = store.records[-1]
+    assert rec.meta["wall_time_s"] >= 0 and rec.meta["cpu_count"] >= 1 and rec.wall_time_s is not None
+    again = R.Store(tmp_path, read_only=True)              # now stored: a read-only store reads it
+    assert again.load_or_compute("thing", {"a": 1}, None, R.Record).meta == {"steps_done": 3}
+    runs = R.Store(tmp_path).train([tiny_config(seed=s) for s in (0, 1)])
+    assert [r.meta["population_size"] for r in runs] == [2, 2]
+    recs = R.Store(tmp_path, read_only=True)
+    recs.train([tiny_config(seed=0)])
+    r = recs.records[-1]
+    assert r.outer_steps == 12 and r.wall_time_s == pytest.approx(r.meta["wall_time_s"] / 2)
+    assert R.Record("x", None, {}).wall_time_s is None

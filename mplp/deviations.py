@@ -1,0 +1,138 @@
+"""Runs of the other choice, where the thesis text and its released code disagree.
+
+The book follows the code (see the Deviations appendix). For the disagreements that can
+change a result, this module re-runs a chapter's setting with the text's choice and
+compares the final meta-parameters of both on the same footing: each final ``theta`` is
+validated by the *book's* configuration (same validation runs, same metric, same
+batch-entropy formula), so only the training differs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import ablation
+from . import config as C
+from . import paths
+from . import results as R
+from .runner import load_profile
+
+BEST_CELL = ablation.Cell(message_size=8, batch_norm=True, learned_lr=True)   # §5.2's best configuration
+
+
+
+@dataclass
+class OtherChoice:
+    """One disagreement, run both ways on the same seeds.
+
+    book, other: the validation outer-loss of each seed's final theta ``(n_seeds,)``;
+    entropy_book / entropy_other: the last hidden layer's batch entropy there (MNIST only).
+    """
+
+    point: str
+    setting: str
+    book_choice: str
+    other_choice: str
+    steps: int
+    seeds: list[int]
+    book: list[float]
+    other: list[float]
+    entropy_book: list[float] = field(default_factory=list)
+    entropy_other: list[float] = field(default_factory=list)
+
+    @property
+    def ratio(self) -> float:
+        """Median over seeds of other / book (1: the choice does not matter)."""
+        return float(np.median(np.asarray(self.other) / np.asarray(self.book)))
+
+    @property
+    def separated(self) -> bool:
+        """True when the two ranges over seeds do not overlap."""
+        return max(self.book) < min(self.other) or max(self.other) < min(self.book)
+
+
+def _revalidate(book_cfg: C.ExperimentConfig, theta) -> tuple[float, float]:
+    """(validation outer-loss, last hidden layer's batch entropy) of ``theta`` under ``book_cfg``."""
+    from .trainer import MetaTrainer
+
+    v = MetaTrainer(book_cfg).validate(theta)
+    return v.loss, (v.entropy[-1] if v.entropy else float("nan"))
+
+
+def _compare(point, setting, book_choice, other_choice, book_cfgs, flip: dict, store: R.Store) -> OtherChoice:
+    other_cfgs = [c.replace(**{"experiment": "deviations", **flip}) for c in book_cfgs]
+    book_runs, other_runs = store.train(book_cfgs), store.train(other_cfgs)
+    b = [_revalidate(c, r.theta) for c, r in zip(book_cfgs, book_runs)]
+    o = [_revalidate(c, r.theta) for c, r in zip(book_cfgs, other_runs)]
+    return OtherChoice(point, setting, book_choice, other_choice, book_cfgs[0].meta.S, [c.seed for c in book_cfgs],
+                       [x[0] for x in b], [x[0] for x in o], [x[1] for x in b], [x[1] for x in o])
+
+
+def ablation_configs(profile: str, n_seeds: int) -> list[C.ExperimentConfig]:
+    """§5.2's best cell as chapter 2 runs it with ``profile``, seeds ``0 .. n_seeds - 1``."""
+    p = load_profile("ablation", profile)
+    if n_seeds > p["n_seeds"]:
+        raise ValueError(f"n_seeds: chapter 2's {profile} profile has {p['n_seeds']} seeds (asked {n_seeds})")
+    base = C.load(paths.repo_root() / "mplp" / "configs" / "ablation.yaml").replace(**{
+        "meta.S": p["S"], "validation.every": p["validation_every"], "validation.n_runs": p["validation_runs"]})
+    return [ablation.cell_config(base, BEST_CELL, s) for s in range(n_seeds)]
+
+
+def mnist_configs(profile: str, n_seeds: int) -> list[C.ExperimentConfig]:
+    """Chapter 3's runs with the batch-entropy term, as run with ``profile``."""
+    p = load_profile("mnist", profile)
+    if n_seeds > p["n_seeds"]:
+        raise ValueError(f"n_seeds: chapter 3's {profile} profile has {p['n_seeds']} seeds (asked {n_seeds})")
+    base = C.load(paths.repo_root() / "mplp" / "configs" / "mnist_table5.yaml").replace(**{
+        "meta.S": p["S"], "meta.T": p["T"], "validation.every": p["validation_every"], "task.subset": p["subset"],
+        "meta.batch_entropy": True})
+    return [base.replace(seed=s) for s in range(n_seeds)]
+
+
+@dataclass
+class SplitCheck:
+    """Chapter 3's picked optimizer validated on the first T batches of each split."""
+
+    step: int
+    test: float
+    train: float
+
+
+def mnist_validation_split(profile: str, store: R.Store) -> SplitCheck:
+    """The thesis validates on the test split, the script on the training split: the
+    chapter-3 optimizer picked for Figure 11, validated both ways."""
+    from . import mnist_be
+
+    p = load_profile("mnist", profile)
+    runs = mnist_be.run_configs(mnist_configs(profile, 1)[0], p["n_seeds"])
+    picked, ck = mnist_be.pick_optimizer(store.train(runs[True]))
+    cfg = picked.config
+    test, _ = _revalidate(cfg.replace(**{"task.val_split": "test"}), ck.theta)
+    train, _ = _revalidate(cfg.replace(**{"task.val_split": "train"}), ck.theta)
+    return SplitCheck(ck.step, test, train)
+
+
+@dataclass
+class DeviationsStudy:
+    choices: list[OtherChoice]
+    split: SplitCheck
+
+
+def study(profile: str, ablation_seeds: int, mnist_seeds: int, store: R.Store | None = None) -> DeviationsStudy:
+    """The other choice of Algorithm 2 and of the outer Adam's beta1 on §5.2's best cell,
+    of Eq. 6's batch-entropy formula on §5.3, and of the MNIST validation split."""
+    store = store if store is not None else R.Store()
+    abl = ablation_configs(profile, ablation_seeds)
+    mn = mnist_configs(profile, mnist_seeds)
+    setting_a = f"§5.2 best cell (|m| = 8, BN, learned lr), chapter 2's {profile} runs"
+    choices = [
+        _compare("unrolled outer loss, last update, reset rule (Alg. 1-2)", setting_a,
+                 "released code", "thesis text", abl, {"meta.unroll": "text"}, store),
+        _compare("outer Adam beta1", setting_a, "0.99 (Tables 3-5)", "0.9 (script default)", abl,
+                 {"meta.beta1": 0.9}, store),
+        _compare("batch entropy, Eq. 6", f"§5.3 with the term, chapter 3's {profile} runs",
+                 "pi e sigma^2 (code)", "2 pi e sigma^2 (text)", mn, {"meta.be_formula": "text"}, store),
+    ]
+    return DeviationsStudy(choices, mnist_validation_split(profile, store))

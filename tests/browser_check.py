@@ -1,0 +1,125 @@
+"""Open the pages of a built book in headless Chromium and report what a reader would see
+broken: images that do not load, figures without an image, formulas MathJax did not
+render, Python tracebacks.
+
+The site is served on 127.0.0.1 by a thread; one Chromium process loads a check page
+that opens every page in an iframe (same origin), waits for its images and writes one
+JSON report into its DOM, which ``--dump-dom`` prints.
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import json
+import re
+import shutil
+import subprocess
+import threading
+from pathlib import Path
+
+CHECK_PAGE = "__browser_check__.html"
+
+_SCRIPT = """<!doctype html><html><body><pre id="result">pending</pre>
+<script>
+const pages = %s;
+const out = {};
+const frame = document.createElement("iframe");
+frame.style.width = "1200px"; frame.style.height = "900px";
+document.body.appendChild(frame);
+function loaded(im) {
+  im.loading = "eager";
+  if (im.complete) return Promise.resolve();
+  return new Promise(r => { im.addEventListener("load", r); im.addEventListener("error", r); setTimeout(r, 5000); });
+}
+async function check(page) {
+  await new Promise(r => { frame.onload = r; frame.src = page; });
+  const d = frame.contentDocument, w = frame.contentWindow;
+  if (d.querySelector(".math")) {          // wait for MathJax to typeset the page
+    for (let k = 0; k < 100 && !(w.MathJax && w.MathJax.startup && w.MathJax.startup.promise); k++)
+      await new Promise(r => setTimeout(r, 100));
+    if (w.MathJax && w.MathJax.startup && w.MathJax.startup.promise) await w.MathJax.startup.promise;
+  }
+  const imgs = Array.from(d.images);
+  await Promise.all(imgs.map(loaded));
+  const text = d.body ? d.body.innerText : "";
+  return {
+    title: d.title,
+    images: imgs.filter(im => im.naturalWidth > 0).length,
+    broken: imgs.filter(im => !(im.complete && im.naturalWidth > 0)).map(im => im.getAttribute("src")),
+    math: d.querySelectorAll(".math").length,
+    unrendered_math: Array.from(d.querySelectorAll(".math")).filter(m => !m.querySelector("mjx-container")).length,
+    figures_without_image: Array.from(d.querySelectorAll("figure")).filter(f => !f.querySelector("img")).length,
+    tracebacks: d.querySelectorAll(".traceback, .output.error").length
+                + (text.includes("Traceback (most recent call last)") ? 1 : 0),
+  };
+}
+(async () => {
+  for (const p of pages) {
+    try { out[p] = await check(p); } catch (e) { out[p] = {error: String(e)}; }
+  }
+  document.getElementById("result").textContent = JSON.stringify(out);
+})();
+</script></body></html>
+"""
+
+
+def chromium() -> str | None:
+    """The Chromium executable (Debian's ``chromium``), or None."""
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+def check_site(root: Path, pages: list[str], timeout: float = 300) -> dict[str, dict]:
+    """``{page: {title, images, broken, figures_without_image, tracebacks}}`` for the
+    ``pages`` (paths relative to ``root``) as headless Chromium renders them."""
+    exe = chromium()
+    if exe is None:
+        raise RuntimeError("Chromium is not installed; `make browser` (or apt-get install chromium) installs it")
+    root = Path(root)
+    (root / CHECK_PAGE).write_text(_SCRIPT % json.dumps(["/" + p for p in pages]))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(root)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/{CHECK_PAGE}"
+        proc = subprocess.run([exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                               "--virtual-time-budget=120000", "--dump-dom", url],
+                              capture_output=True, text=True, timeout=timeout)
+    finally:
+        server.shutdown()
+        (root / CHECK_PAGE).unlink()
+    m = re.search(r'<pre id="result">(.*?)</pre>', proc.stdout, re.S)
+    if m is None or m.group(1) == "pending":
+        raise RuntimeError(f"the check page did not finish (exit {proc.returncode}): {proc.stderr[-2000:]}")
+    import html
+    return json.loads(html.unescape(m.group(1)))
+
+
+def problems(report: dict[str, dict], expected_images: dict[str, int]) -> list[str]:
+    """What is broken, one line per problem (empty: the site is fine)."""
+    out = []
+    for page, r in report.items():
+        if "error" in r:
+            out.append(f"{page}: could not be checked ({r['error']})")
+            continue
+        if r["broken"]:
+            out.append(f"{page}: broken images {r['broken']}")
+        if r["figures_without_image"]:
+            out.append(f"{page}: {r['figures_without_image']} figure(s) without an image")
+        if r["unrendered_math"]:
+            out.append(f"{page}: {r['unrendered_math']} of {r['math']} formulas not rendered by MathJax")
+        if r["tracebacks"]:
+            out.append(f"{page}: shows a Python traceback")
+        want = expected_images.get(page.lstrip("/"), 0)
+        if r["images"] < want:
+            out.append(f"{page}: {r['images']} images shown, the notebook has {want} figures")
+    return out
