@@ -53,21 +53,36 @@ class OtherChoice:
         return max(self.book) < min(self.other) or max(self.other) < min(self.book)
 
 
-def _revalidate(book_cfg: C.ExperimentConfig, theta) -> tuple[float, float]:
-    """(validation outer-loss, last hidden layer's batch entropy) of ``theta`` under ``book_cfg``."""
+@dataclass
+class Revalidation:
+    """One theta validated by a book configuration: the validation outer-loss and the
+    last hidden layer's batch entropy (nan without hidden activations)."""
+
+    loss: float
+    entropy: float
+
+
+def _revalidate(book_cfg: C.ExperimentConfig, run: R.RunResult, step: int, theta, store: R.Store) -> Revalidation:
+    """``theta`` (of ``run`` at outer ``step``) validated under ``book_cfg``; stored under
+    results/deviations_validation/ so the report only reads it."""
     from .trainer import MetaTrainer
 
-    v = MetaTrainer(book_cfg).validate(theta)
-    return v.loss, (v.entropy[-1] if v.entropy else float("nan"))
+    def compute():
+        v = MetaTrainer(book_cfg).validate(theta)
+        return Revalidation(v.loss, v.entropy[-1] if v.entropy else float("nan"))
+
+    key = {"validated_by": book_cfg.hash(), "run": run.config.hash(), "step": step}
+    return store.load_or_compute("deviations_validation", key, compute, Revalidation)
 
 
 def _compare(point, setting, book_choice, other_choice, book_cfgs, flip: dict, store: R.Store) -> OtherChoice:
     other_cfgs = [c.replace(**{"experiment": "deviations", **flip}) for c in book_cfgs]
     book_runs, other_runs = store.train(book_cfgs), store.train(other_cfgs)
-    b = [_revalidate(c, r.theta) for c, r in zip(book_cfgs, book_runs)]
-    o = [_revalidate(c, r.theta) for c, r in zip(book_cfgs, other_runs)]
-    return OtherChoice(point, setting, book_choice, other_choice, book_cfgs[0].meta.S, [c.seed for c in book_cfgs],
-                       [x[0] for x in b], [x[0] for x in o], [x[1] for x in b], [x[1] for x in o])
+    S = book_cfgs[0].meta.S
+    b = [_revalidate(c, r, S, r.theta, store) for c, r in zip(book_cfgs, book_runs)]
+    o = [_revalidate(c, r, S, r.theta, store) for c, r in zip(book_cfgs, other_runs)]
+    return OtherChoice(point, setting, book_choice, other_choice, S, [c.seed for c in book_cfgs],
+                       [x.loss for x in b], [x.loss for x in o], [x.entropy for x in b], [x.entropy for x in o])
 
 
 def ablation_configs(profile: str, n_seeds: int) -> list[C.ExperimentConfig]:
@@ -109,9 +124,9 @@ def mnist_validation_split(profile: str, store: R.Store) -> SplitCheck:
     runs = mnist_be.run_configs(mnist_configs(profile, 1)[0], p["n_seeds"])
     picked, ck = mnist_be.pick_optimizer(store.train(runs[True]))
     cfg = picked.config
-    test, _ = _revalidate(cfg.replace(**{"task.val_split": "test"}), ck.theta)
-    train, _ = _revalidate(cfg.replace(**{"task.val_split": "train"}), ck.theta)
-    return SplitCheck(ck.step, test, train)
+    test = _revalidate(cfg.replace(**{"task.val_split": "test"}), picked, ck.step, ck.theta, store)
+    train = _revalidate(cfg.replace(**{"task.val_split": "train"}), picked, ck.step, ck.theta, store)
+    return SplitCheck(ck.step, test.loss, train.loss)
 
 
 @dataclass

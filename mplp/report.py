@@ -28,6 +28,7 @@ THESIS_BUDGET = {
     "ablation": "8 cells x 5 seeds x 120,000 outer steps (§5.2)",
     "mnist": "(5 + 5) runs x 150,000 outer steps (Table 5)",
     "truncation": "Metz et al.: 10,000 inner steps per inner problem (Fig. 4)",
+    "deviations": "none: the thesis runs one choice",
 }
 
 
@@ -66,6 +67,13 @@ class Report:
     missing: dict[str, str]
 
 
+def duration(seconds: float) -> str:
+    """Wall time for the cost table: seconds, minutes or hours."""
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
+
+
 def machine_label(meta: dict) -> str:
     """"2 CPU cores (1 thread)" or the GPU's name, from a result's meta.json."""
     if meta.get("gpu"):
@@ -93,6 +101,7 @@ def chapter_study(chapter: str, profile: str, root: Path | None = None):
 
 
 def cost_row(chapter: str, profile: str, records: list[R.Record]) -> CostRow:
+    """The cost of ``records`` (each stored result counted once)."""
     seen, steps, wall, unrecorded, machines = set(), 0, 0.0, 0, []
     for r in records:
         if r.path in seen:              # e.g. the baselines read twice

@@ -54,3 +54,7 @@ def test_cost_row_counts_a_population_once_and_unrecorded_results():
     assert row.machine == "2 CPU cores (1 thread)"
     assert report.machine_label({"gpu": "NVIDIA H100"}) == "NVIDIA H100"
     assert report.machine_label({}) == "not recorded"
+
+
+def test_duration_units():
+    assert [report.duration(t) for t in (5.4, 600, 9000)] == ["5 s", "10 min", "2.5 h"]

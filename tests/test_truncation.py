@@ -138,6 +138,10 @@ def test_truncation_verdicts_from_constructed_results():
     vs = Tr.verdicts(rows[::-1], lg, [900.0, 2.0],
                      {"tbptt-10": tr(3e-3), "tbptt-1000": tr(5e-4), "pes-10": tr(1e-4)}, grid, 10, 1000)
     assert [v.holds for v in vs] == ["no", "no", "no", "no"]
+    three = [Tr.LandscapeRow(3, 0, 5.0, 0.0), Tr.LandscapeRow(30, 4, 50.0, 0.2), Tr.LandscapeRow(1000, 6, 500.0, 0.3)]
+    rise_and_fall = Tr.verdicts(three, lg, [2.0, 900.0, 3.0], {"tbptt-10": tr(5e-4), "tbptt-1000": tr(3e-3)}, grid,
+                                10, 1000)
+    assert rise_and_fall[1].holds == "partly" and "T=30: 900" in rise_and_fall[1].evidence
 
 
 def test_momentum_gradients_match_finite_differences():
@@ -156,3 +160,11 @@ def test_toy_estimates_agree_with_backprop_where_the_landscape_is_smooth():
     np.testing.assert_allclose(r.combined.mean(1), r.exact, rtol=1e-3)
     se = r.es.std(1, ddof=1) / np.sqrt(r.es.shape[1])                 # ES is noisy: judge it by its own error
     assert (np.abs(r.es.mean(1) - r.exact) <= 4.5 * se).all()
+
+
+def test_late_lr_is_the_geometric_mean_of_the_last_third():
+    steps = np.arange(1, 11)                                         # the last third: steps 7..10 (> 6.67)
+    lr = np.array([1, 1, 1, 1, 1, 1, 2, 8, 8, 2], dtype=float)
+    tr = Tr.OuterTrace("tbptt", 1, steps, lr, 0.0, 1)
+    assert tr.late_lr() == pytest.approx(4.0)
+    assert tr.late_lr(frac=1.0) == pytest.approx(np.exp(np.log(lr).mean()))
