@@ -22,13 +22,12 @@ from .runner import load_profile
 BEST_CELL = ablation.Cell(message_size=8, batch_norm=True, learned_lr=True)   # §5.2's best configuration
 
 
-
 @dataclass
 class OtherChoice:
     """One disagreement, run both ways on the same seeds.
 
     book, other: the validation outer-loss of each seed's final theta ``(n_seeds,)``;
-    entropy_book / entropy_other: the last hidden layer's batch entropy there (MNIST only).
+    entropy_book / entropy_other: the last hidden layer's batch entropy there.
     """
 
     point: str
@@ -131,6 +130,8 @@ def mnist_validation_split(profile: str, store: R.Store) -> SplitCheck:
 
 @dataclass
 class DeviationsStudy:
+    """The runs of the other choice (``choices``) and the validation-split check."""
+
     choices: list[OtherChoice]
     split: SplitCheck
 

@@ -110,12 +110,13 @@ def test_browser_check_sees_what_is_broken(tmp_path):
     (tmp_path / "good.html").write_text('<figure><img src="ok.png"></figure>')
     (tmp_path / "bad.html").write_text('<img src="missing.png"><figure><p>no image</p></figure>'
                                        "<pre>Traceback (most recent call last):\n  boom</pre>"
-                                       '<span class="math notranslate">\\(x^2\\)</span>')
+                                       '<span class="math notranslate">\\(x^2\\)</span><p>| a | b |\n|---|---|</p>')
     report = browser_check.check_site(tmp_path, ["good.html", "bad.html"])
     assert report["/good.html"]["images"] == 1
     found = browser_check.problems(report, {"good.html": 1, "bad.html": 2})
     assert found == ["/bad.html: broken images ['missing.png']", "/bad.html: 1 figure(s) without an image",
-                     "/bad.html: 1 of 1 formulas not rendered by MathJax", "/bad.html: shows a Python traceback",
+                     "/bad.html: 1 of 1 formulas not rendered by MathJax", "/bad.html: shows a Markdown table as text",
+                     "/bad.html: shows a Python traceback",
                      "/bad.html: 0 images shown, the notebook has 2 figures"]
 
 
