@@ -62,6 +62,12 @@ def train_grid(base: C.ExperimentConfig, n_seeds: int, store: R.Store | None = N
             for cell, cfgs in grid_configs(base, n_seeds).items()}
 
 
+def base_config(S: int, validation_every: int, validation_runs: int) -> C.ExperimentConfig:
+    """The grid's shared setting (``configs/ablation.yaml``) with chapter 2's profile values."""
+    return C.shipped("ablation").replace(**{"meta.S": S, "validation.every": validation_every,
+                                            "validation.n_runs": validation_runs})
+
+
 @dataclass
 class AblationStudy:
     """Chapter 2's data: the stored ``runs`` per cell, the ``tuned`` baselines, the
@@ -81,11 +87,10 @@ def study(n_seeds: int, S: int, validation_every: int, validation_runs: int, dev
           store: R.Store | None = None) -> AblationStudy:
     """Chapter 2 from its parameters; stored runs are read, missing ones trained
     (unless ``store`` is read-only)."""
-    from . import baselines, paths
+    from . import baselines
 
     store = store if store is not None else R.Store()
-    base = C.load(paths.repo_root() / "mplp" / "configs" / "ablation.yaml").replace(**{
-        "meta.S": S, "validation.every": validation_every, "validation.n_runs": validation_runs})
+    base = base_config(S, validation_every, validation_runs)
     runs = train_grid(base, n_seeds, store, device=device, progress=False)
     tuned = baselines.tuned(base, store)
     level = common_level(runs)

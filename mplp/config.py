@@ -285,6 +285,11 @@ def load(path: str | Path) -> ExperimentConfig:
     return from_dict(data or {})
 
 
+def shipped(name: str) -> ExperimentConfig:
+    """One of the configs shipped with the package, ``mplp/configs/<name>.yaml``."""
+    return load(Path(__file__).parent / "configs" / f"{name}.yaml")
+
+
 def dump(c: ExperimentConfig) -> str:
     """YAML text of a config (round-trips through ``load``)."""
     return yaml.safe_dump(c.to_dict(), sort_keys=False)

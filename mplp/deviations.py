@@ -13,9 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import ablation
+from . import ablation, mnist_be
 from . import config as C
-from . import paths
 from . import results as R
 from .runner import load_profile
 
@@ -89,8 +88,7 @@ def ablation_configs(profile: str, n_seeds: int) -> list[C.ExperimentConfig]:
     p = load_profile("ablation", profile)
     if n_seeds > p["n_seeds"]:
         raise ValueError(f"n_seeds: chapter 2's {profile} profile has {p['n_seeds']} seeds (asked {n_seeds})")
-    base = C.load(paths.repo_root() / "mplp" / "configs" / "ablation.yaml").replace(**{
-        "meta.S": p["S"], "validation.every": p["validation_every"], "validation.n_runs": p["validation_runs"]})
+    base = ablation.base_config(p["S"], p["validation_every"], p["validation_runs"])
     return [ablation.cell_config(base, BEST_CELL, s) for s in range(n_seeds)]
 
 
@@ -99,10 +97,8 @@ def mnist_configs(profile: str, n_seeds: int) -> list[C.ExperimentConfig]:
     p = load_profile("mnist", profile)
     if n_seeds > p["n_seeds"]:
         raise ValueError(f"n_seeds: chapter 3's {profile} profile has {p['n_seeds']} seeds (asked {n_seeds})")
-    base = C.load(paths.repo_root() / "mplp" / "configs" / "mnist_table5.yaml").replace(**{
-        "meta.S": p["S"], "meta.T": p["T"], "validation.every": p["validation_every"], "task.subset": p["subset"],
-        "meta.batch_entropy": True})
-    return [base.replace(seed=s) for s in range(n_seeds)]
+    base = mnist_be.base_config(p["S"], p["T"], p["validation_every"], p["subset"])
+    return mnist_be.run_configs(base, n_seeds)[True]
 
 
 @dataclass
@@ -117,11 +113,7 @@ class SplitCheck:
 def mnist_validation_split(profile: str, store: R.Store) -> SplitCheck:
     """The thesis validates on the test split, the script on the training split: the
     chapter-3 optimizer picked for Figure 11, validated both ways."""
-    from . import mnist_be
-
-    p = load_profile("mnist", profile)
-    runs = mnist_be.run_configs(mnist_configs(profile, 1)[0], p["n_seeds"])
-    picked, ck = mnist_be.pick_optimizer(store.train(runs[True]))
+    picked, ck = mnist_be.pick_optimizer(store.train(mnist_configs(profile, load_profile("mnist", profile)["n_seeds"])))
     cfg = picked.config
     test = _revalidate(cfg.replace(**{"task.val_split": "test"}), picked, ck.step, ck.theta, store)
     train = _revalidate(cfg.replace(**{"task.val_split": "train"}), picked, ck.step, ck.theta, store)

@@ -160,6 +160,12 @@ def pick_optimizer(runs_with_term: list[R.RunResult]):
     return min(picks, key=lambda rc: rc[1].val_loss)
 
 
+def base_config(S: int, T: int, validation_every: int, subset: int) -> C.ExperimentConfig:
+    """Table 5's setting (``configs/mnist_table5.yaml``) with chapter 3's profile values."""
+    return C.shipped("mnist_table5").replace(**{"meta.S": S, "meta.T": T, "validation.every": validation_every,
+                                                "task.subset": subset})
+
+
 @dataclass
 class MnistStudy:
     """Chapter 3's data: ``runs`` {batch_entropy: [runs]}, the ``tuned`` baselines, the
@@ -182,12 +188,11 @@ def study(n_seeds: int, S: int, T: int, validation_every: int, subset: int, n_in
           device: str = "cpu", store: R.Store | None = None) -> MnistStudy:
     """Chapter 3 from its parameters; stored results are read, missing ones computed
     (unless ``store`` is read-only)."""
-    from . import baselines, paths
+    from . import baselines
     from .analysis import compare_inner_training
 
     store = store if store is not None else R.Store()
-    base = C.load(paths.repo_root() / "mplp" / "configs" / "mnist_table5.yaml").replace(**{
-        "meta.S": S, "meta.T": T, "validation.every": validation_every, "task.subset": subset})
+    base = base_config(S, T, validation_every, subset)
     runs = train_runs(base, n_seeds, store, device=device, progress=False)
     tuned = baselines.tuned(base, store)
     picked, ck = pick_optimizer(runs[True])

@@ -113,7 +113,7 @@ def cost_row(chapter: str, profile: str, records: list[R.Record]) -> CostRow:
         else:
             wall += r.wall_time_s
             machines.append(machine_label(r.meta))
-    machine = ", ".join(sorted(set(machines), key=machines.index)) or "not recorded"
+    machine = ", ".join(dict.fromkeys(machines)) or "not recorded"
     return CostRow(chapter, profile, len(seen), steps, wall, unrecorded, machine, THESIS_BUDGET[chapter])
 
 

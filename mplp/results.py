@@ -146,18 +146,32 @@ def machine_record(device="cpu") -> dict:
     return d
 
 
+class MissingResultError(FileNotFoundError):
+    """A result that was to be read, not computed, is not stored."""
+
+
+def result_dir(experiment: str, key: dict, root: str | Path | None = None) -> Path:
+    """``<root>/<experiment>/<key-hash>``, where ``load_or_compute`` stores a result."""
+    return Path(root if root is not None else paths.results_root()) / experiment / key_hash(key)
+
+
 def load_or_compute(experiment: str, key: dict, compute: Callable[[], Result], cls: type,
-                    root: str | Path | None = None) -> Result:
+                    root: str | Path | None = None, read_only: bool = False) -> Result:
     """Return the stored result of ``compute`` for ``key``, or compute and store it.
 
     Stored as ``<root>/<experiment>/<key-hash>/{key.json, result.pt, meta.json}``
     (meta.json: wall time and machine); ``cls`` is the result dataclass (rebuilt from
-    its fields).  With ``MPLP_CACHE=off`` nothing is
-    read or written: the result is always computed.
+    its fields).  With ``MPLP_CACHE=off`` nothing is read or written: the result is
+    always computed.  With ``read_only`` nothing is computed: a result that is not
+    stored is a ``MissingResultError``.
     """
-    if not paths.cache_enabled():
+    d = result_dir(experiment, key, root)
+    if read_only and not (d / "result.pt").exists():
+        raise MissingResultError(
+            f"{d} is missing: no stored {experiment!r} result for {json.dumps(key, sort_keys=True, default=str)}; "
+            "execute its chapter with this profile (mplp run <chapter> --profile <profile>) to compute it")
+    if not read_only and not paths.cache_enabled():
         return compute()
-    d = Path(root if root is not None else paths.results_root()) / experiment / key_hash(key)
     if (d / "result.pt").exists():
         return cls(**load_torch(d / "result.pt"))
     started = time.perf_counter()
@@ -167,10 +181,6 @@ def load_or_compute(experiment: str, key: dict, compute: Callable[[], Result], c
     save_torch(d / "result.pt", {f.name: getattr(result, f.name) for f in dataclasses.fields(result)})
     write_json(d / "key.json", key)
     return result
-
-
-class MissingResultError(FileNotFoundError):
-    """A result that was to be read, not computed, is not stored."""
 
 
 def committed_root() -> Path:
@@ -214,17 +224,9 @@ class Store:
 
     def load_or_compute(self, experiment: str, key: dict, compute: Callable[[], Result], cls: type) -> Result:
         """``load_or_compute`` under this store's root; read-only stores only read."""
-        d = self.base / experiment / key_hash(key)
-        if self.read_only:
-            if not (d / "result.pt").exists():
-                raise MissingResultError(
-                    f"{d} is missing: no stored {experiment!r} result for {json.dumps(key, sort_keys=True, default=str)}; "
-                    "execute its chapter with this profile (mplp run <chapter> --profile <profile>) to compute it")
-            result = cls(**load_torch(d / "result.pt"))
-        else:
-            result = load_or_compute(experiment, key, compute, cls, root=self.root)
-        meta = d / "meta.json"
-        self.records.append(Record(experiment, d, json.loads(meta.read_text()) if meta.exists() else {}))
+        result = load_or_compute(experiment, key, compute, cls, root=self.root, read_only=self.read_only)
+        meta = result_dir(experiment, key, self.root) / "meta.json"
+        self.records.append(Record(experiment, meta.parent, json.loads(meta.read_text()) if meta.exists() else {}))
         return result
 
     def train(self, cfgs: list[C.ExperimentConfig], device="cpu", progress: bool = False) -> list[RunResult]:

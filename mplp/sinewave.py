@@ -14,7 +14,6 @@ import numpy as np
 
 from . import baselines
 from . import config as C
-from . import paths
 from . import results as R
 from .analysis import (Checkpoint, InputRanges, agreement, choose_checkpoint, learned_function, plateau_end,
                        record_input_ranges)
@@ -47,7 +46,7 @@ def study(seed: int, S: int, validation_every: int, snapshot_every: int, n_range
     """Chapter 1 from its parameters; stored results are read, missing ones computed
     (unless ``store`` is read-only)."""
     store = store if store is not None else R.Store()
-    cfg = C.load(paths.repo_root() / "mplp" / "configs" / "sinewave_table3.yaml").replace(**{
+    cfg = C.shipped("sinewave_table3").replace(**{
         "seed": seed, "meta.S": S, "validation.every": validation_every, "snapshot_every": snapshot_every})
     run = store.train([cfg], device=device)[0]
     tuned = baselines.tuned(cfg, store)
@@ -61,7 +60,7 @@ def study(seed: int, S: int, validation_every: int, snapshot_every: int, n_range
 
 
 def verdicts(steps: np.ndarray, losses: np.ndarray, checkpoint: Checkpoint, sgd: float, adam: float,
-                      corr: dict[str, float], strong: float = 0.8) -> list:
+             corr: dict[str, float], strong: float = 0.8) -> list:
     """§5.1's claims tested on one run: validation ``losses`` at ``steps``, the chosen
     checkpoint, the tuned baselines' metrics and the learned-vs-SGD correlations."""
     end = plateau_end(steps, losses)

@@ -349,10 +349,12 @@ class LandscapeRow:
     frac_global: float         # fraction of momenta that end in the global minimum's basin (w > 1.68)
 
 
-def landscape(momenta: torch.Tensor, horizons: list[int], lr: float, jump: float = 1.0) -> list[LandscapeRow]:
-    """``LandscapeRow`` for each T: final losses over the momentum grid, their jumps and slopes."""
+def landscape(momenta: torch.Tensor, horizons: list[int], lr: float, jump: float = 1.0,
+              trajectories: torch.Tensor | None = None) -> list[LandscapeRow]:
+    """``LandscapeRow`` for each T: final losses over the momentum grid, their jumps and slopes
+    (``trajectories``: ``momentum_trajectories`` of these momenta, when already computed)."""
     m = torch.as_tensor(momenta, dtype=DTYPE)
-    traj = momentum_trajectories(m, max(horizons), lr)
+    traj = trajectories if trajectories is not None else momentum_trajectories(m, max(horizons), lr)
     rows = []
     for T in horizons:
         w = traj[:, T]
@@ -445,7 +447,7 @@ class TruncationStudy:
     ``traces`` ("tbptt-<k>", "pes-<k>", "es-<N>"), the per-truncation gradients
     ``truncation_grads`` {k}.  MPLP: one stored run per estimator, ``mplp_runs``."""
 
-    params: dict
+    truncations: list[int]
     momenta: torch.Tensor
     trajectories: torch.Tensor
     rows: list[LandscapeRow]
@@ -459,7 +461,7 @@ class TruncationStudy:
     mplp_runs: dict
 
     def verdicts(self) -> list[Verdict]:
-        t = self.params["truncations"]
+        t = self.truncations
         return verdicts(self.rows, self.lr_grad, self.momentum_grad, self.traces, self.grid, min(t), max(t))
 
 
@@ -472,16 +474,13 @@ def study(toy_lr: float, n_momenta: int, horizons: list[int], grad_horizons: lis
     (float64, seconds); Figure 4's runs, the toy estimates and the MPLP runs are stored
     results (read, or computed unless ``store`` is read-only)."""
     from . import config as C
-    from . import paths
     from . import results as R
     from .data import mnist
 
     store = store if store is not None else R.Store()
-    params = dict(locals())
-    params.pop("store")
     momenta = torch.linspace(0, 0.99, n_momenta, dtype=DTYPE)
     traj = momentum_trajectories(momenta, max(horizons), toy_lr)
-    rows = landscape(momenta, horizons, toy_lr)
+    rows = landscape(momenta, horizons, toy_lr, trajectories=traj)
     grad_lrs = [toy_lr / 4, toy_lr / 2, toy_lr]
     lg = lr_gradients(grad_lrs, grad_horizons)
     mom_grad = [float(momentum_gradients(momenta, T, toy_lr).abs().max()) for T in horizons]
@@ -517,9 +516,9 @@ def study(toy_lr: float, n_momenta: int, horizons: list[int], grad_horizons: lis
         "truncation", {"what": "toy-estimates", "T": estimate_T, "lr": toy_lr, "sigma": toy_sigma, "n_pairs": n_pairs,
                        "n_momenta": n_momenta, "seed": seed},
         lambda: toy_estimates(probe, estimate_T, toy_lr, toy_sigma, n_pairs, n_rep=10, seed=seed), ToyEstimates)
-    mplp_base = C.load(paths.repo_root() / "mplp" / "configs" / "ablation.yaml").replace(**{
+    mplp_base = C.shipped("ablation").replace(**{
         "experiment": "estimators", "meta.S": mplp_S, "validation.every": max(1, mplp_S // 10),
         "validation.n_runs": mplp_validation_runs,
         "meta.es_pairs": mplp_pairs, "meta.es_sigma": mplp_sigma, "seed": seed})
     mplp_runs = {est: store.train([mplp_base.replace(**{"meta.estimator": est})])[0] for est in ("tbptt", "es", "pes")}
-    return TruncationStudy(params, momenta, traj, rows, grad_lrs, lg, mom_grad, grid, traces, tgs, te, mplp_runs)
+    return TruncationStudy(list(truncations), momenta, traj, rows, grad_lrs, lg, mom_grad, grid, traces, tgs, te, mplp_runs)
