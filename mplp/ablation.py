@@ -62,10 +62,12 @@ def train_grid(base: C.ExperimentConfig, n_seeds: int, store: R.Store | None = N
             for cell, cfgs in grid_configs(base, n_seeds).items()}
 
 
-def base_config(S: int, validation_every: int, validation_runs: int) -> C.ExperimentConfig:
+def base_config(S: int, validation_every: int, validation_runs: int,
+                adam_bias_correction: bool = False) -> C.ExperimentConfig:
     """The grid's shared setting (``configs/ablation.yaml``) with chapter 2's profile values."""
     return C.shipped("ablation").replace(**{"meta.S": S, "validation.every": validation_every,
-                                            "validation.n_runs": validation_runs})
+                                            "validation.n_runs": validation_runs,
+                                            "meta.adam_bias_correction": adam_bias_correction})
 
 
 @dataclass
@@ -83,14 +85,14 @@ class AblationStudy:
         return verdicts(self.table, self.tuned["sgd"].best_metric, self.tuned["adam"].best_metric)
 
 
-def study(n_seeds: int, S: int, validation_every: int, validation_runs: int, device: str = "cpu",
-          store: R.Store | None = None) -> AblationStudy:
+def study(n_seeds: int, S: int, validation_every: int, validation_runs: int, adam_bias_correction: bool = False,
+          device: str = "cpu", store: R.Store | None = None) -> AblationStudy:
     """Chapter 2 from its parameters; stored runs are read, missing ones trained
     (unless ``store`` is read-only)."""
     from . import baselines
 
     store = store if store is not None else R.Store()
-    base = base_config(S, validation_every, validation_runs)
+    base = base_config(S, validation_every, validation_runs, adam_bias_correction)
     runs = train_grid(base, n_seeds, store, device=device, progress=False)
     tuned = baselines.tuned(base, store)
     level = common_level(runs)

@@ -24,8 +24,12 @@ TASK_SHAPES = {"sinewave": (1, 1), "mnist": (784, 10)}
 TASK_LOSSES = {"sinewave": "mse", "mnist": "xent"}
 
 
-# (section, field) -> default of fields added after results were stored (see ExperimentConfig.hash)
-LATE_FIELDS = {("meta", "estimator"): "tbptt", ("meta", "es_sigma"): 0.01, ("meta", "es_pairs"): 8}
+# Fields added after results were stored: (section, field) -> the value those results were
+# computed with.  A config holding that value hashes as if the field did not exist, so the
+# stored results stay addressable; any other value (e.g. a new default) gets a new hash and
+# can never be served a result computed the old way (see ExperimentConfig.hash).
+LATE_FIELDS = {("meta", "estimator"): "tbptt", ("meta", "es_sigma"): 0.01, ("meta", "es_pairs"): 8,
+               ("meta", "adam_bias_correction"): True}
 
 
 class ConfigError(ValueError):
@@ -78,6 +82,7 @@ class MetaConfig:
     beta2: float = 0.999
     eps: float = 1.0e-11
     grad_clip: float = 1.0       # element-wise clip of the meta-gradient before Adam
+    adam_bias_correction: bool = False  # released code: none; True: Kingma & Ba's bias-corrected moments
     batch_entropy: bool = False  # add the Eq. 8 term (Algorithm 2)
     be_formula: str = "code"     # "code": pi*e ; "text": 2*pi*e (Eq. 6)
     be_threshold: float = 0.5
@@ -116,7 +121,8 @@ class ExperimentConfig:
 
     def hash(self) -> str:
         """12 hex digits identifying everything that changes results.  Fields added after
-        results were stored are left out while at their default, so those stay addressable."""
+        results were stored (``LATE_FIELDS``) are left out while they hold the value those
+        results were computed with, so those stay addressable and no other value maps to them."""
         d = self.to_dict()
         d.pop("checkpoint_every")
         for (part, name), default in LATE_FIELDS.items():

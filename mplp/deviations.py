@@ -88,7 +88,7 @@ def ablation_configs(profile: str, n_seeds: int) -> list[C.ExperimentConfig]:
     p = load_profile("ablation", profile)
     if n_seeds > p["n_seeds"]:
         raise ValueError(f"n_seeds: chapter 2's {profile} profile has {p['n_seeds']} seeds (asked {n_seeds})")
-    base = ablation.base_config(p["S"], p["validation_every"], p["validation_runs"])
+    base = ablation.base_config(p["S"], p["validation_every"], p["validation_runs"], p["adam_bias_correction"])
     return [ablation.cell_config(base, BEST_CELL, s) for s in range(n_seeds)]
 
 
@@ -97,7 +97,7 @@ def mnist_configs(profile: str, n_seeds: int) -> list[C.ExperimentConfig]:
     p = load_profile("mnist", profile)
     if n_seeds > p["n_seeds"]:
         raise ValueError(f"n_seeds: chapter 3's {profile} profile has {p['n_seeds']} seeds (asked {n_seeds})")
-    base = mnist_be.base_config(p["S"], p["T"], p["validation_every"], p["subset"])
+    base = mnist_be.base_config(p["S"], p["T"], p["validation_every"], p["subset"], p["adam_bias_correction"])
     return mnist_be.run_configs(base, n_seeds)[True]
 
 

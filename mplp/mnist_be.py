@@ -160,10 +160,12 @@ def pick_optimizer(runs_with_term: list[R.RunResult]):
     return min(picks, key=lambda rc: rc[1].val_loss)
 
 
-def base_config(S: int, T: int, validation_every: int, subset: int) -> C.ExperimentConfig:
+def base_config(S: int, T: int, validation_every: int, subset: int,
+                adam_bias_correction: bool = False) -> C.ExperimentConfig:
     """Table 5's setting (``configs/mnist_table5.yaml``) with chapter 3's profile values."""
     return C.shipped("mnist_table5").replace(**{"meta.S": S, "meta.T": T, "validation.every": validation_every,
-                                                "task.subset": subset})
+                                                "task.subset": subset,
+                                                "meta.adam_bias_correction": adam_bias_correction})
 
 
 @dataclass
@@ -185,14 +187,14 @@ class MnistStudy:
 
 
 def study(n_seeds: int, S: int, T: int, validation_every: int, subset: int, n_inits: int, horizon_factor: int,
-          device: str = "cpu", store: R.Store | None = None) -> MnistStudy:
+          adam_bias_correction: bool = False, device: str = "cpu", store: R.Store | None = None) -> MnistStudy:
     """Chapter 3 from its parameters; stored results are read, missing ones computed
     (unless ``store`` is read-only)."""
     from . import baselines
     from .analysis import compare_inner_training
 
     store = store if store is not None else R.Store()
-    base = base_config(S, T, validation_every, subset)
+    base = base_config(S, T, validation_every, subset, adam_bias_correction)
     runs = train_runs(base, n_seeds, store, device=device, progress=False)
     tuned = baselines.tuned(base, store)
     picked, ck = pick_optimizer(runs[True])

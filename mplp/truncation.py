@@ -287,7 +287,8 @@ def outer_train(problem, estimator: str, k: int, N: int, n_problems: int, init_l
     gen = torch.Generator().manual_seed(seed)
     theta = {"log_lr": torch.tensor([float(np.log(init_lr))], dtype=DTYPE)}
     adam = adam_init(theta)
-    meta = MetaConfig(outer_lr=meta_lr, beta1=0.9, beta2=0.999, eps=1e-8, grad_clip=float("inf"))
+    meta = MetaConfig(outer_lr=meta_lr, beta1=0.9, beta2=0.999, eps=1e-8, grad_clip=float("inf"),
+                      adam_bias_correction=True)      # a standard Adam, as Metz et al.
     lrs, steps, gs = [], [], []
     pes = E.PES(problem, n_pairs, sigma, gen) if estimator == "pes" else None
     for _ in range(n_problems):
@@ -468,7 +469,8 @@ class TruncationStudy:
 def study(toy_lr: float, n_momenta: int, horizons: list[int], grad_horizons: list[int], subset: int, hidden: int,
           N: int, n_problems: int, truncations: list[int], meta_lr: float, sigma: float, n_pairs: int,
           toy_sigma: float, estimate_T: int, mplp_S: int, mplp_pairs: int, mplp_sigma: float,
-          mplp_validation_runs: int, seed: int, store=None) -> TruncationStudy:
+          mplp_validation_runs: int, seed: int, mplp_adam_bias_correction: bool = False,
+          store=None) -> TruncationStudy:
     """Chapter 4 from its parameters (``estimate_T``: the horizon of the toy's estimator
     comparison). The toy's landscape and gradients are recomputed
     (float64, seconds); Figure 4's runs, the toy estimates and the MPLP runs are stored
@@ -519,6 +521,7 @@ def study(toy_lr: float, n_momenta: int, horizons: list[int], grad_horizons: lis
     mplp_base = C.shipped("ablation").replace(**{
         "experiment": "estimators", "meta.S": mplp_S, "validation.every": max(1, mplp_S // 10),
         "validation.n_runs": mplp_validation_runs,
-        "meta.es_pairs": mplp_pairs, "meta.es_sigma": mplp_sigma, "seed": seed})
+        "meta.es_pairs": mplp_pairs, "meta.es_sigma": mplp_sigma, "seed": seed,
+        "meta.adam_bias_correction": mplp_adam_bias_correction})
     mplp_runs = {est: store.train([mplp_base.replace(**{"meta.estimator": est})])[0] for est in ("tbptt", "es", "pes")}
     return TruncationStudy(list(truncations), momenta, traj, rows, grad_lrs, lg, mom_grad, grid, traces, tgs, te, mplp_runs)
