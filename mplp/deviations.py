@@ -101,6 +101,13 @@ def mnist_configs(profile: str, n_seeds: int) -> list[C.ExperimentConfig]:
     return mnist_be.run_configs(base, n_seeds)[True]
 
 
+def adam_choices(cfg: C.ExperimentConfig) -> tuple[str, str]:
+    """(the chapter's choice, the other one) of the outer Adam's bias correction: the released
+    code has none (the default); the committed cpu runs were made with it."""
+    code, corrected = "none (released code)", "bias-corrected (Kingma & Ba)"
+    return (corrected, code) if cfg.meta.adam_bias_correction else (code, corrected)
+
+
 @dataclass
 class SplitCheck:
     """Chapter 3's picked optimizer validated on the first T batches of each split."""
@@ -129,8 +136,8 @@ class DeviationsStudy:
 
 
 def study(profile: str, ablation_seeds: int, mnist_seeds: int, store: R.Store | None = None) -> DeviationsStudy:
-    """The other choice of Algorithm 2 and of the outer Adam's beta1 on §5.2's best cell,
-    of Eq. 6's batch-entropy formula on §5.3, and of the MNIST validation split."""
+    """The other choice of Algorithm 2, of the outer Adam's beta1 and of its bias correction on
+    §5.2's best cell, of Eq. 6's batch-entropy formula on §5.3, and of the MNIST validation split."""
     store = store if store is not None else R.Store()
     abl = ablation_configs(profile, ablation_seeds)
     mn = mnist_configs(profile, mnist_seeds)
@@ -140,6 +147,8 @@ def study(profile: str, ablation_seeds: int, mnist_seeds: int, store: R.Store | 
                  "released code", "thesis text", abl, {"meta.unroll": "text"}, store),
         _compare("outer Adam beta1", setting_a, "0.99 (Tables 3-5)", "0.9 (script default)", abl,
                  {"meta.beta1": 0.9}, store),
+        _compare("outer Adam bias correction", setting_a, *adam_choices(abl[0]), abl,
+                 {"meta.adam_bias_correction": not abl[0].meta.adam_bias_correction}, store),
         _compare("batch entropy, Eq. 6", f"§5.3 with the term, chapter 3's {profile} runs",
                  "pi e sigma^2 (code)", "2 pi e sigma^2 (text)", mn, {"meta.be_formula": "text"}, store),
     ]
