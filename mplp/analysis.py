@@ -301,3 +301,52 @@ def compare_inner_training(cfg: C.ExperimentConfig, theta: dict[str, torch.Tenso
         if run.accuracy is not None:
             out_acc[name] = run.accuracy.double().numpy()
     return InnerComparison(out_loss, out_acc, dict(lrs), cfg.meta.T)
+
+
+@dataclass
+class AgreementTrajectory:
+    """Calibrated function agreement (§5.1, Figs. 4-7): the correlation of each learned function
+    with its SGD surface (on the checkpoint's recorded input ranges) at every stored snapshot
+    (``steps (n,)``, ``corr[name] (n,)``, ``sign_product (n,)``), and the same correlation
+    for ``null[name] (n_null,)`` random learner initialisations: what chance gives."""
+
+    steps: np.ndarray
+    corr: dict[str, np.ndarray]
+    sign_product: np.ndarray
+    null: dict[str, np.ndarray]
+
+    def null_quantile(self, name: str, q: float = 0.95) -> float:
+        """The ``q`` quantile of |correlation| over the random initialisations."""
+        return float(np.nanquantile(np.abs(self.null[name]), q))
+
+    @property
+    def null_sign_positive(self) -> float:
+        """Fraction of random initialisations whose four signs multiply to +1."""
+        s = np.prod(np.sign(np.stack([self.null[n] for n in self.null])), 0)
+        return float(np.mean(s > 0))
+
+    def settled_sign(self, values: np.ndarray) -> int | None:
+        """First stored step from which ``values`` keep the sign of the last one (None: none)."""
+        last = np.sign(values[-1])
+        for i in range(len(values)):
+            if (np.sign(values[i:]) == last).all():
+                return int(self.steps[i])
+        return None
+
+
+def agreement_trajectory(snapshots: dict[int, dict[str, torch.Tensor]], ranges: InputRanges, spec,
+                         n_null: int = 100, seed: int = 90_001) -> AgreementTrajectory:
+    """Correlations with SGD's functions over ``snapshots`` {step: theta} and for ``n_null``
+    thetas drawn by ``learners.init_theta`` (seeds ``seed .. seed + n_null - 1``)."""
+    from .learners import init_theta
+    from .plotting import sgd_function
+
+    def corr(theta):
+        return [agreement(learned_function(theta, n), sgd_function(n), *ranges.ranges[n]) for n in FUNCTIONS]
+
+    steps = sorted(snapshots)
+    c = np.array([corr(snapshots[s]) for s in steps])                       # (n, 4)
+    null = np.array([corr(init_theta(spec, torch.Generator().manual_seed(seed + i), torch.float64))
+                     for i in range(n_null)])
+    return AgreementTrajectory(np.asarray(steps), {n: c[:, i] for i, n in enumerate(FUNCTIONS)},
+                               np.prod(np.sign(c), 1), {n: null[:, i] for i, n in enumerate(FUNCTIONS)})

@@ -1,23 +1,62 @@
-"""Claims of the thesis turned into tests on stored results (the claims ledger).
+"""Claims of the thesis (and of Metz et al.) turned into tests on stored results: the ledger.
 
-Each chapter's library code returns its verdicts as ``Verdict`` rows, computed from
-its runs, never typed by hand; the report chapter collects them.
+Each chapter's library returns its verdicts as ``Verdict`` rows, computed from its runs,
+never typed by hand; the report chapter collects them.  Every row goes through one
+written policy (``POLICY``, ``decide``), the same for every chapter, fixed before the
+numbers are read:
+
+1. A claim about what a *trained* MPLP achieves (its loss against a baseline, the
+   functions it learns, what happens when meta-training leaves the initial plateau, the
+   plateau's end) is tested only on runs that have left the plateau
+   (``analysis.plateau_end``: the validation loss stays below 90 % of its start).  If
+   the runs it is about have not, it is **not reached at this budget**, whatever its
+   test says.  A claim about the *final* loss (after the thesis' outer steps) is also not
+   reached while the runs that decide it are short of those steps and still falling:
+   more than 1 % over the last quarter of the run, or more than 2 % over its last half.
+2. A row whose test an *untrained* optimizer passes as well (e.g. "MPLP is worse than
+   tuned Adam", where the step-0 optimizer already is) is **trivially true** and is not
+   counted as a reproduction.
+3. Otherwise the test decides: **reproduced**, **partly** (every "partly" carries its
+   rule in the row) or **not reproduced**; **not decidable** where the data cannot
+   answer for another reason, named in the evidence.
+4. A test changed after its data was seen is marked **post hoc**, with the commit.
+5. Seed-level spread is part of the evidence wherever a claim rests on several seeds.
+6. Thesis claims, Metz et al.'s (and Vicol et al.'s) claims and the book's own
+   implementation checks are tallied separately; only decided rows (reproduced, partly,
+   not reproduced) count.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-OUTCOMES = ("yes", "partly", "no", "undecided")
-LABELS = {"yes": "reproduced", "partly": "partly", "no": "not reproduced", "undecided": "not decidable at this budget"}
+OUTCOMES = ("yes", "partly", "no", "not_reached", "trivial", "undecided")
+LABELS = {"yes": "reproduced", "partly": "partly", "no": "not reproduced",
+          "not_reached": "not reached at this budget", "trivial": "trivially true (not counted)",
+          "undecided": "not decidable"}
+COUNTED = ("yes", "partly", "no")
+KINDS = {"thesis": "thesis claims", "metz": "Metz et al. / Vicol et al. claims", "check": "implementation checks"}
+
+# The commit that wrote this policy down (issue 14); rows whose test it changed cite it.
+POLICY_COMMIT = "the verdict-policy commit of issue 14"
+# Earlier test changes made after their data was seen.
+PLATEAU_RULE_COMMIT = "8b40ac7"     # a diverged step-0 validation is not the start of the plateau
+CH4_RULES_COMMIT = "7741a92"        # chapter 4: late geometric mean of the lr; three-way gradient growth
+
+POLICY = __doc__.split("numbers are read:", 1)[1].strip()
+
+STILL_FALLING = (0.01, 0.02)   # rule 1: drops over the last quarter and the last half of the run
 
 
 @dataclass
 class Verdict:
     """One claim, the measurable test used here, our numbers and the outcome.
 
-    holds: "yes" (reproduced), "partly", "no" (not reproduced) or "undecided" (not
-    decidable at this budget); where: the thesis section that makes the claim.
+    holds: one of ``OUTCOMES`` (``LABELS`` names them), already through the policy
+    (``decide``); where: the section that makes the claim; kind: "thesis", "metz" or
+    "check"; partly_rule: when "partly" applies (required for a "partly" row);
+    post_hoc: "" or "<commit>: what changed after the data was seen"; test_outcome:
+    what the test alone said, before the policy (shown when the policy overrides it).
     """
 
     claim: str
@@ -25,7 +64,58 @@ class Verdict:
     test: str
     evidence: str
     holds: str
+    kind: str = "thesis"
+    partly_rule: str = ""
+    post_hoc: str = ""
+    test_outcome: str = ""
 
     def __post_init__(self):
         if self.holds not in OUTCOMES:
             raise ValueError(f"verdict {self.holds!r} is not one of {OUTCOMES}")
+        if self.kind not in KINDS:
+            raise ValueError(f"kind {self.kind!r} is not one of {tuple(KINDS)}")
+        if self.holds == "partly" and not self.partly_rule:
+            raise ValueError(f"{self.claim!r}: a 'partly' verdict must state its rule (partly_rule)")
+        if not self.test_outcome:
+            self.test_outcome = self.holds
+
+    @property
+    def label(self) -> str:
+        """The ledger's label: "partly (<rule>)" for a partly row."""
+        return f"partly ({self.partly_rule})" if self.holds == "partly" else LABELS[self.holds]
+
+    @property
+    def counted(self) -> bool:
+        return self.holds in COUNTED
+
+
+def decide(test_outcome: str, *, about_trained: bool = False, reached: bool = True, trivial: bool = False) -> str:
+    """The policy (rules 1-3) on one test outcome.
+
+    about_trained: the claim is about what a trained MPLP achieves; reached: the runs it is
+    about have left the plateau (and, for a final-loss claim, stopped falling or reached the
+    thesis' budget); trivial: an untrained optimizer passes the test too."""
+    if test_outcome not in OUTCOMES:
+        raise ValueError(f"test outcome {test_outcome!r} is not one of {OUTCOMES}")
+    if trivial and test_outcome in ("yes", "partly"):
+        return "trivial"
+    if about_trained and not reached:
+        return "not_reached"
+    return test_outcome
+
+
+def still_falling(losses, drops: tuple[float, float] = STILL_FALLING) -> bool:
+    """Rule 1's "still falling": the last validation loss is more than ``drops[0]`` below the
+    one a quarter of the run earlier, or more than ``drops[1]`` below the one half of the run
+    earlier (``losses`` in validation order, at least 3)."""
+    n = len(losses)
+    if n < 3:
+        return False
+    quarter, half = losses[min(int(0.75 * (n - 1)), n - 2)], losses[int(0.5 * (n - 1))]
+    return bool(losses[-1] < (1 - drops[0]) * quarter or losses[-1] < (1 - drops[1]) * half)
+
+
+def tally(verdicts: list[Verdict]) -> dict[str, dict[str, int]]:
+    """Counts per kind and outcome label (every outcome listed, zeros included)."""
+    return {KINDS[k]: {LABELS[o]: sum(v.kind == k and v.holds == o for v in verdicts) for o in OUTCOMES}
+            for k in KINDS if any(v.kind == k for v in verdicts)}

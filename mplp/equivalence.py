@@ -15,11 +15,13 @@ import numpy as np
 import torch
 
 from . import config as C
+from . import peer
 from . import results as R
 from .baselines import inner_train
 from .claims import Verdict
 from .learners import SGDLearners
 from .optimizee import PROB_CLIP, init_params, probability_clip
+from .peer import REL_TOL, PeerTable
 from .tasks import make_family
 from .unroll import rollout
 
@@ -83,9 +85,11 @@ WEIGHT_TOL = 1e-6       # relative gap of the final weights' displacement
 @dataclass
 class SgdStudy:
     """Chapter 0's comparisons: ``runs`` maps "sinewave", "mnist" (released code's
-    probability clip) and "mnist, no clip" to their ``Equivalence``."""
+    probability clip) and "mnist, no clip" to their ``Equivalence``; ``peer`` is the
+    equivalence table against the thesis' released code (``mplp.peer``)."""
 
     runs: dict[str, Equivalence]
+    peer: "PeerTable | None" = None
 
     def verdicts(self) -> list[Verdict]:
         """§4.2's claim, tested on the unclipped problems; the clipped one is evidence."""
@@ -96,12 +100,27 @@ class SgdStudy:
         return [Verdict("MPLP with the hand-derived functions of Table 2 is SGD", "§4.2, Table 2, App. C",
                         f"float64, same init and batches: max |loss gap| < {LOSS_TOL:g} and relative weight "
                         f"gap < {WEIGHT_TOL:g} on {' and '.join(tested)}",
-                        ev, "yes" if all(exact[k] for k in tested) else "no")]
+                        ev, "yes" if all(exact[k] for k in tested) else "no")] + self.peer_verdicts()
+
+    def peer_verdicts(self) -> list[Verdict]:
+        """The book's own check (not a thesis claim): its MPLP is the released code's."""
+        if self.peer is None:
+            return []
+        p = self.peer
+        return [Verdict("the book's MPLP computes what the thesis' released code computes", "SimonsThijs/MPLP @ 31403b7",
+                        f"float64 replay of the golden truncations ({', '.join(p.cases)}) through the "
+                        f"{', '.join(p.paths)} paths and the outer Adam: every inner loss, inner weight, outer "
+                        f"objective and meta-gradient tensor within {REL_TOL:g} relative (tensors zero up to "
+                        "rounding: zero on both sides)",
+                        f"{p.n_compared} tensor comparisons, largest relative error {p.worst:.1e}, "
+                        f"{p.n_zero} zero up to rounding on both sides", "yes" if p.all_ok else "no", kind="check")]
 
 
 def study(seed: int, steps: int, lr_sinewave: float, lr_mnist: float, batch_size: int, mnist_subset: int,
-          device: str = "cpu", store: R.Store | None = None) -> SgdStudy:
-    """Chapter 0 from its parameters: the three comparisons, stored under results/sgd/."""
+          device: str = "cpu", peer_paths: list[str] | None = None, store: R.Store | None = None) -> SgdStudy:
+    """Chapter 0 from its parameters: the three comparisons, stored under results/sgd/, and
+    the equivalence table against the thesis' code through ``peer_paths`` (stored under
+    results/peer/, keyed by the reference file's checksum; None: no table)."""
     store = store if store is not None else R.Store()
 
     def one(problem, lr, prob_clip=PROB_CLIP):
@@ -109,5 +128,10 @@ def study(seed: int, steps: int, lr_sinewave: float, lr_mnist: float, batch_size
                    subset=mnist_subset if problem == "mnist" else 0, prob_clip=prob_clip, device=device)
         return store.load_or_compute("sgd", key, lambda: compare_with_sgd(**key), Equivalence)
 
+    table = None
+    if peer_paths:
+        key = {"paths": list(peer_paths), "reference": peer.reference_checksum(), "rel_tol": REL_TOL,
+               "zero_tol": peer.ZERO_TOL}
+        table = store.load_or_compute("peer", key, lambda: peer.table(tuple(peer_paths)), PeerTable)
     return SgdStudy({"sinewave": one("sinewave", lr_sinewave), "mnist": one("mnist", lr_mnist),
-                     "mnist, no clip": one("mnist", lr_mnist, prob_clip=0.0)})
+                     "mnist, no clip": one("mnist", lr_mnist, prob_clip=0.0)}, table)

@@ -66,3 +66,13 @@ def adam_update(theta: dict[str, torch.Tensor], grads: dict[str, torch.Tensor], 
         new_theta[k] = p - meta.outer_lr * m_hat / (v_hat.sqrt() + meta.eps)
         new_m[k], new_v[k] = m, v
     return new_theta, AdamState(new_m, new_v, t)
+
+
+def code_step_ratio(step: int | float, beta1: float = 0.99, beta2: float = 0.999):
+    """The released code's Adam step over the bias-corrected one at outer ``step`` for a
+    constant meta-gradient: ``(1 - beta1^t) / sqrt(1 - beta2^t)`` (0.32 at t = 1 with the
+    thesis' betas, about 2 around t = 100, 1.26 at t = 1000, -> 1)."""
+    import numpy as np
+
+    t = np.asarray(step, dtype=float)
+    return (1 - beta1 ** t) / np.sqrt(1 - beta2 ** t)

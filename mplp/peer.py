@@ -53,6 +53,16 @@ def reference_path() -> Path:
     return paths.repo_root() / "tests" / "data" / "golden_reduced.pt.xz"
 
 
+def reference_checksum(path: Path | None = None) -> str:
+    """First 16 hex digits of the reference file's SHA-256 (keys the stored table)."""
+    import hashlib
+
+    path = Path(path) if path is not None else reference_path()
+    if not path.is_file():
+        raise ReferenceError(f"golden reference {path} is missing")
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
 @dataclass
 class GoldenTruncation:
     """One truncation of the thesis' code: ``xs (K, B, n_in)``, ``ys (K, B, ...)``; ``first``
@@ -317,3 +327,76 @@ def check_all(cases: dict[str, GoldenCase] | None = None, paths_: tuple[str, ...
     for case in cases.values():
         rows += compare_adam(case, config_for(case).meta)
     return rows
+
+
+SETTINGS = {"sine": "sinewave (Table 3)", "mnist": "MNIST (Table 5)"}
+
+
+def _setting(case_name: str) -> str:
+    return SETTINGS["sine" if case_name.startswith("sine") else "mnist"]
+
+
+def _display_name(quantity: str) -> str:
+    """One row name for both settings: g_loss.mse / g_loss.xent -> g_loss, g_act.relu -> g_act."""
+    q = quantity.replace("g_loss.mse", "g_loss").replace("g_loss.xent", "g_loss").replace("g_act.relu", "g_act")
+    if q.startswith("grad "):
+        return f"d outer / d {q[5:]}"
+    if q.startswith("theta "):
+        return "theta after the outer Adam"
+    return {"step_losses": "inner losses (K per truncation)", "total": "outer objective",
+            "plain": "sum of counted inner losses", "be_term": "batch-entropy term"}.get(q, q)
+
+
+@dataclass
+class PeerTable:
+    """Chapter 0's equivalence table: per quantity and setting, the largest relative error over
+    cases, truncations and ``paths`` (``rows``: dicts with quantity, setting, error (nan when
+    every compared tensor was zero up to rounding), n (tensors compared), zero (of them zero
+    up to rounding), ok); ``n_compared`` tensor comparisons in all; ``worst`` error; ``cases``."""
+
+    rows: list[dict]
+    paths: list[str]
+    cases: list[str]
+    n_compared: int
+    n_zero: int
+    worst: float
+    all_ok: bool
+
+
+def table(paths_: tuple[str, ...] | list[str] = PATHS, cases: dict[str, GoldenCase] | None = None) -> PeerTable:
+    """Run ``check_all`` and fold its rows into chapter 0's table."""
+    cases = cases if cases is not None else load_reference()
+    rows = check_all(cases, tuple(paths_))
+    agg: dict[tuple[str, str], dict] = {}
+    for r in rows:
+        key = (_display_name(r.quantity), _setting(r.case))
+        a = agg.setdefault(key, {"quantity": key[0], "setting": key[1], "error": float("nan"), "n": 0, "zero": 0,
+                                 "ok": True})
+        a["n"] += 1
+        a["zero"] += int(r.zero)
+        a["ok"] = a["ok"] and r.ok
+        if not r.zero and not (a["error"] >= r.error):       # nan-aware max
+            a["error"] = r.error
+    errors = [r.error for r in rows if not r.zero]
+    return PeerTable(list(agg.values()), list(paths_), list(cases), len(rows), sum(r.zero for r in rows),
+                     max(errors), all(r.ok for r in rows))
+
+
+def table_markdown(t: PeerTable) -> str:
+    """The table as Markdown: one row per quantity, one column per setting."""
+    settings = list(SETTINGS.values())
+    by = {(r["quantity"], r["setting"]): r for r in t.rows}
+    names = list(dict.fromkeys(r["quantity"] for r in t.rows))
+
+    def cell(r):
+        if r is None:
+            return "–"
+        if r["n"] == r["zero"]:
+            text = "0 on both sides"
+        else:
+            text = (f"{r['error']:.0e}" if r["error"] > 0 else "0") + (f", {r['zero']} of {r['n']} zero" if r["zero"] else "")
+        return text if r["ok"] else f"**{text} FAILS**"
+
+    lines = ["| quantity | " + " | ".join(settings) + " |", "|---|" + "---|" * len(settings)]
+    lines += [f"| {n} | " + " | ".join(cell(by.get((n, s))) for s in settings) + " |" for n in names]
+    return "\n".join(lines)

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from .baselines import adam_step
-from .claims import Verdict
+from .claims import CH4_RULES_COMMIT, Verdict
 from .config import MetaConfig
 from .outer import adam_init, adam_update
 
@@ -377,7 +377,8 @@ def verdicts(rows: list[LandscapeRow], lr_grad: LrGradient, momentum_grad_max, t
     out.append(Verdict("the outer landscape grows pathological as T grows", "Metz et al. §2.3, Fig. 3c",
                        f"more jumps (|delta l| > 1 between neighbouring momenta) at T = {last.T} than at T = {first.T}",
                        f"jumps {first.jumps} -> {last.jumps}; max slope {first.max_slope:.3g} -> {last.max_slope:.3g}",
-                       "yes" if last.jumps > first.jumps else ("partly" if last.max_slope > first.max_slope else "no")))
+                       "yes" if last.jumps > first.jumps else ("partly" if last.max_slope > first.max_slope else "no"),
+                       kind="metz", partly_rule="no more jumps, but a steeper largest slope"))
     g = np.asarray(momentum_grad_max, dtype=float)
     decays = lr_grad.autograd.abs().amax(0)
     peak = int(np.argmax(g))
@@ -387,7 +388,9 @@ def verdicts(rows: list[LandscapeRow], lr_grad: LrGradient, momentum_grad_max, t
                        "converges)",
                        "momentum: " + ", ".join(f"T={r.T}: {x:.3g}" for r, x in zip(rows, g)) +
                        f"; learning rate of plain GD (App. A): {float(decays[0]):.3g} -> {float(decays[-1]):.3g}",
-                       "yes" if g[-1] >= 10 * g[0] else ("partly" if g[peak] >= 10 * g[0] else "no")))
+                       "yes" if g[-1] >= 10 * g[0] else ("partly" if g[peak] >= 10 * g[0] else "no"), kind="metz",
+                       partly_rule=f"10x at T = {rows[peak].T}, then falling as the runs converge",
+                       post_hoc=f"{CH4_RULES_COMMIT}: widened to three outcomes after the endpoint-only test said no"))
     short, full = traces[f"tbptt-{shortest}"].late_lr(), traces[f"tbptt-{longest}"].late_lr()
     late = "geometric mean over the last third of outer training"
     out.append(Verdict("short truncations bias the learned lr downwards", "Metz et al. §2.4, Fig. 4a",
@@ -395,7 +398,9 @@ def verdicts(rows: list[LandscapeRow], lr_grad: LrGradient, momentum_grad_max, t
                        "the grid optimum (in log)",
                        f"k = {shortest}: {short:.3g}; k = {longest}: {full:.3g}; grid optimum {grid.best_lr:.3g}",
                        "yes" if short < full and abs(np.log(short / grid.best_lr)) > abs(np.log(full / grid.best_lr))
-                       else ("partly" if short < full else "no")))
+                       else ("partly" if short < full else "no"), kind="metz",
+                       partly_rule="lower, but not further from the grid optimum",
+                       post_hoc=f"{CH4_RULES_COMMIT}: late geometric mean replaced the final value"))
     pes = traces.get(f"pes-{shortest}")
     if pes is not None:
         p = pes.late_lr()
@@ -405,7 +410,9 @@ def verdicts(rows: list[LandscapeRow], lr_grad: LrGradient, momentum_grad_max, t
                            f"PES's learned lr (k = {shortest}, {late}) within 2x of the grid optimum (partly: "
                            "closer to it than truncated BPTT's)",
                            f"PES {p:.3g}; truncated BPTT {short:.3g}; grid optimum {grid.best_lr:.3g}",
-                           "yes" if within else ("partly" if closer else "no")))
+                           "yes" if within else ("partly" if closer else "no"), kind="metz",
+                           partly_rule="closer to the optimum than truncated BPTT, not within 2x",
+                           post_hoc=f"{CH4_RULES_COMMIT}: late geometric mean replaced the final value"))
     return out
 
 
