@@ -80,13 +80,30 @@ class AblationStudy:
     tuned: dict
     level: float
     table: dict[Cell, "CellSummary"]
+    long_run: R.RunResult | None = None
+
+    @property
+    def long_plateau_end(self) -> int | None:
+        """Where the longer run of the best cell leaves its plateau (None: it does not)."""
+        if self.long_run is None:
+            return None
+        v = self.long_run.validation
+        return plateau_end(v["step"], v["val_loss"])
 
     def verdicts(self) -> list[Verdict]:
         return verdicts(self.table, self.tuned["sgd"].best_metric, self.tuned["adam"].best_metric)
 
 
+def long_config(S: int, validation_every: int, adam_bias_correction: bool = False) -> C.ExperimentConfig:
+    """One longer run of §5.2's best cell (|m| = 8, batch-norm, learned lr initialised at the
+    fixed lr 1e-3): ``configs/sinewave_m8_bn.yaml`` with ``S`` outer steps."""
+    return C.shipped("sinewave_m8_bn").replace(**{"meta.S": S, "validation.every": validation_every,
+                                                  "meta.adam_bias_correction": adam_bias_correction})
+
+
 def study(n_seeds: int, S: int, validation_every: int, validation_runs: int, adam_bias_correction: bool = False,
-          device: str = "cpu", store: R.Store | None = None) -> AblationStudy:
+          long_S: int = 0, long_validation_every: int = 500, device: str = "cpu",
+          store: R.Store | None = None) -> AblationStudy:
     """Chapter 2 from its parameters; stored runs are read, missing ones trained
     (unless ``store`` is read-only)."""
     from . import baselines
@@ -96,7 +113,10 @@ def study(n_seeds: int, S: int, validation_every: int, validation_runs: int, ada
     runs = train_grid(base, n_seeds, store, device=device, progress=False)
     tuned = baselines.tuned(base, store)
     level = common_level(runs)
-    return AblationStudy(base, runs, tuned, level, summary_table(runs, level))
+    long_run = None
+    if long_S:
+        long_run = store.train([long_config(long_S, long_validation_every, adam_bias_correction)], device=device)[0]
+    return AblationStudy(base, runs, tuned, level, summary_table(runs, level), long_run)
 
 
 def curves(runs: list[R.RunResult]) -> tuple[np.ndarray, np.ndarray]:

@@ -119,3 +119,17 @@ def tally(verdicts: list[Verdict]) -> dict[str, dict[str, int]]:
     """Counts per kind and outcome label (every outcome listed, zeros included)."""
     return {KINDS[k]: {LABELS[o]: sum(v.kind == k and v.holds == o for v in verdicts) for o in OUTCOMES}
             for k in KINDS if any(v.kind == k for v in verdicts)}
+
+
+def describe(v: Verdict, number: int | None = None, evidence: bool = True) -> str:
+    """A verdict as the chapters print it: claim, label, test, our numbers, and where the
+    policy overrode the test or the test was changed after its data was seen."""
+    head = f"{number}. " if number is not None else ""
+    lines = [f"{head}{v.claim} ({v.where}): {v.label.upper()}", f"   test: {v.test}"]
+    if evidence:
+        lines.append(f"   ours: {v.evidence}")
+    if v.test_outcome != v.holds:
+        lines.append(f"   the test alone: {LABELS[v.test_outcome]} (the policy decides: {LABELS[v.holds]})")
+    if v.post_hoc:
+        lines.append(f"   post hoc: {v.post_hoc}")
+    return "\n".join(lines)

@@ -14,7 +14,8 @@ from pathlib import Path
 
 from . import ablation, equivalence, mnist_be, sinewave, truncation
 from . import results as R
-from .claims import Verdict
+from .analysis import plateau_end
+from .claims import KINDS, Verdict, tally
 from .runner import load_profile
 
 STUDIES = {"sgd": equivalence.study, "sinewave": sinewave.study, "ablation": ablation.study,
@@ -58,13 +59,73 @@ class CostRow:
 
 
 @dataclass
+class CensusRow:
+    """How many of a group of meta-training runs left their initial plateau
+    (``analysis.plateau_end``), where, and how far they ran."""
+
+    chapter: str
+    profile: str
+    group: str
+    n_runs: int
+    n_left: int
+    ends: list[int | None]
+    steps: int
+    thesis_steps: int
+
+    @property
+    def fraction(self) -> float:
+        return self.steps / self.thesis_steps if self.thesis_steps else float("nan")
+
+
+# outer steps per run in the thesis (chapter 4's MPLP runs: §5.2's setting)
+THESIS_STEPS = {"sinewave": 300_000, "ablation": 120_000, "mnist": 150_000, "truncation": 120_000}
+
+
+def run_groups(chapter: str, st) -> dict[str, list[R.RunResult]]:
+    """A chapter study's meta-training runs, grouped as the chapter shows them."""
+    if chapter == "sinewave":
+        return {"Table 3 run": [st.run]}
+    if chapter == "ablation":
+        groups = {c.label: rs for c, rs in st.runs.items()}
+        if st.long_run is not None:
+            groups["longer run, |m|=8, BN on, lr learned"] = [st.long_run]
+        return groups
+    if chapter == "mnist":
+        return {f"batch-entropy term {'on' if be else 'off'}": rs for be, rs in st.runs.items()}
+    if chapter == "truncation":
+        return {f"MPLP with {k}": [r] for k, r in st.mplp_runs.items()}
+    return {}
+
+
+def census(chapter: str, profile: str, st) -> list[CensusRow]:
+    """The plateau census of one chapter's runs (validation curves as stored)."""
+    rows = []
+    for group, runs in run_groups(chapter, st).items():
+        ends = [plateau_end(r.validation["step"], r.validation["val_loss"]) for r in runs]
+        steps = int(max(r.validation["step"][-1] for r in runs))
+        rows.append(CensusRow(chapter, profile, group, len(runs), sum(e is not None for e in ends), ends, steps,
+                              THESIS_STEPS[chapter]))
+    return rows
+
+
+@dataclass
 class Report:
-    """The ledger, the cost table and, per chapter whose results are not stored under any
-    of the asked profiles, why (``missing``)."""
+    """The ledger, the cost table, the plateau census and, per chapter whose results are not
+    stored under any of the asked profiles, why (``missing``)."""
 
     ledger: list[LedgerRow]
     costs: list[CostRow]
     missing: dict[str, str]
+    census: list[CensusRow] = None
+
+    def tally(self) -> dict[str, dict[str, int]]:
+        """Outcome counts per kind of claim (thesis, Metz et al., implementation checks)."""
+        return tally([r.verdict for r in self.ledger])
+
+    @property
+    def runs_left(self) -> tuple[int, int]:
+        """(runs that left their plateau, runs) over the census."""
+        return sum(c.n_left for c in self.census), sum(c.n_runs for c in self.census)
 
 
 def duration(seconds: float) -> str:
@@ -122,7 +183,7 @@ def build(profiles: list[str], root: Path | None = None, chapters: list[str] | N
     first of ``profiles`` whose results are all stored."""
     if not profiles:
         raise ValueError("profiles: give at least one profile to read results from (e.g. ['cpu'])")
-    ledger, costs, missing = [], [], {}
+    ledger, costs, missing, cens = [], [], {}, []
     for chapter in chapters or list(STUDIES):
         reasons = []
         for profile in profiles:
@@ -133,7 +194,8 @@ def build(profiles: list[str], root: Path | None = None, chapters: list[str] | N
                 continue
             ledger += [LedgerRow(chapter, profile, v) for v in st.verdicts()]
             costs.append(cost_row(chapter, profile, store.records))
+            cens += census(chapter, profile, st)
             break
         else:
             missing[chapter] = "; ".join(reasons)
-    return Report(ledger, costs, missing)
+    return Report(ledger, costs, missing, cens)
