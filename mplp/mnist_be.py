@@ -75,19 +75,20 @@ def _late(end: int | None) -> float:
 
 
 def verdicts(runs: dict[bool, list[R.RunResult]], cmp: InnerComparison, adam_metric: float = float("nan"),
-             picked: R.RunResult | None = None) -> list[Verdict]:
+             picked: R.RunResult | None = None, thesis_S: int = THESIS_S) -> list[Verdict]:
     """§5.3's claims tested on the runs (``{batch_entropy: runs}``) and on Figure 11's
     comparison ``cmp`` (learned MPLP vs tuned Adam, ``cmp.T`` the meta-training horizon),
     through the written policy (``claims``); ``adam_metric``: tuned Adam's validation
     outer-loss, for the trivially-true rule (the step-0 optimizer already worse); ``picked``:
-    Figure 11's run (default: any run with the term), whose plateau exit decides claims 5-6."""
+    Figure 11's run (default: any run with the term), whose plateau exit decides claims 5-6;
+    ``thesis_S``: the thesis' outer steps, which set the plateau windows (10 %)."""
     rows = run_table(runs)
     S = int(max(r.validation["step"][-1] for rs in runs.values() for r in rs))
-    window = THESIS_S // 10
+    window = thesis_S // 10
     off = [r for r in rows if not r.batch_entropy]
     on = [r for r in rows if r.batch_entropy]
     n_left_off, n_left_on = sum(r.plateau_end is not None for r in off), sum(r.plateau_end is not None for r in on)
-    budget = f" (of {S:,} steps run, {S / THESIS_S:.1%} of Table 5's S)"
+    budget = f" (of {S:,} steps run, {S / thesis_S:.1%} of Table 5's S)"
     ph = f"{PLATEAU_RULE_COMMIT}: plateau start rule; {POLICY_COMMIT}: the window is 10 % of the thesis' S, " \
          "not of the run"
     fmt = lambda rs: ", ".join("never" if r.plateau_end is None else f"{r.plateau_end:,}" for r in rs)

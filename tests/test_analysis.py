@@ -96,21 +96,41 @@ def test_inner_comparison_starts_every_optimizer_from_the_same_inits():
         compare_inner_training(cfg, theta, {}, n_inits=1, steps=41)
 
 
-def test_sinewave_verdicts():
+def _calibration(corr, null=0.3):
+    from mplp.analysis import AgreementTrajectory
+
+    names = list(corr)
+    steps = np.array([0, 500, 1000])
+    c = {k: np.array([0.0, v / 2, v]) for k, v in corr.items()}
+    sign = np.prod(np.sign(np.stack([c[k] for k in names])), 0)
+    return AgreementTrajectory(steps, c, sign, {k: np.linspace(-null, null, 21) for k in names})
+
+
+def test_sinewave_verdicts_follow_the_policy():
     from mplp.analysis import Checkpoint
     from mplp.sinewave import verdicts as sinewave_verdicts
 
     steps = np.arange(0, 1001, 100)
+    kw = dict(thesis_plateau_end=500)       # a 1,000-step run standing for the thesis' 50k
     flat_then_down = np.array([50, 50, 49, 50, 49, 40, 30, 20, 15, 12, 10.0])
     ck = Checkpoint(1000, 10.0, {}, "")
     corr = {"f": -0.95, "g_lin": 0.9, "g_loss": -0.99, "g_relu": 0.85}
-    v = sinewave_verdicts(steps, flat_then_down, ck, sgd=18.0, adam=5.0, corr=corr)
-    assert [x.holds for x in v] == ["yes", "yes", "yes", "yes"] and "step 500" in v[0].evidence
-    never = sinewave_verdicts(steps, np.full(11, 50.0), Checkpoint(0, 50.0, {}, ""), 18.0, 5.0,
-                              {"f": 0.1, "g_lin": 0.9, "g_loss": -0.2, "g_relu": float("nan")})
-    assert [x.holds for x in never] == ["partly", "no", "yes", "no"]
-    at_once = sinewave_verdicts(steps, np.array([50, 40] + [30.0] * 9), ck, 18.0, 11.0, {"f": -0.9, "g_lin": 0.9})
-    assert [x.holds for x in at_once] == ["no", "yes", "no", "partly"]    # sign product negative
+    v = sinewave_verdicts(steps, flat_then_down, ck, 18.0, 5.0, corr, _calibration(corr), **kw)
+    # worse than Adam: true, but the untrained optimizer (step 0: 50) is worse too
+    assert [x.holds for x in v] == ["yes", "yes", "trivial", "yes"] and "step 500" in v[0].evidence
+    weak = {"f": -0.95, "g_lin": -0.1, "g_loss": 0.2, "g_relu": 0.85}    # one beyond chance, signs +
+    assert sinewave_verdicts(steps, flat_then_down, ck, 18.0, 5.0, weak, _calibration(weak), **kw)[3].holds == "partly"
+    # correlations as strong as random learners give are not agreement
+    assert sinewave_verdicts(steps, flat_then_down, ck, 18.0, 5.0, corr, _calibration(corr, null=0.99),
+                             **kw)[3].holds == "no"
+    flat = {"f": 0.1, "g_lin": 0.9, "g_loss": -0.2, "g_relu": float("nan")}
+    never = sinewave_verdicts(steps, np.full(11, 50.0), Checkpoint(0, 50.0, {}, ""), 18.0, 5.0, flat,
+                              _calibration(flat), **kw)
+    assert [x.holds for x in never] == ["not_reached", "not_reached", "trivial", "not_reached"]
+    assert [x.test_outcome for x in never] == ["undecided", "no", "yes", "no"]
+    two = {"f": -0.9, "g_lin": 0.9}
+    at_once = sinewave_verdicts(steps, np.array([50, 40] + [30.0] * 9), ck, 18.0, 11.0, two, _calibration(two), **kw)
+    assert [x.holds for x in at_once] == ["no", "yes", "no", "no"]    # ends too early; sign product negative
 
 
 def test_a_diverging_first_validation_is_not_an_escape_from_the_plateau():

@@ -16,7 +16,8 @@ from helpers import tiny_config
 def test_book_side_configs_are_the_chapters_runs():
     p = load_profile("ablation", "cpu")
     base = C.load(paths.repo_root() / "mplp" / "configs" / "ablation.yaml").replace(**{
-        "meta.S": p["S"], "validation.every": p["validation_every"], "validation.n_runs": p["validation_runs"]})
+        "meta.S": p["S"], "validation.every": p["validation_every"], "validation.n_runs": p["validation_runs"],
+        "meta.adam_bias_correction": p["adam_bias_correction"]})
     chapter = ablation.grid_configs(base, p["n_seeds"])[D.BEST_CELL]
     assert [c.hash() for c in D.ablation_configs("cpu", 3)] == [c.hash() for c in chapter[:3]]
     for c in D.ablation_configs("cpu", 3) + D.mnist_configs("cpu", 2):      # committed, so the report can read them
