@@ -70,3 +70,28 @@ def test_shipped_configs_are_valid():
     for p in paths:
         c = C.load(p)
         assert c.experiment == p.stem, p
+
+
+def test_the_codes_adam_is_never_served_a_bias_corrected_result():
+    """Results stored before ``meta.adam_bias_correction`` existed were made with the corrected
+    Adam: a config asking for that keeps their hash, one asking for the code's Adam (the new
+    default) gets another, so the store cannot serve one for the other."""
+    from mplp import config as C
+    from mplp import results as R
+
+    cfg = C.shipped("sinewave_m8_bn")
+    assert cfg.meta.adam_bias_correction is False
+    corrected = cfg.replace(**{"meta.adam_bias_correction": True})
+    assert cfg.hash() != corrected.hash()
+    d = corrected.to_dict()
+    del d["meta"]["adam_bias_correction"]                       # as the old runs' config.yaml had it
+    assert C.from_dict(d).hash() != corrected.hash()            # the field's absence now means the code's Adam
+    # every committed run directory is addressed by the config stored in it (backfilled with the field)
+    for p in sorted(R.committed_root().glob("*/*/config.yaml")):
+        c = C.load(p)
+        assert c.hash() == p.parent.name, p
+        assert "adam_bias_correction" in p.read_text(), p
+    # the committed 20k-step run is the corrected one, reachable only as such
+    long = cfg.replace(**{"meta.S": 20000, "validation.every": 500, "meta.adam_bias_correction": True})
+    assert R.find_run(R.committed_root(), long) is not None
+    assert R.find_run(R.committed_root(), long.replace(**{"meta.adam_bias_correction": False})) is None

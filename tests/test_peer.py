@@ -142,3 +142,15 @@ def test_meta_trainer_on_the_shipped_config_takes_the_codes_first_outer_step(cas
 def test_missing_reference_is_a_clear_error(tmp_path):
     with pytest.raises(peer.ReferenceError, match="missing"):
         peer.load_reference(tmp_path / "nope.pt.xz")
+
+
+@pytest.mark.parametrize("config_name", ["sinewave_table3", "mnist_table5", "ablation", "sinewave_m8_bn"])
+def test_every_shipped_config_takes_the_codes_outer_adam_steps(cases, config_name):
+    """Each shipped config's outer Adam (betas, eps, clip, lr, no bias correction) applied to the
+    code's meta-gradients lands on its theta_after_adam, chained over the three truncations."""
+    from mplp import config as C
+
+    meta = C.shipped(config_name).meta
+    for name in ("sine64", "mnist64"):
+        rows = peer.compare_adam(cases[name], meta)
+        assert rows and not failing(rows), (config_name, failing(rows)[:3])

@@ -30,14 +30,10 @@ from pathlib import Path
 
 import torch
 
+from mplp.peer import MNIST_MEAN, MNIST_STD, decode_pixels   # the loader's decoding, checked bit for bit here
+
 CASES = ("sine64", "sine64_reset", "mnist64", "mnist64_beoff", "mnist64_reset")
 OUT = Path(__file__).with_name("golden_reduced.pt.xz")
-MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
-
-
-def decode_pixels(k: torch.Tensor) -> torch.Tensor:
-    """float64 MNIST inputs from their byte levels ``k`` (uint8), as the golden run made them."""
-    return ((k.float() / 256 - MNIST_MEAN) / MNIST_STD).double()
 
 
 class Pool:
