@@ -132,7 +132,9 @@ class ExperimentConfig:
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
     def replace(self, **changes) -> "ExperimentConfig":
-        """Copy with dotted-path changes, e.g. ``replace(**{"meta.S": 10})``; validated."""
+        """Copy with dotted-path changes, e.g. ``replace(**{"meta.S": 10})``; validated.  A
+        mapping given for a section (``replace(meta={"S": 2})``) is merged into it field by
+        field: the section's other fields keep their values."""
         d = self.to_dict()
         for key, value in changes.items():
             node = d
@@ -143,7 +145,15 @@ class ExperimentConfig:
                 node = node[p]
             if not isinstance(node, dict) or last not in node:
                 raise ConfigError(f"{key}: unknown field")
-            node[last] = value
+            if isinstance(node[last], dict):
+                if not isinstance(value, dict):
+                    raise ConfigError(f"{key}: is a section; give a mapping of its fields or set {key}.<field>")
+                unknown = sorted(set(value) - set(node[last]))
+                if unknown:
+                    raise ConfigError(f"{key}.{unknown[0]}: unknown field (valid: {', '.join(sorted(node[last]))})")
+                node[last] = {**node[last], **value}
+            else:
+                node[last] = value
         return from_dict(d)
 
 
@@ -225,6 +235,10 @@ def _check(cond, field_name, msg):
 def validate(c: ExperimentConfig) -> ExperimentConfig:
     """Raise ``ConfigError`` naming the first invalid field; return ``c`` otherwise."""
     o, lc, t, m, v = c.optimizee, c.learner, c.task, c.meta, c.validation
+    for name, value in _floats(c):
+        _check(math.isfinite(value), name, f"must be a finite number (got {value})")
+    _check(0 <= c.seed <= MAX_SEED, "seed", f"must be in [0, {MAX_SEED}] (got {c.seed})")
+    _check(0 <= v.seed <= MAX_SEED, "validation.seed", f"must be in [0, {MAX_SEED}] (got {v.seed})")
     _check(c.experiment.replace("_", "").replace("-", "").isalnum(), "experiment",
            f"must be a plain name (letters, digits, - and _), got {c.experiment!r}")
     _check(t.name in TASKS, "task.name", f"unknown task {t.name!r}; expected one of {TASKS}")
@@ -249,7 +263,8 @@ def validate(c: ExperimentConfig) -> ExperimentConfig:
     _check(t.x_range[0] < t.x_range[1], "task.x_range", f"low >= high in {list(t.x_range)}")
     _check(t.val_split in ("test", "train"), "task.val_split", f"must be 'test' or 'train' (got {t.val_split!r})")
     _check(t.subset >= 0, "task.subset", f"must be >= 0 (got {t.subset})")
-    _check(m.K >= 1, "meta.K", f"must be >= 1 (got {m.K})")
+    _check(m.K >= 2, "meta.K", f"must be >= 2 (got {m.K}): with K = 1 the unroll's outer loss does not depend on "
+           "theta (its one loss precedes every update)")
     _check(m.T >= 1, "meta.T", f"must be >= 1 (got {m.T})")
     _check(m.K <= m.T, "meta.K", f"must be <= meta.T (got K={m.K}, T={m.T})")
     _check(m.S >= 0, "meta.S", f"must be >= 0 (got {m.S})")
@@ -264,6 +279,7 @@ def validate(c: ExperimentConfig) -> ExperimentConfig:
            f"must be 'tbptt', 'es' or 'pes' (got {m.estimator!r})")
     _check(m.es_sigma > 0 and math.isfinite(m.es_sigma), "meta.es_sigma", f"must be > 0 (got {m.es_sigma})")
     _check(m.es_pairs >= 1, "meta.es_pairs", f"must be >= 1 (got {m.es_pairs})")
+    _check(0 < m.be_threshold, "meta.be_threshold", f"must be > 0 (got {m.be_threshold})")
     _check(v.every >= 1, "validation.every", f"must be >= 1 (got {v.every})")
     _check(v.n_runs >= 1, "validation.n_runs", f"must be >= 1 (got {v.n_runs})")
     _check(c.log_every >= 1, "log_every", f"must be >= 1 (got {c.log_every})")
@@ -272,6 +288,23 @@ def validate(c: ExperimentConfig) -> ExperimentConfig:
     _check(len(o.sizes) >= 3 or m.batch_entropy is False, "meta.batch_entropy",
            "needs at least one hidden (activation) layer")
     return c
+
+
+MAX_SEED = 2**62     # seeds are offset by a few million for the separate generators (trainer.init_state)
+
+
+def _floats(c) -> list[tuple[str, float]]:
+    """Every float value of a config (tuples included), with its dotted name."""
+    out = []
+    for f in dataclasses.fields(c):
+        v, name = getattr(c, f.name), f.name
+        if dataclasses.is_dataclass(v):
+            out += [(f"{name}.{n}", x) for n, x in _floats(v)]
+        elif isinstance(v, float):
+            out.append((name, v))
+        elif isinstance(v, tuple):
+            out += [(f"{name}[{i}]", x) for i, x in enumerate(v) if isinstance(x, float)]
+    return out
 
 
 def from_dict(data: dict) -> ExperimentConfig:
@@ -288,7 +321,10 @@ def load(path: str | Path) -> ExperimentConfig:
         data = yaml.safe_load(p.read_text())
     except yaml.YAMLError as e:
         raise ConfigError(f"{p}: not valid YAML ({e})") from None
-    return from_dict(data or {})
+    if data is None:
+        raise ConfigError(f"{p} is empty: an experiment config needs at least its fields that differ from the "
+                          "defaults (see mplp/configs/)")
+    return from_dict(data)
 
 
 def shipped(name: str) -> ExperimentConfig:

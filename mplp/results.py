@@ -3,8 +3,15 @@
 Files: ``config.yaml``; ``validation.csv`` (outer step, validation outer-loss, ...);
 ``train.csv`` (windowed training losses); ``theta.pt`` (final meta-parameters);
 ``snapshots.pt`` (theta at validation steps); ``meta.json`` (status, timings,
-machine); ``checkpoint.pt`` (resume state, not committed).  Every write is atomic
+machine); ``checkpoint.pt`` (resume state, not committed); ``manifest.json`` (size and
+sha256 of every file above but the checkpoint, written last).  Every write is atomic
 (temporary file + rename), so an interrupted run never leaves a half-written file.
+
+Every read verifies what it returns: the manifest, the stored config's hash against the
+directory (and so against the request), ``meta.json``'s hash and step counts, a result's
+``key.json`` against its key.  A mismatch is a ``DamagedResultError`` naming the file,
+never a silent return.  A run directory is owned by one process at a time (``RunLock``,
+an OS file lock on ``.lock``).
 """
 
 from __future__ import annotations
@@ -29,6 +36,62 @@ from . import config as C
 from . import paths
 
 Result = TypeVar("Result")
+
+MANIFEST = "manifest.json"
+RUN_FILES = ("config.yaml", "meta.json", "validation.csv", "train.csv", "theta.pt", "snapshots.pt")
+
+
+class StoreError(RuntimeError):
+    """A stored result cannot be used as asked; the message names the file and what to do."""
+
+
+class DamagedResultError(StoreError):
+    """A stored result is incomplete, corrupt or not the one its directory names."""
+
+
+class RunLockedError(StoreError):
+    """Another process holds the run directory."""
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_manifest(directory: Path, names) -> None:
+    """``manifest.json``: size and sha256 of each of ``names`` present in ``directory``; written
+    last, so a manifest vouches for files that were all written."""
+    d = Path(directory)
+    files = {n: {"bytes": (d / n).stat().st_size, "sha256": _sha256(d / n)} for n in names if (d / n).exists()}
+    write_json(d / MANIFEST, {"files": files})
+
+
+def verify_manifest(directory: Path, required=()) -> None:
+    """Raise ``DamagedResultError`` naming the first file that is missing, or differs from the
+    manifest; ``required`` files must be listed in it."""
+    d = Path(directory)
+    m = d / MANIFEST
+    if not m.exists():
+        raise DamagedResultError(f"{m} is missing: the result in {d} was not finished or was damaged; "
+                                 "delete the directory (or train with --restart) to compute it again")
+    try:
+        files = json.loads(m.read_text())["files"]
+    except (ValueError, KeyError, TypeError):
+        raise DamagedResultError(f"{m} is not a valid manifest; delete {d} to compute the result again") from None
+    for name in required:
+        if name not in files:
+            raise DamagedResultError(f"{d / name} is not in {m}: the result is incomplete; delete {d} to compute it again")
+    for name, rec in files.items():
+        f = d / name
+        if not f.exists():
+            raise DamagedResultError(f"{f} is missing (listed in {m}); delete {d} (or train with --restart) "
+                                     "to compute the result again")
+        if f.stat().st_size != rec["bytes"] or _sha256(f) != rec["sha256"]:
+            raise DamagedResultError(f"{f} differs from {m} (edited or damaged); restore it (git checkout) or delete "
+                                     f"{d} to compute the result again")
 
 
 def run_dir(root: str | Path, cfg: C.ExperimentConfig) -> Path:
@@ -62,7 +125,14 @@ def save_torch(path: Path, obj) -> None:
 
 
 def load_torch(path: Path):
-    return torch.load(path, map_location="cpu", weights_only=False)
+    """``torch.load`` of a stored file; an unreadable one is a ``DamagedResultError`` naming it."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except FileNotFoundError:
+        raise
+    except Exception as e:  # truncated, empty or foreign files raise many kinds of errors
+        raise DamagedResultError(f"{path} cannot be read ({type(e).__name__}: {str(e)[:120]}); it is truncated or "
+                                 "not a file this library wrote: delete it (a checkpoint: train with --restart)") from None
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:
@@ -104,6 +174,11 @@ class RunResult:
     def complete(self) -> bool:
         return self.meta.get("status") == "complete"
 
+    @property
+    def finished(self) -> bool:
+        """Trained to its S: "complete", or "diverged" (non-finite end or too many skipped updates)."""
+        return self.meta.get("status") in ("complete", "diverged")
+
     def snapshots(self) -> dict[int, dict[str, torch.Tensor]]:
         """theta at the kept outer steps, ``{step: theta}``."""
         p = self.path / "snapshots.pt"
@@ -111,24 +186,62 @@ class RunResult:
 
 
 def load_run(path: str | Path) -> RunResult:
-    """Load a stored run; raises ``FileNotFoundError`` naming what is missing."""
+    """Load a stored run, verified (``verify_run``); raises ``FileNotFoundError`` when there is
+    no run there and ``DamagedResultError`` when one is there but damaged or foreign."""
     path = Path(path)
+    if not (path / "meta.json").exists() and not (path / "config.yaml").exists():
+        raise FileNotFoundError(f"{path}: not a stored run (meta.json is missing)")
     for name in ("config.yaml", "meta.json", "validation.csv", "train.csv", "theta.pt"):
         if not (path / name).exists():
-            raise FileNotFoundError(f"{path}: not a stored run ({name} is missing)")
-    return RunResult(path, C.load(path / "config.yaml"), read_csv(path / "validation.csv"),
-                     read_csv(path / "train.csv"), load_torch(path / "theta.pt"),
-                     json.loads((path / "meta.json").read_text()))
+            raise DamagedResultError(f"{path / name} is missing: the run in {path} is incomplete; train it again "
+                                     "with --restart (discards the rest) or restore the file")
+    try:
+        cfg = C.load(path / "config.yaml")
+        meta = json.loads((path / "meta.json").read_text())
+    except (C.ConfigError, ValueError) as e:
+        raise DamagedResultError(f"{path}: config.yaml or meta.json cannot be read ({e})") from None
+    run = RunResult(path, cfg, read_csv(path / "validation.csv"), read_csv(path / "train.csv"),
+                    load_torch(path / "theta.pt"), meta)
+    verify_run(run)
+    return run
 
 
-def find_run(root: str | Path, cfg: C.ExperimentConfig) -> RunResult | None:
-    """The complete stored run of ``cfg`` under ``root``, or None."""
+def verify_run(run: RunResult) -> None:
+    """The run is the one its directory names, and a complete run is whole: config.yaml hashes to
+    the directory's name, meta.json says the same hash, a complete run's steps are its S and its
+    last validation is at S, and its files match the manifest."""
+    d, name = run.path, run.path.name
+    if run.config.hash() != name:
+        raise DamagedResultError(f"{d / 'config.yaml'} hashes to {run.config.hash()}, not to its directory {name}: "
+                                 "it was edited or copied; restore it or delete the directory")
+    if run.meta.get("config_hash", name) != name:
+        raise DamagedResultError(f"{d / 'meta.json'} belongs to config {run.meta.get('config_hash')}, not {name}")
+    if run.finished:
+        S = run.config.meta.S
+        steps = run.validation.get("step")
+        if int(run.meta.get("steps_done", -1)) != S or steps is None or not len(steps) or int(steps[-1]) != S:
+            raise DamagedResultError(f"{d}: marked complete, but its steps ({run.meta.get('steps_done')}, last "
+                                     f"validation {None if steps is None or not len(steps) else int(steps[-1])}) are "
+                                     f"not its config's S = {S}; delete the directory to train it again")
+        verify_manifest(d, required=("config.yaml", "meta.json", "validation.csv", "train.csv", "theta.pt"))
+
+
+def find_run(root: str | Path, cfg: C.ExperimentConfig, dtype: str | None = None) -> RunResult | None:
+    """The finished stored run of ``cfg`` under ``root`` ("complete" or "diverged"), or None
+    (nothing there, or not finished).
+    A damaged or foreign run is a ``DamagedResultError``; with ``dtype`` ("float32"), a run stored
+    in another precision is a ``StoreError``."""
     d = run_dir(root, cfg)
     try:
         r = load_run(d)
     except FileNotFoundError:
         return None
-    return r if r.complete else None
+    if not r.finished:
+        return None
+    if dtype is not None and r.meta.get("dtype", dtype) != dtype:
+        raise StoreError(f"{d} was trained in {r.meta.get('dtype')}, not {dtype}: ask for --dtype "
+                         f"{r.meta.get('dtype')} or train into another results root (--out)")
+    return r
 
 
 def key_hash(key: dict) -> str:
@@ -173,14 +286,93 @@ def load_or_compute(experiment: str, key: dict, compute: Callable[[], Result], c
     if not read_only and not paths.cache_enabled():
         return compute()
     if (d / "result.pt").exists():
-        return cls(**load_torch(d / "result.pt"))
+        return _read_result(d, key, cls)
+    if d.exists() and any(d.iterdir()):
+        raise DamagedResultError(f"{d} holds an unfinished {experiment!r} result (no result.pt); delete the directory "
+                                 "to compute it again")
+    check_writable(d.parent)
     started = time.perf_counter()
     result = compute()
     write_json(d / "meta.json", {"status": "complete", "wall_time_s": round(time.perf_counter() - started, 3),
                                  "population_size": 1, **machine_record()})
     save_torch(d / "result.pt", {f.name: getattr(result, f.name) for f in dataclasses.fields(result)})
     write_json(d / "key.json", key)
+    write_manifest(d, ("result.pt", "key.json", "meta.json"))
     return result
+
+
+def _read_result(d: Path, key: dict, cls: type):
+    """A stored ``load_or_compute`` result, verified: its key.json is the asked key, its files
+    match the manifest, its fields are ``cls``'s."""
+    kj = d / "key.json"
+    try:
+        stored = json.loads(kj.read_text())
+    except (FileNotFoundError, ValueError):
+        raise DamagedResultError(f"{kj} is missing or unreadable; delete {d} to compute the result again") from None
+    if json.loads(json.dumps(key, sort_keys=True, default=str)) != stored:
+        raise DamagedResultError(f"{kj} holds another key than the one asked for (a copied or edited result): "
+                                 f"stored {json.dumps(stored, sort_keys=True)[:200]}; delete {d}")
+    verify_manifest(d, required=("result.pt", "key.json"))
+    fields = load_torch(d / "result.pt")
+    try:
+        return cls(**fields)
+    except TypeError as e:
+        raise DamagedResultError(f"{d / 'result.pt'} does not hold a {cls.__name__} ({e}); delete {d}") from None
+
+
+def check_writable(directory: Path) -> None:
+    """Refuse, before any work, a results root that cannot be written."""
+    p = Path(directory)
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    if p.exists() and not p.is_dir():
+        raise StoreError(f"{p} is a file, not a results directory: pass another --out")
+    if not os.access(p, os.W_OK):
+        raise StoreError(f"{p} is not writable: results could not be stored; pass a writable --out "
+                         "(or use a read-only Store to only read)")
+
+
+class RunLock:
+    """Exclusive ownership of a run directory by this process (``fcntl.flock`` on ``<dir>/.lock``,
+    released on exit or when the process dies); a second owner gets ``RunLockedError`` naming
+    the holder's pid."""
+
+    def __init__(self, directory: Path):
+        self.directory = Path(directory)
+        self.fd = None
+
+    def acquire(self) -> "RunLock":
+        import fcntl
+
+        check_writable(self.directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        path = self.directory / ".lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise RunLockedError(f"{self.directory} is in use by process {holder} (another mplp train or chapter run); "
+                                 "wait for it to finish or stop it") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self.fd = fd
+        return self
+
+    def release(self) -> None:
+        if self.fd is not None:
+            import fcntl
+
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None
+
+    def __enter__(self):
+        return self.acquire()
+
+    def __exit__(self, *exc):
+        self.release()
 
 
 def committed_root() -> Path:

@@ -11,6 +11,10 @@ resumed run gives bit-for-bit the result of an uninterrupted one on CPU.
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -68,6 +72,7 @@ class TrainState:
     elapsed: float = 0.0
     gen_es: torch.Generator | None = None     # perturbations of meta.estimator "es" / "pes" (always set)
     pes: dict | None = None                   # "pes": particle inner params and accumulated perturbations
+    resumes: list = field(default_factory=list)   # one record per resume: step, dtype, backward
 
 
 @dataclass
@@ -237,11 +242,19 @@ class MetaTrainer:
                 "gen_task": st.gen_task.get_state(), "gen_init": st.gen_init.get_state(),
                 "train_rows": st.train_rows, "val_rows": st.val_rows, "snapshots": st.snapshots,
                 "window": st.window, "skipped": st.skipped, "elapsed": st.elapsed,
-                "gen_es": st.gen_es.get_state(), "pes": st.pes}
+                "gen_es": st.gen_es.get_state(), "pes": st.pes, "resumes": st.resumes,
+                "dtype": str(self.dtype).replace("torch.", ""), "backward": backward_name(self)}
 
     def load_state_dict(self, d: dict) -> TrainState:
+        if not isinstance(d, dict) or "config_hash" not in d:
+            raise R.DamagedResultError("the checkpoint is not one this library wrote; train with --restart")
         if d["config_hash"] != self.cfg.hash():
-            raise ValueError(f"checkpoint belongs to config {d['config_hash']}, not {self.cfg.hash()}")
+            raise R.DamagedResultError(f"checkpoint belongs to config {d['config_hash']}, not {self.cfg.hash()}")
+        for what, have in (("dtype", str(self.dtype).replace("torch.", "")), ("backward", backward_name(self))):
+            if d.get(what, have) != have:    # checkpoints written before these were recorded pass
+                raise R.StoreError(f"the checkpoint was written with {what} {d[what]!r}, this run uses {have!r}: "
+                                   "resuming would mix them; resume with the same --dtype / --backward / "
+                                   "MPLP_COMPILE, or --restart")
         to = lambda t: t.to(self.device)
         inner = None
         if d["inner"] is not None:
@@ -263,11 +276,30 @@ class MetaTrainer:
             pes = {"params": [to(p) for p in pes["params"]], "xi": {k: to(v) for k, v in pes["xi"].items()}}
         return TrainState(d["step"], {k: to(v) for k, v in d["theta"].items()}, adam, inner, gt, gi,
                           d["train_rows"], d["val_rows"], d["snapshots"], d["window"], d["skipped"],
-                          d["elapsed"], ge, pes)
+                          d["elapsed"], ge, pes, list(d.get("resumes", [])))
 
 
-class RunExistsError(RuntimeError):
-    """An unfinished run is already stored and ``resume`` was not asked for."""
+class RunExistsError(R.StoreError):
+    """A run directory holds an unfinished run that this call may not continue or replace."""
+
+
+# A run whose outer updates were skipped this often (non-finite meta-gradients: diverged
+# inner problems), or whose last validation is not finite, ends "diverged", not "complete".
+DIVERGED_SKIP_FRACTION = 0.5
+
+
+def backward_name(trainer: "MetaTrainer") -> str:
+    """What computed a run: "dense" or "fast (<kernel backend>)" (recorded and checked on resume)."""
+    return "dense" if trainer.backward is dense_backward else f"fast ({kernel_backend()})"
+
+
+def final_status(st: TrainState, S: int) -> str:
+    """"diverged" when the last validation is not finite or more than
+    ``DIVERGED_SKIP_FRACTION`` of the outer updates were skipped; else "complete"."""
+    last = st.val_rows[-1]["val_loss"] if st.val_rows else float("nan")
+    if not math.isfinite(last) or st.skipped > DIVERGED_SKIP_FRACTION * max(S, 1):
+        return "diverged"
+    return "complete"
 
 
 def _write_outputs(trainer: MetaTrainer, st: TrainState, out, status: str, population_size: int) -> None:
@@ -279,8 +311,9 @@ def _write_outputs(trainer: MetaTrainer, st: TrainState, out, status: str, popul
         "status": status, "config_hash": trainer.cfg.hash(), "steps_done": st.step,
         "steps_total": trainer.cfg.meta.S, "skipped_outer_updates": st.skipped,
         "wall_time_s": round(st.elapsed, 3), "dtype": str(trainer.dtype).replace("torch.", ""),
-        "backward": "dense" if trainer.backward is dense_backward else f"fast ({kernel_backend()})",
+        "backward": backward_name(trainer), "resumes": st.resumes,
         "population_size": population_size, **R.machine_record(trainer.device)})
+    R.write_manifest(out, R.RUN_FILES)
 
 
 def resolve_device(device: str) -> torch.device:
@@ -299,20 +332,56 @@ def resolve_device(device: str) -> torch.device:
 class _Run:
     """One run's bookkeeping inside the training loop: validation, logs, checkpoints."""
 
-    def __init__(self, trainer: MetaTrainer, out_root, resume: bool):
+    def __init__(self, trainer: MetaTrainer, out_root, resume: bool, restart: bool = False):
         cfg = self.cfg = trainer.cfg
         self.population_size = 1       # runs sharing this run's wall time (set by train_population)
         self.trainer, self.out = trainer, R.run_dir(out_root, cfg)
         self.ckpt = self.out / "checkpoint.pt"
+        self.lock = R.RunLock(self.out).acquire()      # one owner at a time, until finish() / close()
+        try:
+            self._open(trainer, resume, restart)
+        except BaseException:
+            self.close()
+            raise
+        self.started = time.perf_counter() - self.st.elapsed
+
+    def _open(self, trainer: MetaTrainer, resume: bool, restart: bool) -> None:
+        for tmp in self.out.glob("*.tmp"):            # left by a process killed mid-write
+            tmp.unlink()
+        if restart:
+            for f in self.out.iterdir():
+                if f.name != ".lock":
+                    f.unlink()
         if self.ckpt.exists():
             if not resume:
                 raise RunExistsError(f"{self.out} holds an unfinished run; pass --resume (resume=True) to "
-                                     "continue it or delete the directory to start over")
+                                     "continue it, or --restart (restart=True) to discard it and start over")
             self.st = trainer.load_state_dict(R.load_torch(self.ckpt))
-        else:
-            self.st = trainer.init_state()
-            R.write_text(self.out / "config.yaml", C.dump(cfg))
-        self.started = time.perf_counter() - self.st.elapsed
+            self.st.resumes.append({"step": self.st.step, "dtype": str(trainer.dtype).replace("torch.", ""),
+                                    "backward": backward_name(trainer)})
+            return
+        left = [f.name for f in self.out.iterdir() if f.name != ".lock"]
+        if left:
+            raise RunExistsError(self._refusal(left))
+        self.st = trainer.init_state()
+        R.write_text(self.out / "config.yaml", C.dump(self.cfg))
+
+    def _refusal(self, left: list[str]) -> str:
+        """Why a directory with files but no checkpoint is not trained over, and what would be lost."""
+        try:
+            meta = json.loads((self.out / "meta.json").read_text())
+            what = f"status {meta.get('status')!r}, {meta.get('steps_done')} of {meta.get('steps_total')} outer steps"
+        except (OSError, ValueError):
+            what = "no readable meta.json"
+        rows = 0
+        if (self.out / "validation.csv").exists():
+            rows = max(0, len((self.out / "validation.csv").read_text().splitlines()) - 1)
+        return (f"{self.out} holds a run that cannot be continued ({what}; no checkpoint.pt to resume from) or is "
+                f"damaged; training again would overwrite {', '.join(sorted(left))} ({rows} validation rows). "
+                "Pass --restart (restart=True) to discard it and start over, or restore the missing files")
+
+    def close(self) -> None:
+        self.lock.release()
 
     def checkpoint(self, status: str) -> None:
         self.st.elapsed = time.perf_counter() - self.started
@@ -343,7 +412,8 @@ class _Run:
     def finish(self) -> R.RunResult:
         if self.st.step >= self.cfg.meta.S:
             self.st.elapsed = time.perf_counter() - self.started
-            _write_outputs(self.trainer, self.st, self.out, "complete", self.population_size)
+            _write_outputs(self.trainer, self.st, self.out, final_status(self.st, self.cfg.meta.S),
+                           self.population_size)
             if self.ckpt.exists():
                 self.ckpt.unlink()
         else:
@@ -389,14 +459,41 @@ def population_step(trainers: list[MetaTrainer], states: list[TrainState]) -> li
     return out
 
 
+class _DeferredInterrupt:
+    """SIGINT (Ctrl-C) during a training loop sets a flag instead of raising, so the loop stops
+    at a step boundary, where the state is whole (an interrupt between the outer update and the
+    step counter would otherwise be checkpointed half-done).  A second Ctrl-C raises at once;
+    the last periodic checkpoint is then the one to resume from."""
+
+    def __init__(self):
+        self.flag, self.old = False, None
+
+    def _handler(self, signum, frame):
+        if self.flag:
+            raise KeyboardInterrupt
+        self.flag = True
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self.old = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def __exit__(self, *exc):
+        if self.old is not None:
+            signal.signal(signal.SIGINT, self.old)
+
+
 def train_population(cfgs: list[C.ExperimentConfig], out_root=None, resume: bool = False, device="cpu",
                      dtype=torch.float32, backward=fast_backward, progress: bool = True,
-                     max_steps: int | None = None) -> list[R.RunResult]:
+                     max_steps: int | None = None, restart: bool = False) -> list[R.RunResult]:
     """Meta-train several runs that share a configuration shape (e.g. the seeds of an
     ablation cell) as one batched program; each is stored as if run alone.
 
-    Complete stored runs are returned as they are; unfinished ones resume with
-    ``resume=True``.  Runs at different steps, or a dense ``backward``, go one by one.
+    Finished stored runs ("complete" or "diverged", verified) are returned as they are;
+    unfinished ones resume with ``resume=True``; ``restart=True`` discards what is stored and
+    starts over.  A directory holding files but no checkpoint is refused (``RunExistsError``),
+    never trained over.  Each run directory is locked for the duration.  Runs at different
+    steps, or a dense ``backward``, go one by one.
     """
     from tqdm import tqdm
 
@@ -412,54 +509,60 @@ def train_population(cfgs: list[C.ExperimentConfig], out_root=None, resume: bool
         raise C.ConfigError("population members must differ (e.g. by seed): two configs are identical")
     dev = resolve_device(device)
     out_root = out_root if out_root is not None else paths.results_root()
+    dtype_name = str(dtype).replace("torch.", "")
     results: dict[int, R.RunResult] = {}
     runs: dict[int, _Run] = {}
-    for i, cfg in enumerate(cfgs):
-        done = R.find_run(out_root, cfg)
-        if done is not None:
-            results[i] = done
-        else:
-            runs[i] = _Run(MetaTrainer(cfg, dtype, dev, backward), out_root, resume)
-    groups: dict[int, list[int]] = {}
-    for i, r in runs.items():
-        groups.setdefault(r.st.step, []).append(i)
-    S = cfgs[0].meta.S
-    stop = S if max_steps is None else min(S, max_steps)
-    for step0, members in groups.items():
-        group = [runs[i] for i in members]
-        for r in group:
-            r.population_size = len(group)
-        batched = backward is fast_backward and len(group) > 1 and cfgs[0].meta.estimator == "tbptt"
-        desc = cfgs[members[0]].experiment + (f" x{len(group)}" if len(group) > 1 else "")
-        bar = tqdm(total=S, initial=step0, disable=not progress, unit="step", desc=desc, dynamic_ncols=True)
-        try:
+    try:
+        for i, cfg in enumerate(cfgs):
+            done = None if restart else R.find_run(out_root, cfg, dtype=dtype_name)
+            if done is not None:
+                results[i] = done
+            else:
+                runs[i] = _Run(MetaTrainer(cfg, dtype, dev, backward), out_root, resume, restart)
+        groups: dict[int, list[int]] = {}
+        for i, r in runs.items():
+            groups.setdefault(r.st.step, []).append(i)
+        S = cfgs[0].meta.S
+        stop = S if max_steps is None else min(S, max_steps)
+        for step0, members in groups.items():
+            group = [runs[i] for i in members]
             for r in group:
-                r.maybe_validate()
-            while group[0].st.step < stop:
-                if batched:
-                    losses = population_step([r.trainer for r in group], [r.st for r in group])
-                else:
-                    losses = [r.trainer.outer_step(r.st) for r in group]
-                for r, l in zip(group, losses):
-                    r.after_step(l)
-                bar.update(1)
-                vals = [r.st.val_rows[-1]["val_loss"] for r in group if r.st.val_rows]
-                if vals:
-                    bar.set_postfix(val=" ".join(f"{v:.4g}" for v in vals), refresh=False)
-        except KeyboardInterrupt:
-            for r in group:
-                r.checkpoint("running")
-            raise
-        finally:
-            bar.close()
-        for i, r in zip(members, group):
-            results[i] = r.finish()
+                r.population_size = len(group)
+            batched = backward is fast_backward and len(group) > 1 and cfgs[0].meta.estimator == "tbptt"
+            desc = cfgs[members[0]].experiment + (f" x{len(group)}" if len(group) > 1 else "")
+            bar = tqdm(total=S, initial=step0, disable=not progress, unit="step", desc=desc, dynamic_ncols=True)
+            try:
+                with _DeferredInterrupt() as interrupt:
+                    for r in group:
+                        r.maybe_validate()
+                    while group[0].st.step < stop:
+                        if batched:
+                            losses = population_step([r.trainer for r in group], [r.st for r in group])
+                        else:
+                            losses = [r.trainer.outer_step(r.st) for r in group]
+                        for r, l in zip(group, losses):
+                            r.after_step(l)
+                        bar.update(1)
+                        vals = [r.st.val_rows[-1]["val_loss"] for r in group if r.st.val_rows]
+                        if vals:
+                            bar.set_postfix(val=" ".join(f"{v:.4g}" for v in vals), refresh=False)
+                        if interrupt.flag:                      # a step boundary: the state is whole
+                            for r in group:
+                                r.checkpoint("running")
+                            raise KeyboardInterrupt
+            finally:
+                bar.close()
+            for i, r in zip(members, group):
+                results[i] = r.finish()
+    finally:
+        for r in runs.values():
+            r.close()
     return [results[i] for i in range(len(cfgs))]
 
 
 def train(cfg: C.ExperimentConfig, out_root=None, resume: bool = False, device="cpu",
           dtype=torch.float32, backward=fast_backward, progress: bool = True,
-          max_steps: int | None = None) -> R.RunResult:
+          max_steps: int | None = None, restart: bool = False) -> R.RunResult:
     """Meta-train ``cfg`` into ``<out_root>/<experiment>/<hash>/`` and return the stored run
     (``out_root`` defaults to ``paths.results_root()``, the repository's ``results/``).
 
@@ -467,4 +570,4 @@ def train(cfg: C.ExperimentConfig, out_root=None, resume: bool = False, device="
     and continues from its checkpoint.  ``max_steps`` stops early (checkpointed,
     status "running"): a stand-in for an interruption.
     """
-    return train_population([cfg], out_root, resume, device, dtype, backward, progress, max_steps)[0]
+    return train_population([cfg], out_root, resume, device, dtype, backward, progress, max_steps, restart)[0]

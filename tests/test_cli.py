@@ -19,7 +19,7 @@ def test_bad_input_is_one_line_naming_the_problem(tmp_path, capsys):
     bad.write_text("meta: {K: 0}\n")
     assert main(["train", str(bad), "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("mplp train: error: meta.K: must be >= 1") and "Traceback" not in err
+    assert err.startswith("mplp train: error: meta.K: must be >= 2") and "Traceback" not in err
     assert main(["train", str(tmp_path / "missing.yaml")]) == 2
     assert "config file not found" in capsys.readouterr().err
     good = tmp_path / "good.yaml"

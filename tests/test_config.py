@@ -20,7 +20,7 @@ def test_hash_ignores_checkpoint_period_only():
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"meta.K": 0}, "meta.K: must be >= 1"),
+    ({"meta.K": 0}, "meta.K: must be >= 2"),
     ({"meta.K": 10}, "meta.K: must be <= meta.T"),
     ({"learner.message_size": 0}, "learner.message_size: must be >= 1"),
     ({"optimizee.activation": "gelu"}, "optimizee.activation: unknown activation 'gelu'"),

@@ -27,7 +27,7 @@ def test_run_dir_and_missing_files(tmp_path):
     c = tiny_config()
     assert R.run_dir(tmp_path, c) == tmp_path / "tiny" / c.hash()
     assert R.find_run(tmp_path, c) is None
-    with pytest.raises(FileNotFoundError, match="config.yaml is missing"):
+    with pytest.raises(FileNotFoundError, match="not a stored run"):
         R.load_run(tmp_path)
 
 
