@@ -49,10 +49,13 @@ train: $(STAMP)
 
 # Benchmarks of the fast path vs the dense reference; appends one JSON line per measurement
 BENCH_OUT ?= benchmarks/cpu.jsonl
+# (a failing benchmark fails the target: its output is kept until it succeeded)
 bench: $(STAMP)
-	for c in sinewave ablation mnist; do $(VENV)/bin/mplp bench --config $$c --device $(DEVICE) --json | tail -n 1 >> $(BENCH_OUT); done
-	$(VENV)/bin/mplp bench --config sinewave --population 5 --device $(DEVICE) --json | tail -n 1 >> $(BENCH_OUT)
-	$(VENV)/bin/mplp bench --config ablation --population 5 --device $(DEVICE) --json | tail -n 1 >> $(BENCH_OUT)
+	for args in "--config sinewave" "--config ablation" "--config mnist" "--config sinewave --population 5" \
+	            "--config ablation --population 5"; do \
+	  out=$$($(VENV)/bin/mplp bench $$args --device $(DEVICE) --json) || exit 1; \
+	  echo "$$out" | tail -n 1 >> $(BENCH_OUT); \
+	done
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info _build

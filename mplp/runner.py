@@ -51,7 +51,42 @@ def load_profile(chapter: str, profile: str) -> dict:
                            f"the notebook's parameters are {sorted(expected)}")
     if missing:
         raise ProfileError(f"{p.name} of chapter {chapter!r} misses parameter(s) {missing}")
-    return values
+    return {k: _typed(v, expected[k], f"{p.name} of chapter {chapter!r}: {k}") for k, v in values.items()}
+
+
+def _typed(value, default_source: str, where: str):
+    """A profile value checked against the type of the notebook's default (YAML 1.1 reads
+    ``1e-1`` as a string: a numeric parameter gets the number)."""
+    import ast
+
+    try:
+        default = ast.literal_eval(default_source)
+    except (ValueError, SyntaxError):
+        return value                       # a default that is an expression: nothing to check against
+    if default is None or value is None:
+        return value
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ProfileError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if isinstance(default, (int, float)):
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                raise ProfileError(f"{where}: expected a number, got {value!r}") from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ProfileError(f"{where}: expected a number, got {value!r}")
+        if isinstance(default, int) and not isinstance(default, bool):
+            if isinstance(value, float) and not value.is_integer():
+                raise ProfileError(f"{where}: expected an integer, got {value!r}")
+            return int(value) if isinstance(value, float) else value
+        return float(value)
+    if isinstance(default, str) and not isinstance(value, str):
+        raise ProfileError(f"{where}: expected a string, got {value!r}")
+    if isinstance(default, (list, tuple)) and not isinstance(value, (list, tuple)):
+        raise ProfileError(f"{where}: expected a list, got {value!r}")
+    return value
 
 
 def run_chapter(chapter: str, profile: str = "cpu", device: str | None = None, output: Path | None = None,
@@ -64,6 +99,14 @@ def run_chapter(chapter: str, profile: str = "cpu", device: str | None = None, o
     import papermill
 
     params = load_profile(chapter, profile)
+    if device is None and "device" in params:       # the profile's own device, checked up front as --device
+        from .trainer import resolve_device
+
+        try:
+            resolve_device(params["device"])
+        except ValueError as e:
+            raise ProfileError(f"profile {profile!r} of chapter {chapter!r} runs on {params['device']!r}: {e}; "
+                               "pass --device cpu to run it here") from None
     if device is not None:
         from .trainer import resolve_device
 

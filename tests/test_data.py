@@ -31,7 +31,7 @@ def _fake_mirror(tmp_path):
 def test_download_checks_checksums(tmp_path):
     url, files = _fake_mirror(tmp_path)
     data.download(tmp_path / "cache", mirrors=(url,), files=files)
-    x, y = data._from_idx(tmp_path / "cache", "train")
+    x, y = data._from_idx(tmp_path / "cache", "train", files)
     assert x.shape == (5, 28, 28) and y.tolist() == [0, 1, 2, 3, 4]
     bad = dict(files)
     bad[("test", "labels")] = (files[("test", "labels")][0], "0" * 32)
@@ -43,7 +43,7 @@ def test_download_checks_checksums(tmp_path):
 def test_idx_cache_is_preferred(tmp_path):
     url, files = _fake_mirror(tmp_path)
     data.download(tmp_path / "cache", mirrors=(url,), files=files)
-    x, y = data.load_raw("test", tmp_path / "cache")
+    x, y = data.load_raw("test", tmp_path / "cache", files=files)
     assert x.shape == (3, 28, 28)
 
 
