@@ -12,7 +12,7 @@ from typing import Protocol
 
 import torch
 
-from .optimizee import ForwardCache, LossNode
+from .optimizee import ForwardCache, LossNode, activation_derivative
 
 
 class Learners(Protocol):
@@ -80,3 +80,23 @@ def apply_updates(params: list[torch.Tensor], updates: list[torch.Tensor],
     if torch.is_tensor(lr) and lr.dim() > 0:
         lr = lr[..., None, None]
     return [w - torch.clamp(lr * u, -1.0, 1.0) for w, u in zip(params, updates)]
+
+
+def sgd_backward(learners, params: list[torch.Tensor], cache: ForwardCache, node: LossNode, activation: str,
+                 loss: str, loss_inputs: str = "full") -> list[torch.Tensor]:
+    """Table 2's functions composed in closed form, with leading population dimensions
+    ``(...)``: the loss message ``(pred - y) / n_out`` (MSE) or ``p - y`` (cross-entropy), then
+    per layer ``act'(z) * m``, the update ``mean_b x m`` and the message ``sum_j w_ij m_j``
+    (bias row dropped).  Equal to ``dense_backward`` with ``SGDLearners`` (tested); used by the
+    positive control, whose only meta-parameter is the lr."""
+    n_out = cache.output.shape[-1]
+    msg = (node.feature - node.target) / (n_out if loss == "mse" else 1)        # (..., B, n_out)
+    updates: list[torch.Tensor] = [None] * len(params)  # type: ignore[list-item]
+    for l in reversed(range(len(params))):
+        if l < len(params) - 1:
+            msg = activation_derivative(activation, cache.preacts[l]) * msg
+        x = cache.inputs[l]                                                      # (..., B, n_in + 1)
+        updates[l] = x.transpose(-1, -2) @ msg / x.shape[-2]                     # (..., n_in + 1, n_out)
+        if l > 0:
+            msg = msg @ params[l][..., :-1, :].transpose(-1, -2)                 # (..., B, n_in)
+    return updates

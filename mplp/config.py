@@ -29,7 +29,7 @@ TASK_LOSSES = {"sinewave": "mse", "mnist": "xent"}
 # stored results stay addressable; any other value (e.g. a new default) gets a new hash and
 # can never be served a result computed the old way (see ExperimentConfig.hash).
 LATE_FIELDS = {("meta", "estimator"): "tbptt", ("meta", "es_sigma"): 0.01, ("meta", "es_pairs"): 8,
-               ("meta", "adam_bias_correction"): True}
+               ("meta", "adam_bias_correction"): True, ("learner", "kind"): "neural"}
 
 
 class ConfigError(ValueError):
@@ -55,6 +55,7 @@ class LearnerConfig:
     learned_lr: bool = False
     lr: float = 1.0e-3          # fixed lr (sinewave) or initial value of the learned lr
     loss_inputs: str = "full"   # "full" (Eq. 4) or "prediction_target" (§5.1)
+    kind: str = "neural"        # "neural" (theta: the learners' MLPs) or "sgd" (Table 2's functions, theta: log lr)
 
 
 @dataclass(frozen=True)
@@ -257,6 +258,11 @@ def validate(c: ExperimentConfig) -> ExperimentConfig:
     _check(lc.lr > 0 and math.isfinite(lc.lr), "learner.lr", f"must be a positive number (got {lc.lr})")
     _check(lc.loss_inputs in ("full", "prediction_target"), "learner.loss_inputs",
            f"must be 'full' or 'prediction_target' (got {lc.loss_inputs!r})")
+    _check(lc.kind in ("neural", "sgd"), "learner.kind", f"must be 'neural' or 'sgd' (got {lc.kind!r})")
+    if lc.kind == "sgd":
+        _check(lc.learned_lr and not lc.batch_norm and lc.message_size == 1, "learner.kind",
+               "'sgd' (Table 2's functions, the lr their only meta-parameter) needs learned_lr: true, "
+               "batch_norm: false and message_size: 1")
     _check(t.batch_size >= 2, "task.batch_size", f"must be >= 2 (got {t.batch_size})")
     _check(t.phase[0] <= t.phase[1], "task.phase", f"low > high in {list(t.phase)}")
     _check(t.amplitude[0] <= t.amplitude[1], "task.amplitude", f"low > high in {list(t.amplitude)}")

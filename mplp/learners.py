@@ -37,6 +37,8 @@ class LearnerSpec:
     learned_lr: bool
     lr: float
     loss_inputs: str = "full"  # "full": [loss, pred, target]; "prediction_target": [pred, target]
+    kind: str = "neural"       # "neural" or "sgd" (Table 2's functions with a learned log lr)
+    n_out: int = 1             # optimizee outputs (the "sgd" kind's MSE message divides by it)
 
     def in_out(self) -> dict[str, tuple[int, int]]:
         """Input and output sizes of every learner, keyed by its name in ``theta``."""
@@ -58,6 +60,8 @@ def init_theta(spec: LearnerSpec, generator: torch.Generator,
     when the learning rate is learned.
     """
     theta: dict[str, torch.Tensor] = {}
+    if spec.kind == "sgd":                   # the positive control: only the lr is learned
+        return {"log_lr": torch.tensor(math.log(spec.lr), dtype=dtype, device=device)}
 
     def uniform(shape, fan_in):
         b = 1.0 / math.sqrt(fan_in)
@@ -154,3 +158,22 @@ class SGDLearners:
         # xent: the softmax probability is clipped in the feature; the clip is
         # inactive (gradient p - y) unless a probability saturates.
         return feature - target
+
+
+class LearnedLrSGD(SGDLearners):
+    """Table 2's functions with the lr as the one meta-parameter, ``lr = exp(theta["log_lr"])``
+    (the positive control: the meta-trainer has to find the tuned SGD lr).  ``theta["log_lr"]``
+    may carry leading population dimensions ``(...)``."""
+
+    def __init__(self, theta: dict[str, torch.Tensor], spec: LearnerSpec):
+        self.loss, self.n_out = spec.loss, spec.n_out
+        self.theta, self.spec = theta, spec
+
+    @property
+    def lr(self) -> torch.Tensor:
+        return self.theta["log_lr"].exp()
+
+
+def make_learners(theta: dict[str, torch.Tensor], spec: LearnerSpec):
+    """The learners of ``spec.kind`` over ``theta``: ``NeuralLearners`` or ``LearnedLrSGD``."""
+    return LearnedLrSGD(theta, spec) if spec.kind == "sgd" else NeuralLearners(theta, spec)

@@ -23,9 +23,9 @@ import torch
 from . import config as C
 from . import paths
 from . import results as R
-from .backward import dense_backward
+from .backward import dense_backward, sgd_backward
 from .fast import fast_backward, kernel_backend
-from .learners import LearnerSpec, NeuralLearners, init_theta
+from .learners import LearnerSpec, init_theta, make_learners
 from .optimizee import init_params
 from .outer import AdamState, adam_init, adam_update, meta_gradient
 from .tasks import BatchTask, ValidationSet, make_family, validation_set
@@ -37,7 +37,7 @@ def learner_spec(cfg: C.ExperimentConfig) -> LearnerSpec:
     lc, o = cfg.learner, cfg.optimizee
     acts = (o.activation,) if len(o.sizes) > 2 else ()
     return LearnerSpec(lc.message_size, lc.hidden, acts, o.loss, lc.batch_norm, lc.learned_lr, lc.lr,
-                       lc.loss_inputs)
+                       lc.loss_inputs, lc.kind, o.sizes[-1])
 
 
 def _seeded(seed: int) -> torch.Generator:
@@ -99,6 +99,8 @@ class MetaTrainer:
                  backward=fast_backward):
         self.cfg, self.dtype, self.device, self.backward = cfg, dtype, torch.device(device), backward
         self.spec = learner_spec(cfg)
+        if self.spec.kind == "sgd":          # Table 2's functions: their closed form (== dense, tested)
+            self.backward = sgd_backward
         self.family = make_family(cfg.task, dtype, self.device)
         self._val: ValidationSet | None = None
 
@@ -134,7 +136,7 @@ class MetaTrainer:
             return self._es_step(st)
         xs, ys = self.next_batches(st)
         leaf = {k: v.detach().requires_grad_(True) for k, v in st.theta.items()}
-        res = unroll(NeuralLearners(leaf, self.spec), st.inner.params, xs, ys, self.cfg.optimizee, self.cfg.meta,
+        res = unroll(make_learners(leaf, self.spec), st.inner.params, xs, ys, self.cfg.optimizee, self.cfg.meta,
                      self.cfg.learner.loss_inputs, self.backward)
         self.advance(st, meta_gradient(res.total, leaf), res.params)
         return {"outer_loss": float(res.total.detach()), "inner_loss": float(res.outer.detach()),
@@ -175,7 +177,7 @@ class MetaTrainer:
             params = [p.expand(P, *p.shape) for p in st.inner.params]
         expand = lambda t: t.unsqueeze(1).expand(t.shape[0], P, *t.shape[1:])
         with torch.no_grad():
-            res = unroll(NeuralLearners(thetas, self.spec), params, expand(xs), expand(ys), self.cfg.optimizee,
+            res = unroll(make_learners(thetas, self.spec), params, expand(xs), expand(ys), self.cfg.optimizee,
                          meta, self.cfg.learner.loss_inputs, self.backward)
         L = res.total
         diff = (L[:N] - L[N:2 * N])                                     # (N,)
@@ -213,9 +215,9 @@ class MetaTrainer:
         The fast backward takes all runs at once (a leading run dimension, batch-norm
         statistics per run); the dense reference goes run by run."""
         v = self.validation_set
-        learners = NeuralLearners(theta, self.spec)
+        learners = make_learners(theta, self.spec)
         lo = self.cfg.learner.loss_inputs
-        if self.backward is fast_backward:
+        if self.backward in (fast_backward, sgd_backward):
             inits = [torch.stack(ps) for ps in zip(*v.inits)]               # (R, n_in + 1, n_out)
             r = rollout(learners, inits, v.xs.transpose(0, 1), v.ys.transpose(0, 1), self.cfg.optimizee, lo,
                         self.backward, self.cfg.meta.be_formula)
@@ -290,6 +292,8 @@ DIVERGED_SKIP_FRACTION = 0.5
 
 def backward_name(trainer: "MetaTrainer") -> str:
     """What computed a run: "dense" or "fast (<kernel backend>)" (recorded and checked on resume)."""
+    if trainer.backward is sgd_backward:
+        return "sgd (Table 2 in closed form)"
     return "dense" if trainer.backward is dense_backward else f"fast ({kernel_backend()})"
 
 
@@ -446,9 +450,9 @@ def population_step(trainers: list[MetaTrainer], states: list[TrainState]) -> li
     be_weight = None
     if any(be) and not all(be):
         be_weight = torch.tensor([float(b) for b in be], dtype=xs.dtype, device=xs.device)
-    res = unroll(NeuralLearners(leaf, t0.spec), params, xs, ys, t0.cfg.optimizee,
+    res = unroll(make_learners(leaf, t0.spec), params, xs, ys, t0.cfg.optimizee,
                  dataclasses.replace(meta, batch_entropy=any(be)), t0.cfg.learner.loss_inputs,
-                 fast_backward, be_weight)
+                 t0.backward, be_weight)
     grads = meta_gradient(res.total.sum(), leaf)
     be_term = res.be_term.detach().expand_as(res.total)
     out = []
@@ -528,7 +532,8 @@ def train_population(cfgs: list[C.ExperimentConfig], out_root=None, resume: bool
             group = [runs[i] for i in members]
             for r in group:
                 r.population_size = len(group)
-            batched = backward is fast_backward and len(group) > 1 and cfgs[0].meta.estimator == "tbptt"
+            batched = (group[0].trainer.backward in (fast_backward, sgd_backward) and len(group) > 1
+                       and cfgs[0].meta.estimator == "tbptt")
             desc = cfgs[members[0]].experiment + (f" x{len(group)}" if len(group) > 1 else "")
             bar = tqdm(total=S, initial=step0, disable=not progress, unit="step", desc=desc, dynamic_ncols=True)
             try:

@@ -453,7 +453,8 @@ class TruncationStudy:
     ``rows``, the §2.3 ``lr_grad`` at ``grad_lrs`` and ``momentum_grad`` (max over the grid
     per horizon), the estimator comparison ``toy``.  Figure 4: the lr ``grid``, the outer
     ``traces`` ("tbptt-<k>", "pes-<k>", "es-<N>"), the per-truncation gradients
-    ``truncation_grads`` {k}.  MPLP: one stored run per estimator, ``mplp_runs``."""
+    ``truncation_grads`` {k}.  MPLP: one stored run per estimator, ``mplp_runs``; the positive
+    control (``controls.LrControl``: Table 2's functions fixed, only the lr learned)."""
 
     truncations: list[int]
     momenta: torch.Tensor
@@ -467,17 +468,19 @@ class TruncationStudy:
     truncation_grads: dict[int, TruncationGradients]
     toy: ToyEstimates
     mplp_runs: dict
+    control: object = None
 
     def verdicts(self) -> list[Verdict]:
         t = self.truncations
-        return verdicts(self.rows, self.lr_grad, self.momentum_grad, self.traces, self.grid, min(t), max(t))
+        out = verdicts(self.rows, self.lr_grad, self.momentum_grad, self.traces, self.grid, min(t), max(t))
+        return out + (self.control.verdicts() if self.control is not None else [])
 
 
 def study(toy_lr: float, n_momenta: int, horizons: list[int], grad_horizons: list[int], subset: int, hidden: int,
           N: int, n_problems: int, truncations: list[int], meta_lr: float, sigma: float, n_pairs: int,
           toy_sigma: float, estimate_T: int, mplp_S: int, mplp_pairs: int, mplp_sigma: float,
           mplp_validation_runs: int, seed: int, mplp_adam_bias_correction: bool = False,
-          store=None) -> TruncationStudy:
+          control_S: int = 0, control_seeds: int = 1, store=None) -> TruncationStudy:
     """Chapter 4 from its parameters (``estimate_T``: the horizon of the toy's estimator
     comparison). The toy's landscape and gradients are recomputed
     (float64, seconds); Figure 4's runs, the toy estimates and the MPLP runs are stored
@@ -531,4 +534,8 @@ def study(toy_lr: float, n_momenta: int, horizons: list[int], grad_horizons: lis
         "meta.es_pairs": mplp_pairs, "meta.es_sigma": mplp_sigma, "seed": seed,
         "meta.adam_bias_correction": mplp_adam_bias_correction})
     mplp_runs = {est: store.train([mplp_base.replace(**{"meta.estimator": est})])[0] for est in ("tbptt", "es", "pes")}
-    return TruncationStudy(list(truncations), momenta, traj, rows, grad_lrs, lg, mom_grad, grid, traces, tgs, te, mplp_runs)
+    from . import controls
+
+    control = controls.study(control_S, control_seeds, store) if control_S else None
+    return TruncationStudy(list(truncations), momenta, traj, rows, grad_lrs, lg, mom_grad, grid, traces, tgs, te,
+                           mplp_runs, control)
