@@ -41,7 +41,8 @@ def test_ledger_follows_the_written_policy():
         v = r.verdict
         assert v.holds != "partly" or v.partly_rule, v.claim          # every partly shows its rule
         assert v.kind in ("thesis", "metz", "check")
-        assert (v.kind == "metz") == (r.chapter == "truncation")       # tallied apart
+        assert v.kind != "metz" or r.chapter == "truncation"           # tallied apart
+        assert r.chapter != "truncation" or v.kind in ("metz", "check")
     counts = rep.tally()
     assert set(counts) >= {"thesis claims", "Metz et al. / Vicol et al. claims"}
     # the headline comes from the plateau census, and it is not "no run left its plateau"

@@ -1,0 +1,81 @@
+"""The longer runs that decide claims (issue 16), resumable across sessions.
+
+Each group is one population of stored runs with the released code's outer Adam; running
+a group again continues every run from its checkpoint (``checkpoint.pt`` is committed with
+the partial curves at the end of a session, so a fresh clone resumes too).  Chapters read
+the runs once they are complete.
+
+    python -m mplp.longruns mnist       # §5.3: batch-entropy term on / off, seeds 0-1, 20,000 steps
+    python -m mplp.longruns ablation    # §5.2: |m| = 8 with / without BN, |m| = 1 with BN, 3 seeds, 30,000 steps
+    python -m mplp.longruns status      # steps done per run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from . import ablation, mnist_be
+from . import config as C
+from . import results as R
+
+MNIST_S, ABLATION_S = 20_000, 30_000
+ABLATION_CELLS = (ablation.Cell(8, True, True), ablation.Cell(8, False, True), ablation.Cell(1, True, True))
+
+
+def mnist_configs() -> list[C.ExperimentConfig]:
+    """§5.3's decisive comparison: the term off (seeds 0, 1) and on (seeds 0, 1), one population."""
+    base = mnist_be.base_config(S=MNIST_S, T=100, validation_every=150, subset=0, adam_bias_correction=False)
+    cfgs = mnist_be.run_configs(base, 2)
+    return cfgs[False] + cfgs[True]
+
+
+def ablation_groups() -> list[list[C.ExperimentConfig]]:
+    """§5.2's decisive comparisons, one population (3 seeds) per cell."""
+    base = ablation.base_config(S=ABLATION_S, validation_every=300, validation_runs=20, adam_bias_correction=False)
+    return [[ablation.cell_config(base, cell, s) for s in range(3)] for cell in ABLATION_CELLS]
+
+
+GROUPS = {"mnist": lambda: [mnist_configs()], "ablation": ablation_groups}
+
+
+def status(root=None) -> list[dict]:
+    """Per run of every group: its directory, status and steps done (from its files)."""
+    root = root if root is not None else R.committed_root()
+    rows = []
+    for name, groups in GROUPS.items():
+        for cfgs in groups():
+            for cfg in cfgs:
+                d = R.run_dir(root, cfg)
+                meta = json.loads((d / "meta.json").read_text()) if (d / "meta.json").exists() else {}
+                rows.append({"group": name, "run": str(d), "status": meta.get("status", "not started"),
+                             "steps_done": meta.get("steps_done", 0), "steps_total": cfg.meta.S,
+                             "wall_time_s": meta.get("wall_time_s", 0.0)})
+    return rows
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m mplp.longruns", description=__doc__.splitlines()[0])
+    p.add_argument("group", choices=(*GROUPS, "status"))
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: two groups share 2 cores)")
+    args = p.parse_args(argv)
+    if args.group == "status":
+        for r in status():
+            print(f"{r['group']:9s} {r['status']:12s} {r['steps_done']:>6}/{r['steps_total']} "
+                  f"{r['wall_time_s'] / 3600:5.2f} h  {r['run']}")
+        return 0
+    import torch
+
+    torch.set_num_threads(args.threads)
+    store = R.Store()
+    for cfgs in GROUPS[args.group]():
+        runs = store.train(cfgs, progress=True)
+        for r in runs:
+            print(f"{r.path}: {r.meta['status']}, {r.meta['steps_done']} steps, "
+                  f"validation {r.validation['val_loss'][0]:.4g} -> {r.validation['val_loss'][-1]:.4g}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,18 @@
+"""The longer runs of issue 16: their configs and the status report (no training here)."""
+
+from mplp import longruns as L
+
+
+def test_groups_are_the_decisive_comparisons_with_the_codes_adam():
+    mn = L.mnist_configs()
+    assert [c.meta.batch_entropy for c in mn] == [False, False, True, True] and {c.seed for c in mn} == {0, 1}
+    assert all(c.meta.S == L.MNIST_S and not c.meta.adam_bias_correction for c in mn)
+    groups = L.ablation_groups()
+    assert [(g[0].learner.message_size, g[0].learner.batch_norm) for g in groups] == [(8, True), (8, False), (1, True)]
+    assert all(len(g) == 3 and g[0].meta.S == L.ABLATION_S for g in groups)
+
+
+def test_status_lists_every_run(tmp_path, capsys):
+    rows = L.status(tmp_path)
+    assert len(rows) == 4 + 9 and all(r["status"] == "not started" and r["steps_done"] == 0 for r in rows)
+    assert L.main(["status"]) == 0 and "mnist" in capsys.readouterr().out
