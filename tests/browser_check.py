@@ -1,6 +1,6 @@
 """Open the pages of a built book in headless Chromium and report what a reader would see
 broken: images that do not load, figures without an image, formulas MathJax did not
-render, Markdown tables shown as text, Python tracebacks.
+render or could not parse, Markdown tables shown as text, Python tracebacks.
 
 The site is served on 127.0.0.1 by a thread; one Chromium process loads a check page
 that opens every page in an iframe (same origin), waits for its images and writes one
@@ -49,6 +49,8 @@ async function check(page) {
     broken: imgs.filter(im => !(im.complete && im.naturalWidth > 0)).map(im => im.getAttribute("src")),
     math: d.querySelectorAll(".math").length,
     unrendered_math: Array.from(d.querySelectorAll(".math")).filter(m => !m.querySelector("mjx-container")).length,
+    math_errors: Array.from(d.querySelectorAll(".math")).filter(m => m.querySelector("mjx-merror, merror, [data-mjx-error]")
+                 || m.innerText.includes("Math input error")).length,
     figures_without_image: Array.from(d.querySelectorAll("figure")).filter(f => !f.querySelector("img")).length,
     raw_tables: text.includes("|---|") ? 1 : 0,
     tracebacks: d.querySelectorAll(".traceback, .output.error").length
@@ -118,6 +120,8 @@ def problems(report: dict[str, dict], expected_images: dict[str, int]) -> list[s
             out.append(f"{page}: {r['figures_without_image']} figure(s) without an image")
         if r["unrendered_math"]:
             out.append(f"{page}: {r['unrendered_math']} of {r['math']} formulas not rendered by MathJax")
+        if r.get("math_errors"):
+            out.append(f"{page}: {r['math_errors']} formula(s) MathJax could not parse (Math input error)")
         if r["raw_tables"]:
             out.append(f"{page}: shows a Markdown table as text")
         if r["tracebacks"]:

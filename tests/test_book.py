@@ -105,19 +105,30 @@ def test_published_book_in_a_browser(built_book):
     assert browser_check.problems(report, expected) == []
 
 
-def test_browser_check_sees_what_is_broken(tmp_path):
+def test_browser_check_sees_what_is_broken(tmp_path, built_book):
     (tmp_path / "ok.png").write_bytes(base64.b64decode(PNG))
     (tmp_path / "good.html").write_text('<figure><img src="ok.png"></figure>')
     (tmp_path / "bad.html").write_text('<img src="missing.png"><figure><p>no image</p></figure>'
                                        "<pre>Traceback (most recent call last):\n  boom</pre>"
                                        '<span class="math notranslate">\\(x^2\\)</span><p>| a | b |\n|---|---|</p>')
-    report = browser_check.check_site(tmp_path, ["good.html", "bad.html"])
+    shutil.copytree(built_book / "_static" / "mathjax", tmp_path / "mathjax")     # the MathJax the book ships
+    (tmp_path / "math.html").write_text(MATHJAX_PAGE)
+    report = browser_check.check_site(tmp_path, ["good.html", "bad.html", "math.html"])
     assert report["/good.html"]["images"] == 1
     found = browser_check.problems(report, {"good.html": 1, "bad.html": 2})
     assert found == ["/bad.html: broken images ['missing.png']", "/bad.html: 1 figure(s) without an image",
                      "/bad.html: 1 of 1 formulas not rendered by MathJax", "/bad.html: shows a Markdown table as text",
                      "/bad.html: shows a Python traceback",
-                     "/bad.html: 0 images shown, the notebook has 2 figures"]
+                     "/bad.html: 0 images shown, the notebook has 2 figures",
+                     "/math.html: 1 formula(s) MathJax could not parse (Math input error)"]
+
+
+# a page with one good formula and one broken as chapter 4's was ("\frac" written in a
+# non-raw Python string: a form feed and "rac"), typeset by the MathJax that the book ships
+MATHJAX_PAGE = """<html><head>
+<script>window.MathJax = {"options": {"processHtmlClass": "tex2jax_process|mathjax_process|math|output_area"}};</script>
+<script defer src="mathjax/tex-chtml.js"></script></head><body>
+<span class="math notranslate">\\(x^2\\)</span> <span class="math notranslate">\\(\x0crac{1}{2}\\)</span></body></html>"""
 
 
 # a 1x1 PNG
@@ -131,3 +142,15 @@ def test_failed_run_leaves_the_notebook_as_it_was(tmp_path):
         run_chapter("sgd", "ci", output=target, overrides={"batch_size": -1}, progress=False)
     assert target.read_text() == "previous contents"
     assert [p.name for p in tmp_path.iterdir()] == ["00_sgd.ipynb"]      # no scratch file left behind
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_notebook_sources_hold_no_control_characters(chapter):
+    """A "\\frac" or "\\theta" typed into a non-raw Python string becomes a form feed or a tab in
+    the notebook (chapter 4 once showed "Math input error" and "dheta"): none may be left."""
+    import re
+
+    for i, c in enumerate(json.loads(paths.notebook(chapter).read_text())["cells"]):
+        src = "".join(c["source"])
+        bad = re.findall(r"[\x00-\x08\x0b-\x1f]", src) + (re.findall(r"\t", src) if c["cell_type"] == "markdown" else [])
+        assert not bad, f"{chapter} cell {i}: control characters {bad!r}"
