@@ -123,7 +123,7 @@ def grid_panels(cell_curves: dict, baselines: dict[str, float] | None = None, ba
     ``baselines``: ``{label: loss}`` drawn as horizontal lines on every panel."""
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(2, 2, figsize=(10, 6.5), sharex=True, sharey=True)
+    fig, axes = plt.subplots(2, 2, figsize=(7.6, 5.4), sharex=True, sharey=True)
     colours = {False: "C0", True: "C3"}
     for cell, (steps, L) in cell_curves.items():
         ax = axes[0 if cell.learned_lr else 1, 0 if cell.message_size == 1 else 1]
@@ -150,3 +150,27 @@ def grid_panels(cell_curves: dict, baselines: dict[str, float] | None = None, ba
     axes[0, 0].legend(fontsize=7)
     fig.tight_layout()
     return fig
+
+
+def robust_ylim(ax, ys, q: float = 98.0, margin: float = 0.08) -> float:
+    """Set ``ax``'s y-range from the ``q``-th percentile of all plotted values ``ys`` (a list of
+    arrays) instead of their maximum, so that one diverged value cannot set the scale; values
+    above it are marked at the top edge with a triangle and their value.  Returns the top."""
+    vals = np.concatenate([np.asarray(y, float).ravel() for y in ys])
+    vals = vals[np.isfinite(vals)]
+    if not len(vals):
+        return float("nan")
+    lo, hi = float(vals.min()), float(np.percentile(vals, q))
+    top = hi + margin * max(hi - lo, 1e-12)
+    ax.set_ylim(lo - margin * max(hi - lo, 1e-12), top)
+    return top
+
+
+def mark_clipped(ax, x, y, top: float, color="k") -> int:
+    """Triangles at the top edge where ``y > top`` (annotated with the value); returns how many."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    over = np.isfinite(y) & (y > top)
+    for xi, yi in zip(x[over], y[over]):
+        ax.plot([xi], [top], marker="^", color=color, ms=6, clip_on=False)
+        ax.annotate(f"{yi:.0f}", (xi, top), textcoords="offset points", xytext=(4, -10), fontsize=7, color=color)
+    return int(over.sum())

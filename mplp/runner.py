@@ -128,8 +128,22 @@ def run_chapter(chapter: str, profile: str = "cpu", device: str | None = None, o
         tmp = Path(scratch) / out.name
         papermill.execute_notebook(str(nb), str(tmp), parameters=params, kernel_name="python3",
                                    progress_bar=progress, cwd=str(nb.parent))
+        _hide_parameter_cells(tmp)
         shutil.move(tmp, out)
     return out
+
+
+def _hide_parameter_cells(path: Path) -> None:
+    """Tag the parameters cell and papermill's injected one ``hide-cell``: the book shows them
+    folded (still executable, and the injected values one click away)."""
+    import json
+
+    nb = json.loads(Path(path).read_text())
+    for c in nb["cells"]:
+        tags = c.setdefault("metadata", {}).setdefault("tags", [])
+        if ("parameters" in tags or "injected-parameters" in tags) and "hide-cell" not in tags:
+            tags.append("hide-cell")
+    Path(path).write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
 
 
 def run(chapters: list[str] | None = None, profile: str = "cpu", device: str | None = None,
