@@ -12,7 +12,7 @@ import inspect
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import ablation, equivalence, mnist_be, sinewave, truncation
+from . import ablation, equivalence, mnist_be, paths, sinewave, truncation
 from . import results as R
 from .analysis import plateau_end
 from .claims import KINDS, Verdict, tally
@@ -199,3 +199,91 @@ def build(profiles: list[str], root: Path | None = None, chapters: list[str] | N
         else:
             missing[chapter] = "; ".join(reasons)
     return Report(ledger, costs, missing, cens)
+
+
+# What each chapter reproduces (its opening box)
+CHAPTER_SOURCES = {
+    "sgd": ("thesis §4.2, Table 2, Appendices A–C", "MPLP with Table 2's functions vs SGD; the book's MPLP vs the "
+            "thesis' code"),
+    "sinewave": ("thesis §5.1, Table 3", "thesis Figs. 3–7, 12, 13"),
+    "ablation": ("thesis §5.2, Table 4", "thesis Fig. 8"),
+    "mnist": ("thesis §5.3, Table 5", "thesis Figs. 9–11"),
+    "truncation": ("Metz et al. (2019) §2–3, Vicol et al. (2021)", "Metz et al. Figs. 3–4, Appendix A"),
+}
+
+
+def which_profile(chapter: str, values: dict) -> str:
+    """The profile of ``params/<chapter>/`` whose values are ``values`` (the notebook's
+    parameters after injection), or "custom" when none is."""
+    for p in paths.PROFILES:
+        try:
+            if load_profile(chapter, p) == values:
+                return p
+        except Exception:  # a missing or broken profile simply does not match
+            continue
+    return "custom"
+
+
+@dataclass
+class ChapterBox:
+    """A chapter's opening box: what it reproduces, with which profile, how far its runs got
+    against the thesis' outer steps, their meta-training wall time, the re-run command and
+    the bottom line (its verdicts, counted by label)."""
+
+    chapter: str
+    source: str
+    figures: str
+    profile: str
+    runs: int
+    steps: list[int]
+    thesis_steps: int
+    wall_time_s: float
+    bottom_line: str
+
+    @property
+    def command(self) -> str:
+        return f"mplp run {self.chapter} --profile {self.profile}"
+
+
+def chapter_box(chapter: str, st, values: dict) -> ChapterBox:
+    """The box of ``chapter`` from its study ``st`` and its parameter ``values``."""
+    runs = [r for rs in run_groups(chapter, st).values() for r in rs]
+    steps = sorted({int(r.meta.get("steps_done", 0)) for r in runs})
+    wall = sum(float(r.meta.get("wall_time_s", 0.0)) / max(1, int(r.meta.get("population_size", 1))) for r in runs)
+    vs = st.verdicts()
+    counts: dict[str, int] = {}
+    for v in vs:
+        key = "partly" if v.holds == "partly" else v.label
+        counts[key] = counts.get(key, 0) + 1
+    bottom = (f"{len(vs)} claim{'s' if len(vs) != 1 else ''} tested: "
+              + ", ".join(f"{n} {k}" for k, n in counts.items()) + ".")
+    src, figs = CHAPTER_SOURCES[chapter]
+    return ChapterBox(chapter, src, figs, which_profile(chapter, values), len(runs), steps,
+                      THESIS_STEPS.get(chapter, 0), wall, bottom)
+
+
+def box_markdown(b: ChapterBox) -> str:
+    """The box as a MyST admonition (rendered by ``nb_render_markdown_format: myst``)."""
+    if b.runs:
+        got = ", ".join(f"{s:,}" for s in b.steps)
+        budget = (f"{b.runs} meta-training run(s) of {got} outer steps; the thesis runs {b.thesis_steps:,} "
+                  f"({max(b.steps) / b.thesis_steps:.1%} at most); meta-training wall time "
+                  f"{duration(b.wall_time_s)} on this project's 2-core CPU machine")
+    else:
+        budget = "no meta-training"
+    return "\n".join([
+        ":::{admonition} This chapter at a glance", ":class: note",
+        f"- **Reproduces:** {b.source}; {b.figures}.",
+        f"- **Profile:** `{b.profile}`. **Budget:** {budget}.",
+        f"- **Re-run:** `{b.command}` (see the README for the profiles' costs).",
+        f"- **Bottom line:** {b.bottom_line} Labels follow the report's one verdict policy.",
+        ":::"])
+
+
+def chapter_box_markdown(chapter: str, st, namespace: dict) -> str:
+    """The opening box of a chapter executing with the parameter values in ``namespace`` (its
+    notebook's globals)."""
+    from .runner import notebook_parameters
+
+    values = {k: namespace[k] for k in notebook_parameters(chapter) if k in namespace}
+    return box_markdown(chapter_box(chapter, st, values))
