@@ -152,18 +152,22 @@ def grid_panels(cell_curves: dict, baselines: dict[str, float] | None = None, ba
     return fig
 
 
-def robust_ylim(ax, ys, q: float = 98.0, margin: float = 0.08) -> float:
-    """Set ``ax``'s y-range from the ``q``-th percentile of all plotted values ``ys`` (a list of
-    arrays) instead of their maximum, so that one diverged value cannot set the scale; values
-    above it are marked at the top edge with a triangle and their value.  Returns the top."""
+def robust_ylim(ax, ys, margin: float = 0.08) -> float:
+    """Set ``ax``'s y-range from the plotted values ``ys`` (a list of arrays) without their
+    outliers, so that one diverged value cannot set the scale: a value is an outlier when it
+    lies more than ``max(10 MAD, |median| / 2)`` above the median.  Mark the outliers with
+    ``mark_clipped``.  Returns the top of the range."""
     vals = np.concatenate([np.asarray(y, float).ravel() for y in ys])
     vals = vals[np.isfinite(vals)]
     if not len(vals):
         return float("nan")
-    lo, hi = float(vals.min()), float(np.percentile(vals, q))
-    top = hi + margin * max(hi - lo, 1e-12)
-    ax.set_ylim(lo - margin * max(hi - lo, 1e-12), top)
-    return top
+    med = float(np.median(vals))
+    mad = float(np.median(np.abs(vals - med)))
+    kept = vals[vals <= med + max(10 * mad, abs(med) / 2)]
+    lo, hi = float(kept.min()), float(kept.max())
+    pad = margin * max(hi - lo, 1e-12)
+    ax.set_ylim(lo - pad, hi + pad)
+    return hi + pad
 
 
 def mark_clipped(ax, x, y, top: float, color="k") -> int:
@@ -174,3 +178,13 @@ def mark_clipped(ax, x, y, top: float, color="k") -> int:
         ax.plot([xi], [top], marker="^", color=color, ms=6, clip_on=False)
         ax.annotate(f"{yi:.0f}", (xi, top), textcoords="offset points", xytext=(4, -10), fontsize=7, color=color)
     return int(over.sum())
+
+
+def below_axis(ax, value: float, label: str) -> bool:
+    """Say in the panel when a reference level (e.g. tuned Adam) lies below the y-range that
+    the runs set; returns whether it does."""
+    lo = ax.get_ylim()[0]
+    if not value < lo:
+        return False
+    ax.annotate(f"{label}: {value:.1f} (below the axis)", (0.02, 0.03), xycoords="axes fraction", fontsize=7)
+    return True

@@ -272,12 +272,12 @@ def box_markdown(b: ChapterBox) -> str:
     else:
         budget = "no meta-training"
     return "\n".join([
-        ":::{admonition} This chapter at a glance", ":class: note",
+        "```{admonition} This chapter at a glance", ":class: note", "",
         f"- **Reproduces:** {b.source}; {b.figures}.",
         f"- **Profile:** `{b.profile}`. **Budget:** {budget}.",
         f"- **Re-run:** `{b.command}` (see the README for the profiles' costs).",
         f"- **Bottom line:** {b.bottom_line} Labels follow the report's one verdict policy.",
-        ":::"])
+        "```"])
 
 
 def chapter_box_markdown(chapter: str, st, namespace: dict) -> str:

@@ -49,3 +49,20 @@ def test_grid_panels_clip_a_diverged_seed():
     fig = grid_panels(curves, {"Adam": 60.0})
     lo, hi = fig.axes[0].get_ylim()
     assert lo == 0.8 * 60 and hi == 2 * 210          # the highest median (step 0: 200, 210, 2e9)
+
+
+def test_one_diverged_value_does_not_set_the_scale_and_is_marked():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from mplp.plotting import below_axis, mark_clipped, robust_ylim
+
+    fig, ax = plt.subplots()
+    runs = [np.array([668.0, 229, 228, 228]), np.array([230.0, 229, 222, 221])] + [np.full(4, 228.0)] * 50
+    top = robust_ylim(ax, runs)
+    assert 228 < top < 240 and ax.get_ylim()[1] == top
+    assert mark_clipped(ax, np.arange(4), runs[0], top) == 1       # the 668 is shown at the edge
+    assert below_axis(ax, 84.4, "tuned Adam") and not below_axis(ax, 225.0, "x")
+    plt.close(fig)

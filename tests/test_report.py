@@ -83,3 +83,16 @@ def test_cost_row_counts_a_population_once_and_unrecorded_results():
 
 def test_duration_units():
     assert [report.duration(t) for t in (5.4, 600, 9000)] == ["5 s", "10 min", "2.5 h"]
+
+
+def test_chapter_boxes_come_from_the_data():
+    from mplp.runner import load_profile
+
+    st, _ = report.chapter_study("sinewave", "cpu")
+    b = report.chapter_box("sinewave", st, load_profile("sinewave", "cpu"))
+    assert b.profile == "cpu" and b.steps == [60000] and b.thesis_steps == 300000
+    assert b.command == "mplp run sinewave --profile cpu"
+    assert b.bottom_line.startswith(f"{len(st.verdicts())} claims tested")
+    md = report.box_markdown(b)
+    assert md.startswith("```{admonition}") and md.endswith("```") and "20.0% at most" in md
+    assert report.which_profile("sinewave", {**load_profile("sinewave", "cpu"), "S": 7}) == "custom"
