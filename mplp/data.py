@@ -90,11 +90,8 @@ def write_idx(path: Path, arr: np.ndarray) -> None:
 
 
 def md5(path: Path) -> str:
-    h = hashlib.md5()
     with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "md5").hexdigest()
 
 
 def download(directory: Path, mirrors=MIRRORS, files=FILES, timeout: float = 30.0) -> None:
