@@ -21,6 +21,7 @@ from .claims import PLATEAU_RULE_COMMIT, POLICY_COMMIT, Verdict, decide, still_f
 LR_FIXED = 1.0e-3          # the fixed learning rate of cells without a learned lr (Table 3)
 LR_LEARNED_INIT = 1.0e-2   # initial value of the learned lr (released code)
 THESIS_S = 120_000         # §5.2's outer steps per run
+DECISIVE_RULE_COMMIT = "this commit"   # where the longer runs' rule was written (see verdicts)
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,21 @@ def grid_configs(base: C.ExperimentConfig, n_seeds: int) -> dict[Cell, list[C.Ex
     return {cell: [cell_config(base, cell, s) for s in range(n_seeds)] for cell in GRID}
 
 
+# §5.2's decisive comparisons at a longer budget (issue 16): |m| = 8 with and without batch-norm,
+# and |m| = 8 against |m| = 1 with batch-norm, all with the learned lr; 3 seeds per cell
+DECISIVE_CELLS = (Cell(8, True, True), Cell(8, False, True), Cell(1, True, True))
+DECISIVE_SEEDS = 3
+DECISIVE_HOW = "python -m mplp.longruns ablation (resumable, several sessions on 2 CPU cores)"
+
+
+def decisive_configs(S: int, validation_every: int = 300,
+                     validation_runs: int = 20) -> dict[Cell, list[C.ExperimentConfig]]:
+    """The longer runs of ``DECISIVE_CELLS``, seeds 0-2, with the released code's outer Adam
+    (``adam_bias_correction: false``), trained by ``mplp.longruns`` across sessions."""
+    base = base_config(S, validation_every, validation_runs, adam_bias_correction=False)
+    return {cell: [cell_config(base, cell, s) for s in range(DECISIVE_SEEDS)] for cell in DECISIVE_CELLS}
+
+
 def train_grid(base: C.ExperimentConfig, n_seeds: int, store: R.Store | None = None, device="cpu",
                progress: bool = True) -> dict[Cell, list[R.RunResult]]:
     """Meta-train (or load) every cell of the grid, each cell's seeds as one population."""
@@ -81,6 +97,14 @@ class AblationStudy:
     level: float
     table: dict[Cell, "CellSummary"]
     long_run: R.RunResult | None = None
+    decisive: dict[Cell, list[R.RunResult]] | None = None          # the longer runs, as far as they got
+    decisive_table: dict[Cell, "CellSummary"] | None = None
+
+    @property
+    def decisive_steps(self) -> int:
+        """Outer steps the longer runs have reached (0: none asked for)."""
+        return min(int(r.meta.get("steps_done", 0)) for rs in self.decisive.values() for r in rs) \
+            if self.decisive else 0
 
     @property
     def long_plateau_end(self) -> int | None:
@@ -91,7 +115,8 @@ class AblationStudy:
         return plateau_end(v["step"], v["val_loss"])
 
     def verdicts(self) -> list[Verdict]:
-        return verdicts(self.table, self.tuned["sgd"].best_metric, self.tuned["adam"].best_metric)
+        return verdicts(self.table, self.tuned["sgd"].best_metric, self.tuned["adam"].best_metric,
+                        self.decisive_table)
 
 
 def long_config(S: int, validation_every: int, adam_bias_correction: bool = False) -> C.ExperimentConfig:
@@ -102,10 +127,11 @@ def long_config(S: int, validation_every: int, adam_bias_correction: bool = Fals
 
 
 def study(n_seeds: int, S: int, validation_every: int, validation_runs: int, adam_bias_correction: bool = False,
-          long_S: int = 0, long_validation_every: int = 500, device: str = "cpu",
+          long_S: int = 0, long_validation_every: int = 500, decisive_S: int = 0, device: str = "cpu",
           store: R.Store | None = None) -> AblationStudy:
     """Chapter 2 from its parameters; stored runs are read, missing ones trained
-    (unless ``store`` is read-only)."""
+    (unless ``store`` is read-only).  ``decisive_S`` > 0 reads the longer runs of
+    ``decisive_configs`` as far as they got; they are never trained here (hours)."""
     from . import baselines
 
     store = store if store is not None else R.Store()
@@ -116,7 +142,12 @@ def study(n_seeds: int, S: int, validation_every: int, validation_runs: int, ada
     long_run = None
     if long_S:
         long_run = store.train([long_config(long_S, long_validation_every, adam_bias_correction)], device=device)[0]
-    return AblationStudy(base, runs, tuned, level, summary_table(runs, level), long_run)
+    decisive = decisive_table = None
+    if decisive_S:
+        decisive = {cell: store.stored_runs(cfgs, DECISIVE_HOW)
+                    for cell, cfgs in decisive_configs(decisive_S, validation_every, validation_runs).items()}
+        decisive_table = {cell: summarise(cell, rs, common_level(decisive)) for cell, rs in decisive.items()}
+    return AblationStudy(base, runs, tuned, level, summary_table(runs, level), long_run, decisive, decisive_table)
 
 
 def curves(runs: list[R.RunResult]) -> tuple[np.ndarray, np.ndarray]:
@@ -211,19 +242,35 @@ def _left(s: CellSummary) -> str:
     return f"{s.n_seeds - s.n_stuck}/{s.n_seeds} left"
 
 
-def verdicts(rows: dict[Cell, CellSummary], sgd: float, adam: float) -> list[Verdict]:
+def _longest(pairs, longer: dict[Cell, CellSummary] | None):
+    """``pairs`` with every pair whose two cells were also run longer (``longer``) taken from
+    the longer runs: a claim is judged at the longest budget that ran both arms."""
+    longer = longer or {}
+    return [(longer[a.cell], longer[b.cell]) if a.cell in longer and b.cell in longer else (a, b) for a, b in pairs]
+
+
+def _at(s: CellSummary) -> str:
+    return f" at {s.steps:,} steps" if s.steps != THESIS_S else ""
+
+
+def verdicts(rows: dict[Cell, CellSummary], sgd: float, adam: float,
+             longer: dict[Cell, CellSummary] | None = None) -> list[Verdict]:
     """The verdicts on §5.2's claims from the cell summaries and the tuned baselines, through
     the written policy (``claims``).  A pair of cells is decided when at least one of its
     two arms has a majority of seeds off the plateau (the same rule both ways); for
-    final-loss claims the arms must also have settled (``CellSummary.settled``)."""
+    final-loss claims the arms must also have settled (``CellSummary.settled``).
+    ``longer``: summaries of the decisive cells' longer runs, which replace the grid's pairs
+    they cover and compete for the best configuration."""
     out = []
+    lp = f"{DECISIVE_RULE_COMMIT}: pairs run longer are judged on the longer runs (rule written after the " \
+         "|m| = 8 longer runs were seen)" if longer else ""
     ph = f"{PLATEAU_RULE_COMMIT}: plateau start rule; {POLICY_COMMIT}: pairs with both arms on the plateau are " \
          "not reached, in both directions; stuck = not left the plateau"
     # 1. batch-norm converges faster in every configuration (speed: area under the log curve)
-    pairs = list(_pairs(rows, "batch_norm"))
+    pairs = _longest(_pairs(rows, "batch_norm"), longer)
     decided = [(off, on) for off, on in pairs if off.left or on.left]
     faster = [on.auc_median < off.auc_median for off, on in decided]
-    ev = "; ".join(f"{on.cell.message_size}/{'learned' if on.cell.learned_lr else 'fixed'}: "
+    ev = "; ".join(f"{on.cell.message_size}/{'learned' if on.cell.learned_lr else 'fixed'}{_at(on)}: "
                    f"{off.auc_median:.3g} ({_left(off)}) -> {on.auc_median:.3g} ({_left(on)})" for off, on in pairs)
     if not decided:
         test = "undecided"
@@ -238,9 +285,9 @@ def verdicts(rows: dict[Cell, CellSummary], sgd: float, adam: float) -> list[Ver
                        decide(test, about_trained=True, reached=bool(decided)), test_outcome=test,
                        partly_rule=f"faster in {sum(faster)} of {len(decided)} decided pairs, "
                                    f"{len(pairs) - len(decided)} of {len(pairs)} pairs not reached",
-                       post_hoc=ph))
+                       post_hoc="; ".join(filter(None, [ph, lp]))))
     # 2. |m| = 8 gives a much lower loss than |m| = 1 (much: at least 2x lower median final loss)
-    pairs = list(_pairs(rows, "message_size"))
+    pairs = _longest(_pairs(rows, "message_size"), longer)
     decided = [(m1, m8) for m1, m8 in pairs if m1.settled or m8.settled]
     ratio = [m8.final_median / m1.final_median for m1, m8 in pairs]
     much = [m8.final_median / m1.final_median <= 0.5 for m1, m8 in decided]
@@ -249,12 +296,13 @@ def verdicts(rows: dict[Cell, CellSummary], sgd: float, adam: float) -> list[Ver
     out.append(Verdict("|m| = 8 gives a much lower loss than |m| = 1", "§5.2",
                        "median final loss with |m| = 8 at most half that with |m| = 1, in all 4 (BN, lr) pairs; "
                        "a final-loss claim: decided on pairs with a settled arm (policy rule 1)",
-                       "ratios " + ", ".join(f"{m8.cell.label.split(', ', 1)[1]}: {r:.3f} ({_spread(m1)} -> "
+                       "ratios " + ", ".join(f"{m8.cell.label.split(', ', 1)[1]}{_at(m8)}: {r:.3f} ({_spread(m1)} -> "
                                              f"{_spread(m8)}, {'still falling' if m8.falling else 'settled'})"
                                              for (m1, m8), r in zip(pairs, ratio)),
                        decide(test, about_trained=True, reached=bool(decided)), test_outcome=test,
                        partly_rule=f"at most half in {sum(much)} of {len(decided)} decided pairs",
-                       post_hoc=f"{POLICY_COMMIT}: 'partly' was 'lower in >= 3 pairs'; settled pairs only"))
+                       post_hoc="; ".join(filter(None, [f"{POLICY_COMMIT}: 'partly' was 'lower in >= 3 pairs'; settled "
+                                                         "pairs only", lp]))))
     # 3. learned lr helps most at |m| = 8 without batch-norm
     pairs = {(off.cell.message_size, off.cell.batch_norm): (off, on) for off, on in _pairs(rows, "learned_lr")}
     gain = {k: off.auc_median / on.auc_median for k, (off, on) in pairs.items()}
@@ -283,7 +331,7 @@ def verdicts(rows: dict[Cell, CellSummary], sgd: float, adam: float) -> list[Ver
                        test, partly_rule="wider in 2 of 4 pairs", post_hoc=f"{POLICY_COMMIT}: stuck = not left the "
                                                                              "plateau (evidence only)"))
     # 4. the best configuration beats tuned SGD but not tuned Adam
-    top = min(rows.values(), key=lambda s: s.final_median)
+    top = min([*rows.values(), *(longer or {}).values()], key=lambda s: s.final_median)
     test = "yes" if adam < top.final_median < sgd else "no"
     out.append(Verdict("the best configuration beats tuned SGD but not tuned Adam", "§5.2",
                        "median final loss of the best cell < tuned SGD's (and > tuned Adam's: trivially true for an "
@@ -292,5 +340,6 @@ def verdicts(rows: dict[Cell, CellSummary], sgd: float, adam: float) -> list[Ver
                        f"{'still falling' if top.falling else 'settled'} at {top.steps:,} of {THESIS_S:,} steps; "
                        f"SGD {sgd:.3g}, Adam {adam:.3g}; step 0: {top.start_median:.3g}",
                        decide(test, about_trained=True, reached=top.settled), test_outcome=test,
-                       post_hoc=f"{POLICY_COMMIT}: the Adam half alone no longer makes it 'partly'"))
+                       post_hoc="; ".join(filter(None, [f"{POLICY_COMMIT}: the Adam half alone no longer makes it "
+                                                         "'partly'", lp]))))
     return out

@@ -21,7 +21,6 @@ from . import config as C
 from . import results as R
 
 MNIST_S, ABLATION_S = 20_000, 30_000
-ABLATION_CELLS = (ablation.Cell(8, True, True), ablation.Cell(8, False, True), ablation.Cell(1, True, True))
 
 
 def mnist_configs() -> list[C.ExperimentConfig]:
@@ -33,8 +32,7 @@ def mnist_configs() -> list[C.ExperimentConfig]:
 
 def ablation_groups() -> list[list[C.ExperimentConfig]]:
     """§5.2's decisive comparisons, one population (3 seeds) per cell."""
-    base = ablation.base_config(S=ABLATION_S, validation_every=300, validation_runs=20, adam_bias_correction=False)
-    return [[ablation.cell_config(base, cell, s) for s in range(3)] for cell in ABLATION_CELLS]
+    return list(ablation.decisive_configs(ABLATION_S).values())
 
 
 GROUPS = {"mnist": lambda: [mnist_configs()], "ablation": ablation_groups}

@@ -188,3 +188,47 @@ def below_axis(ax, value: float, label: str) -> bool:
         return False
     ax.annotate(f"{label}: {value:.1f} (below the axis)", (0.02, 0.03), xycoords="axes fraction", fontsize=7)
     return True
+
+
+def budget_range(ax, reached: int, thesis_steps: int, label: str = "thesis' budget, not run") -> None:
+    """Draw the thesis' outer-step budget on ``ax``'s x-axis: the axis runs to
+    ``thesis_steps`` and the part beyond ``reached`` is hatched (issue 16: a reader sees how
+    far the run got)."""
+    ax.set_xlim(0, thesis_steps * 1.01)
+    if reached < thesis_steps:
+        ax.axvspan(reached, thesis_steps, facecolor="0.95", edgecolor="0.85", hatch="//", lw=0, label=label,
+                   zorder=0)
+
+
+def pair_panels(panels: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]], baselines: dict[str, float],
+                thesis_steps: int, colours=("C3", "C0")):
+    """One panel per comparison of two configurations, each drawn as its seeds' median (line)
+    and min-max range (band) of validation outer-loss, with ``baselines`` as dashed lines and
+    the thesis' budget on the x-axis beyond the panel's longest run (``budget_range``).
+    ``panels``: ``{title: {label: (steps (V,), losses (n_seeds, V))}}``."""
+    import matplotlib.pyplot as plt
+
+    from matplotlib.ticker import FuncFormatter
+
+    thousands = FuncFormatter(lambda x, _: f"{x / 1000:.0f}k" if x else "0")
+    fig, axes = plt.subplots(1, len(panels), figsize=(7.6, 3.4), sharey=True, squeeze=False)
+    lows, highs = [v for v in baselines.values() if v > 0], []
+    for ax, (title, arms) in zip(axes[0], panels.items()):
+        for c, (label, (steps, L)) in zip(colours, arms.items()):
+            ax.plot(steps, np.median(L, 0), color=c, lw=1.4, label=f"{label} (median of {len(L)})")
+            ax.fill_between(steps, L.min(0), L.max(0), color=c, alpha=0.2, lw=0)
+            finite = L[np.isfinite(L)]
+            lows.append(float(finite.min()))
+            highs.append(float(np.median(L, 0)[np.isfinite(np.median(L, 0))].max()))
+        for k, (label, v) in enumerate(baselines.items()):
+            ax.axhline(v, color=("k", "0.45")[k % 2], ls="--", lw=1, label=label)
+        budget_range(ax, max(int(steps[-1]) for steps, _ in arms.values()), thesis_steps)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("outer step")
+        ax.set_yscale("log")
+        ax.xaxis.set_major_formatter(thousands)
+        ax.legend(fontsize=7, loc="upper right")
+    axes[0, 0].set_ylabel("validation outer-loss")
+    axes[0, 0].set_ylim(0.85 * min(lows), 1.3 * max(highs))
+    fig.tight_layout()
+    return fig

@@ -435,3 +435,19 @@ class Store:
             runs = train_population(cfgs, out_root=self.root, resume=True, device=device, progress=progress)
         self.records += [Record(r.config.experiment, r.path, r.meta) for r in runs]
         return runs
+
+    def stored_runs(self, cfgs: list[C.ExperimentConfig], how_to_train: str) -> list[RunResult]:
+        """The stored runs of ``cfgs`` as far as they got, finished or still running (the
+        multi-session runs of ``mplp.longruns``); nothing is computed, whatever ``read_only``
+        says, since these runs take hours.  A missing run is a ``MissingResultError`` that
+        names ``how_to_train``."""
+        runs = []
+        for cfg in cfgs:
+            d = run_dir(self.base, cfg)
+            try:
+                runs.append(load_run(d))
+            except FileNotFoundError:
+                raise MissingResultError(f"{d}: no stored run of {cfg.experiment!r} (seed {cfg.seed}, S = "
+                                         f"{cfg.meta.S:,}); it is trained outside the notebook: {how_to_train}") from None
+        self.records += [Record(r.config.experiment, r.path, r.meta) for r in runs]
+        return runs
