@@ -21,7 +21,7 @@ from .claims import PLATEAU_RULE_COMMIT, POLICY_COMMIT, Verdict, decide, still_f
 LR_FIXED = 1.0e-3          # the fixed learning rate of cells without a learned lr (Table 3)
 LR_LEARNED_INIT = 1.0e-2   # initial value of the learned lr (released code)
 THESIS_S = 120_000         # §5.2's outer steps per run
-DECISIVE_RULE_COMMIT = "this commit"   # where the longer runs' rule was written (see verdicts)
+DECISIVE_RULE_COMMIT = "913f3c6"   # where the longer runs' rule was written (see verdicts)
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,8 @@ the runs once they are complete.
 
     python -m mplp.longruns mnist       # §5.3: batch-entropy term on / off, seeds 0-1, 20,000 steps
     python -m mplp.longruns ablation    # §5.2: |m| = 8 with / without BN, |m| = 1 with BN, 3 seeds, 30,000 steps
+    python -m mplp.longruns sinewave    # §5.1: Table 3, the text's setting, seeds 0-2, 150,000 steps
+    python -m mplp.longruns sinewave-script   # §5.1: the released script's setting, seed 0, 100,000 steps
     python -m mplp.longruns status      # steps done per run
 """
 
@@ -16,11 +18,12 @@ import argparse
 import json
 import sys
 
-from . import ablation, mnist_be
+from . import ablation, mnist_be, sinewave
 from . import config as C
 from . import results as R
 
 MNIST_S, ABLATION_S = 20_000, 30_000
+SINEWAVE_S, SINEWAVE_SCRIPT_S = 150_000, 100_000
 
 
 def mnist_configs() -> list[C.ExperimentConfig]:
@@ -35,7 +38,13 @@ def ablation_groups() -> list[list[C.ExperimentConfig]]:
     return list(ablation.decisive_configs(ABLATION_S).values())
 
 
-GROUPS = {"mnist": lambda: [mnist_configs()], "ablation": ablation_groups}
+def sinewave_groups() -> dict[str, list[C.ExperimentConfig]]:
+    """§5.1 (Table 3): the text's setting, seeds 0-2, one population; the script's setting, one run."""
+    return sinewave.long_configs(SINEWAVE_S, SINEWAVE_SCRIPT_S)
+
+
+GROUPS = {"mnist": lambda: [mnist_configs()], "ablation": ablation_groups,
+          "sinewave": lambda: [sinewave_groups()["text"]], "sinewave-script": lambda: [sinewave_groups()["script"]]}
 
 
 def status(root=None) -> list[dict]:

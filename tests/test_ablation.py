@@ -163,3 +163,25 @@ def test_skipped_outer_updates_are_summed_over_seeds():
 def test_a_seed_diverging_at_step_0_is_still_stuck():
     s = A.summarise(A.GRID[0], [_run([2.3e9, 253, 252, 254, 253, 255])], level=1.0)
     assert s.n_stuck == 1
+
+
+def test_longer_runs_replace_the_pairs_they_cover():
+    """Issue 16: a pair of cells run longer is judged on the longer runs; the grid's other
+    pairs stay; the best configuration may come from the longer runs."""
+    rows = _rows(lambda c: 50.0, stuck=5)                                   # the grid: all on the plateau
+    assert A.verdicts(rows, sgd=20.0, adam=5.0)[0].holds == "not_reached"
+    c8, c8off, c1 = A.DECISIVE_CELLS
+    base = _rows(lambda c: 10.0 if c.batch_norm else 30.0, stuck=0)
+    longer = {c: dataclasses.replace(base[c], steps=30_000) for c in A.DECISIVE_CELLS}
+    v = A.verdicts(rows, sgd=20.0, adam=5.0, longer=longer)
+    assert v[0].holds == "partly" and v[0].partly_rule.startswith("faster in 1 of 1 decided pairs, 3 of 4")
+    assert "8/learned at 30,000 steps" in v[0].evidence and A.DECISIVE_RULE_COMMIT in v[0].post_hoc
+    assert "at 30,000 of 120,000 steps" in v[4].evidence and "|m|=8, BN on, lr learned" in v[4].evidence
+    assert v[4].holds == "yes"                         # 10 < SGD's 20, settled, off the plateau
+    assert "longer" not in A.verdicts(rows, sgd=20.0, adam=5.0)[0].post_hoc
+
+
+def test_decisive_configs_use_the_codes_adam_and_three_seeds():
+    cfgs = A.decisive_configs(30_000)
+    assert list(cfgs) == list(A.DECISIVE_CELLS)
+    assert all(len(cs) == 3 and not cs[0].meta.adam_bias_correction and cs[0].meta.S == 30_000 for cs in cfgs.values())

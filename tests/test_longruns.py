@@ -14,5 +14,10 @@ def test_groups_are_the_decisive_comparisons_with_the_codes_adam():
 
 def test_status_lists_every_run(tmp_path, capsys):
     rows = L.status(tmp_path)
-    assert len(rows) == 4 + 9 and all(r["status"] == "not started" and r["steps_done"] == 0 for r in rows)
+    assert len(rows) == 4 + 9 + 3 + 1 and all(r["status"] == "not started" and r["steps_done"] == 0 for r in rows)
     assert L.main(["status"]) == 0 and "mnist" in capsys.readouterr().out
+
+
+def test_sinewave_groups_are_chapter_1s_longer_runs():
+    assert [c.meta.S for c in L.GROUPS["sinewave"]()[0]] == [L.SINEWAVE_S] * 3
+    assert [c.learner.loss_inputs for c in L.GROUPS["sinewave-script"]()[0]] == ["full"]

@@ -82,3 +82,16 @@ def test_store_records_time_and_machine(tmp_path, monkeypatch):
     r = recs.records[-1]
     assert r.outer_steps == 12 and r.wall_time_s == pytest.approx(r.meta["wall_time_s"] / 2)
     assert R.Record("x", None, {}).wall_time_s is None
+
+
+def test_stored_runs_reads_unfinished_runs_and_names_the_command(tmp_path):
+    from mplp import trainer
+    from helpers import tiny_config
+
+    cfg = tiny_config(**{"meta.S": 4})
+    trainer.train(cfg, out_root=tmp_path, progress=False, max_steps=2)
+    store = R.Store(tmp_path, read_only=True)
+    (run,) = store.stored_runs([cfg], "python -m mplp.longruns x")
+    assert run.meta["status"] == "running" and run.meta["steps_done"] == 2 and store.records
+    with pytest.raises(R.MissingResultError, match="trained outside the notebook: python -m mplp.longruns x"):
+        store.stored_runs([cfg.replace(seed=99)], "python -m mplp.longruns x")

@@ -1,0 +1,44 @@
+"""Chapter 1's longer runs (issue 16): their configs and the rule that judges claims 1-2 on them."""
+
+import numpy as np
+
+from mplp import sinewave as SW
+from mplp.analysis import Checkpoint
+
+from test_analysis import _calibration
+
+
+def test_long_configs_are_the_texts_setting_and_the_scripts():
+    cfgs = SW.long_configs(150_000, 100_000)
+    text, script = cfgs["text"], cfgs["script"]
+    assert [c.seed for c in text] == list(SW.LONG_SEEDS) and {c.meta.S for c in text} == {150_000}
+    assert {c.learner.loss_inputs for c in text} == {"prediction_target"} and text[0].task.amplitude == (1.0, 1.0)
+    assert script[0].learner.loss_inputs == "full" and script[0].task.amplitude == (1.0, 5.0)
+    assert script[0].meta.S == 100_000 and not any(c.meta.adam_bias_correction for c in text + script)
+
+
+def test_over_seeds_needs_a_majority_decided_and_agreement():
+    assert SW._over_seeds(["yes", "undecided", "undecided"]) == "undecided"
+    assert SW._over_seeds(["yes", "yes", "undecided"]) == "yes"
+    assert SW._over_seeds(["no", "no", "no"]) == "no"
+    assert SW._over_seeds(["yes", "no", "undecided"]) == "partly"
+
+
+def test_claims_1_and_2_are_judged_on_the_longer_runs():
+    steps = np.arange(0, 1001, 100)
+    kw = dict(thesis_plateau_end=500)
+    chapter_run = np.full(11, 50.0)                                        # the chapter's own run: flat
+    leaves_at_500 = np.array([50, 50, 49, 50, 49, 40, 30, 20, 15, 12, 10.0])
+    corr = {"f": -0.9, "g_lin": 0.9}
+    cal = _calibration(corr)
+    ck = Checkpoint(1000, 10.0, {}, "")
+    longer = [(steps, leaves_at_500, ck), (steps, leaves_at_500, ck), (steps, chapter_run, Checkpoint(0, 50.0, {}, ""))]
+    v = SW.verdicts(steps, chapter_run, Checkpoint(0, 50.0, {}, ""), 18.0, 5.0, corr, cal, longer=longer, **kw)
+    assert v[0].holds == "yes" and "seed 2: no plateau end in 1,000 steps" in v[0].evidence
+    assert v[1].holds == "yes" and "median 10 vs SGD 18" in v[1].evidence      # 2 of 3 left: reached
+    early = np.array([50, 40] + [30.0] * 9)                                   # leaves at 100: too early
+    v = SW.verdicts(steps, chapter_run, ck, 18.0, 5.0, corr, cal, **kw,
+                    longer=[(steps, leaves_at_500, ck), (steps, early, ck), (steps, chapter_run, ck)])
+    assert v[0].holds == "partly" and v[0].partly_rule == "ending in the window in 1 of 2 decided seeds"
+    alone = SW.verdicts(steps, chapter_run, Checkpoint(0, 50.0, {}, ""), 18.0, 5.0, corr, cal, **kw)
+    assert [x.holds for x in alone[:2]] == ["not_reached", "not_reached"]
