@@ -232,3 +232,26 @@ def pair_panels(panels: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]], bas
     axes[0, 0].set_ylim(0.85 * min(lows), 1.3 * max(highs))
     fig.tight_layout()
     return fig
+
+
+def ledger_heatmap(chapters: list[str], outcomes: list[str], counts: np.ndarray, colours: list[str]):
+    """The ledger at a glance (seaborn): claims per chapter (rows) and label (columns), each
+    column tinted with its label's colour, annotated with the count.
+    ``counts (len(chapters), len(outcomes))``; ``colours``: each label's background colour."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+    from matplotlib.colors import LinearSegmentedColormap
+
+    fig, axes = plt.subplots(1, len(outcomes), figsize=(7.6, 0.45 * len(chapters) + 1.1),
+                             gridspec_kw={"wspace": 0.04})
+    top = max(1, int(counts.max()))
+    for j, (ax, name) in enumerate(zip(np.atleast_1d(axes), outcomes)):
+        cmap = LinearSegmentedColormap.from_list(f"label{j}", ["#ffffff", colours[j]])
+        sns.heatmap(counts[:, [j]], ax=ax, cmap=cmap, vmin=0, vmax=0.6 * top, cbar=False, annot=True, fmt="d",
+                    linewidths=0.5, linecolor="0.85", annot_kws={"fontsize": 9},
+                    yticklabels=chapters if j == 0 else False, xticklabels=[name])
+        ax.tick_params(axis="x", labelrotation=0, labelsize=7.5)
+        ax.tick_params(axis="y", labelrotation=0, labelsize=8, length=0)
+        ax.xaxis.tick_top()
+    fig.subplots_adjust(left=0.15, right=0.99, top=0.86, bottom=0.02)
+    return fig

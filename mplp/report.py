@@ -15,7 +15,7 @@ from pathlib import Path
 from . import ablation, equivalence, mnist_be, paths, sinewave, truncation
 from . import results as R
 from .analysis import plateau_end
-from .claims import KINDS, Verdict, tally
+from .claims import KINDS, LABELS, Verdict, tally
 from .runner import load_profile
 
 STUDIES = {"sgd": equivalence.study, "sinewave": sinewave.study, "ablation": ablation.study,
@@ -287,3 +287,61 @@ def chapter_box_markdown(chapter: str, st, namespace: dict) -> str:
 
     values = {k: namespace[k] for k in notebook_parameters(chapter) if k in namespace}
     return box_markdown(chapter_box(chapter, st, values))
+
+
+def written_for(chapter: str, namespace: dict, profile: str, text: str) -> str:
+    """``text`` (an interpretation written by hand for ``profile``'s results) when the chapter
+    executes with that profile; otherwise a note saying it is left out, so a re-run with
+    other parameters never shows a reading of numbers it did not produce."""
+    from .runner import notebook_parameters
+
+    values = {k: namespace[k] for k in notebook_parameters(chapter) if k in namespace}
+    if which_profile(chapter, values) == profile:
+        return text
+    return (f"*The reading of these results written for the committed `{profile}` profile is left out: this "
+            f"execution used other parameters, and its numbers are the ones glued above.*")
+
+
+# Colours of the ledger's labels (background, text): decided outcomes in strong colours,
+# "not reached" and "trivially true" (not counted) in greys
+LABEL_COLOURS = {"yes": ("#1b7837", "#ffffff"), "partly": ("#f1a340", "#000000"), "no": ("#b2182b", "#ffffff"),
+                 "not_reached": ("#d9d9d9", "#000000"), "trivial": ("#f0f0f0", "#555555"),
+                 "undecided": ("#d9d9d9", "#000000")}
+
+
+def evidence_href(chapter: str) -> str:
+    """Where a chapter's verdicts are shown: its page and the ``(<chapter>-claims)=`` target
+    before its claims section (pages sit side by side in ``book/``)."""
+    return f"{paths.CHAPTERS.index(chapter):02d}_{chapter}.html#{chapter}-claims"
+
+
+def ledger_html(ledger: list[LedgerRow]) -> str:
+    """The ledger as an HTML table that fits the page column: the claim (linked to the
+    chapter section with its evidence) and a colour-coded verdict per row; the test, the
+    numbers and any post-hoc note fold out under the claim."""
+    from html import escape
+
+    rows = []
+    for k, r in enumerate(ledger, 1):
+        v = r.verdict
+        bg, fg = LABEL_COLOURS[v.holds]
+        badge = (f'<span style="background:{bg};color:{fg};padding:1px 6px;border-radius:3px;'
+                 f'white-space:nowrap;font-weight:600">{escape(LABELS[v.holds])}</span>')
+        extra = escape(v.partly_rule) if v.holds == "partly" else ""
+        if v.test_outcome != v.holds:
+            extra += (" " if extra else "") + f"(the test alone: {escape(LABELS[v.test_outcome])})"
+        if v.post_hoc:
+            extra += '<br><em>post hoc</em>'
+        details = (f"<details><summary>test and numbers</summary><p><b>Test.</b> {escape(v.test)}</p>"
+                   f"<p><b>Ours.</b> {escape(v.evidence)}</p>"
+                   + (f"<p><b>Post hoc.</b> {escape(v.post_hoc)}</p>" if v.post_hoc else "") + "</details>")
+        chapter_no = paths.CHAPTERS.index(r.chapter)
+        rows.append(f'<tr><td style="vertical-align:top">{k}</td><td style="vertical-align:top">'
+                    f'<a href="{evidence_href(r.chapter)}">{escape(v.claim)}</a> '
+                    f'<span style="color:#666">(ch. {chapter_no}, {escape(v.where)}; {escape(r.profile)})</span>'
+                    f"{details}</td><td style=\"vertical-align:top\">{badge}<br>"
+                    f'<span style="font-size:85%">{extra}</span></td></tr>')
+    return ('<table class="mplp-ledger" style="width:100%;font-size:90%;table-layout:fixed">'
+            '<colgroup><col style="width:2.2em"><col><col style="width:34%"></colgroup>'
+            "<thead><tr><th>#</th><th>claim (link: its evidence)</th><th>verdict</th></tr></thead><tbody>"
+            + "".join(rows) + "</tbody></table>")

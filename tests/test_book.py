@@ -35,6 +35,19 @@ def test_notebook_starts_with_parameters_and_profiles_are_complete(chapter):
     assert not errors, f"{chapter}: committed notebook has error outputs"
 
 
+def glue_references(cells) -> set[str]:
+    """Names the Markdown cells show through glue roles and directives."""
+    import re
+
+    text = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown")
+    return set(re.findall(r"\{glue(?::\w+)?\}`([^`]+)`", text)) | set(re.findall(r"```\{glue(?::\w+)?\}\s+(\S+)", text))
+
+
+def glued_names(cells) -> set[str]:
+    return {o["metadata"]["scrapbook"]["name"] for c in cells for o in c.get("outputs", [])
+            if "scrapbook" in o.get("metadata", {})}
+
+
 @pytest.mark.parametrize("chapter", CHAPTERS)
 def test_chapter_executes_with_ci_profile_without_cache(chapter, tmp_path, monkeypatch):
     monkeypatch.setenv("MPLP_CACHE", "off")       # compute, do not read or write results/
@@ -44,6 +57,9 @@ def test_chapter_executes_with_ci_profile_without_cache(chapter, tmp_path, monke
     injected = [c for c in cells if "injected-parameters" in c["metadata"].get("tags", [])]
     assert len(injected) == 1 and cells.index(injected[0]) == 1   # right after `parameters`
     assert any(o.get("output_type") == "display_data" for c in cells for o in c.get("outputs", []))
+    # the prose stays consistent with this execution: every glued name it shows was glued by it
+    missing = glue_references(cells) - glued_names(cells)
+    assert not missing, f"{chapter}: the text refers to {sorted(missing)}, which the ci execution did not glue"
 
 
 def test_runner_refuses_bad_input(tmp_path, monkeypatch):
@@ -145,6 +161,13 @@ def test_failed_run_leaves_the_notebook_as_it_was(tmp_path):
 
 
 @pytest.mark.parametrize("chapter", CHAPTERS)
+def test_committed_notebooks_glue_every_name_their_text_shows(chapter):
+    cells = json.loads(paths.notebook(chapter).read_text())["cells"]
+    missing = glue_references(cells) - glued_names(cells)
+    assert not missing, f"{chapter}: {sorted(missing)} are shown but not glued; execute the chapter again"
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
 def test_notebook_sources_hold_no_control_characters(chapter):
     """A "\\frac" or "\\theta" typed into a non-raw Python string becomes a form feed or a tab in
     the notebook (chapter 4 once showed "Math input error" and "dheta"): none may be left."""
@@ -154,3 +177,65 @@ def test_notebook_sources_hold_no_control_characters(chapter):
         src = "".join(c["source"])
         bad = re.findall(r"[\x00-\x08\x0b-\x1f]", src) + (re.findall(r"\t", src) if c["cell_type"] == "markdown" else [])
         assert not bad, f"{chapter} cell {i}: control characters {bad!r}"
+
+
+# -- numbers in the prose come from the data (issue 17) ----------------------------------------
+import re  # noqa: E402
+
+_ROLE = re.compile(r"\{(glue:text|glue:md|glue|cite:p|cite:t|cite|doc|ref|numref|eq|download)\}`[^`]*`")
+_STRIP = [re.compile(r"```.*?```", re.S),               # fenced blocks (admonitions' options, code)
+          re.compile(r"\$\$.*?\$\$", re.S), _ROLE, re.compile(r"`[^`]*`"),
+          re.compile(r"\$[^$]*\$"),                     # math: symbols and settings (checked below)
+          re.compile(r"\]\([^)]*\)"), re.compile(r"https?://\S+"),
+          # references to the papers' numbered parts: §5.1, §2.3–2.4, Fig. 3a, Figs. 9–11, Table 2, Eq. 6 ...
+          re.compile(r"§\s?\d+(\.\d+)*([–-]\d+(\.\d+)*)?"),
+          re.compile(r"\b(Figs?\.|Figures?|Tables?|Eqs?\.|Equations?|Appendix|App\.|Algorithms?|Sections?)\s*"
+                     r"[A-Z]?\d+[a-z]?([–-]\d+[a-z]?)?((,| and)\s*\d+[a-z]?)*"),
+          re.compile(r"\b(19|20)\d\d\b")]               # years of the cited papers
+# A figure-like number: grouped thousands, a decimal, a percentage, or three digits or more.
+_NUMBER = re.compile(r"(?<![\w.])(\d{1,3}(,\d{3})+|\d+\.\d+|\d+\s?%|\d{3,})(?![\w])")
+# Numbers that are not results: thesis and paper settings, dataset facts and the book's own rule
+# definitions, each with where it comes from.  Anything else typed into the prose is a defect.
+ALLOWED = {
+    "*": {"90 %": "the plateau rule (analysis.plateau_end)", "10 %": "the plateau rule",
+          "95 %": "the calibration quantile", "784": "MNIST's input size",
+          "1,000": "Metz et al. Fig. 4's 1,000-step horizon (a setting)"},
+    "00_sgd": {"100": "the steps at which outer.code_step_ratio is evaluated", "1000": "idem"},
+    "01_sinewave": {"0.001": "Table 3's fixed lr", "100,000": "the thesis' checkpoint window (§5.1)",
+                    "130,000": "idem", "50,000": "§5.1: 'flat until around 50000 steps'"},
+    "04_truncation": {"128": "the MLP's batch (Metz et al.)", "10,000": "Metz et al.'s inner steps",
+                      "0.01": "discussion_values' agreement threshold", "100": "its 'exploded' threshold"},
+    "deviations": {"0.99": "thesis Tables 3-5", "0.9": "the released script's default", "0.1307": "MNIST mean",
+                   "0.3081": "MNIST std", "60,000": "MNIST's training set", "255": "byte range",
+                   "256": "the released code's divisor"},
+}
+
+
+def _prose(path: Path) -> list[str]:
+    if path.suffix == ".ipynb":
+        return ["".join(c["source"]) for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "markdown"]
+    return [path.read_text()]
+
+
+def hand_typed_numbers(path: Path) -> list[str]:
+    """Figure-like numbers in a page's Markdown that are neither glued nor allowed."""
+    allowed = {**ALLOWED["*"], **ALLOWED.get(path.stem, {})}
+    found = []
+    for text in _prose(path):
+        for rx in _STRIP:
+            text = rx.sub(" ", text)
+        found += [m.group(0) for m in _NUMBER.finditer(text) if m.group(0) not in allowed]
+    return found
+
+
+def test_the_number_rule_flags_results_and_passes_settings(tmp_path):
+    p = tmp_path / "x.md"
+    p.write_text("The loss fell from 254.8 to 234.0 (12 %) over 2,000 steps in 2019 (§5.2, Figs. 9–11, "
+                 "$1.2 \\cdot 10^5$, {glue:text}`x` and `S = 3600`); 90 % is the rule.")
+    assert hand_typed_numbers(p) == ["254.8", "234.0", "12 %", "2,000"]
+
+
+@pytest.mark.parametrize("page", sorted(p.stem for p in (ROOT / "book").iterdir() if p.suffix in (".ipynb", ".md")))
+def test_no_page_holds_a_hand_typed_result_number(page):
+    path = next(p for p in (ROOT / "book").iterdir() if p.stem == page and p.suffix in (".ipynb", ".md"))
+    assert hand_typed_numbers(path) == [], f"{path.name}: glue these numbers from the data (or allow a setting)"
