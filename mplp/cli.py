@@ -102,6 +102,16 @@ def _threads(text: str) -> int:
     return n
 
 
+def _costs(args) -> int:
+    from . import report
+    from .paths import PROFILES
+
+    if args.profile not in PROFILES:
+        raise ValueError(f"unknown profile {args.profile!r}; valid profiles: {', '.join(PROFILES)}")
+    print(report.costs_markdown(report.run_costs(args.profile), args.profile))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mplp", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -137,6 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--threads", type=_threads, default=0, help="torch CPU threads (default: torch's)")
     b.add_argument("--json", action="store_true", help="also print one JSON object on the last line")
     b.set_defaults(func=_bench)
+    c = sub.add_parser("costs", help="outer steps and wall time per run of a profile's stored runs (the README table)")
+    c.add_argument("--profile", default="cpu", help="ci, cpu or paper (default: cpu)")
+    c.set_defaults(func=_costs)
     return p
 
 

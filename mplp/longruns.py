@@ -28,8 +28,7 @@ SINEWAVE_S, SINEWAVE_SCRIPT_S = 150_000, 100_000
 
 def mnist_configs() -> list[C.ExperimentConfig]:
     """§5.3's decisive comparison: the term off (seeds 0, 1) and on (seeds 0, 1), one population."""
-    base = mnist_be.base_config(S=MNIST_S, T=100, validation_every=150, subset=0, adam_bias_correction=False)
-    cfgs = mnist_be.run_configs(base, 2)
+    cfgs = mnist_be.long_configs(MNIST_S)
     return cfgs[False] + cfgs[True]
 
 

@@ -84,14 +84,23 @@ THESIS_STEPS = {"sinewave": 300_000, "ablation": 120_000, "mnist": 150_000, "tru
 def run_groups(chapter: str, st) -> dict[str, list[R.RunResult]]:
     """A chapter study's meta-training runs, grouped as the chapter shows them."""
     if chapter == "sinewave":
-        return {"Table 3 run": [st.run]}
+        groups = {"Table 3 run": [st.run]}
+        if st.long_runs:
+            groups["longer runs, the text's setting"] = st.long_runs["text"]
+            groups["longer run, the script's setting"] = st.long_runs["script"]
+        return groups
     if chapter == "ablation":
         groups = {c.label: rs for c, rs in st.runs.items()}
         if st.long_run is not None:
             groups["longer run, |m|=8, BN on, lr learned"] = [st.long_run]
+        for c, rs in (st.decisive or {}).items():
+            groups[f"decisive, {c.label}"] = rs
         return groups
     if chapter == "mnist":
-        return {f"batch-entropy term {'on' if be else 'off'}": rs for be, rs in st.runs.items()}
+        groups = {f"batch-entropy term {'on' if be else 'off'}": rs for be, rs in st.runs.items()}
+        for be, rs in (st.long_runs or {}).items():
+            groups[f"longer runs, term {'on' if be else 'off'}"] = rs
+        return groups
     if chapter == "truncation":
         return {f"MPLP with {k}": [r] for k, r in st.mplp_runs.items()}
     return {}
@@ -345,3 +354,43 @@ def ledger_html(ledger: list[LedgerRow]) -> str:
             '<colgroup><col style="width:2.2em"><col><col style="width:34%"></colgroup>'
             "<thead><tr><th>#</th><th>claim (link: its evidence)</th><th>verdict</th></tr></thead><tbody>"
             + "".join(rows) + "</tbody></table>")
+
+
+@dataclass
+class RunCost:
+    """What one group of a chapter's meta-training runs cost: outer steps per run against the
+    thesis', and the wall time per run (a population's wall time shared by its members)."""
+
+    chapter: str
+    group: str
+    n_runs: int
+    steps: int
+    thesis_steps: int
+    wall_per_run_s: float
+    running: int                 # runs not finished yet (multi-session runs)
+
+
+def run_costs(profile: str, root: Path | None = None) -> list[RunCost]:
+    """``RunCost`` of every run group of every chapter with meta-training, from the stored
+    results of ``profile`` (read-only)."""
+    import numpy as np
+
+    out = []
+    for chapter in STUDIES:
+        st, _ = chapter_study(chapter, profile, root)
+        for group, runs in run_groups(chapter, st).items():
+            walls = [float(r.meta.get("wall_time_s", 0.0)) / max(1, int(r.meta.get("population_size", 1))) for r in runs]
+            out.append(RunCost(chapter, group, len(runs), max(int(r.meta.get("steps_done", 0)) for r in runs),
+                               THESIS_STEPS[chapter], float(np.median(walls)),
+                               sum(not r.finished for r in runs)))
+    return out
+
+
+def costs_markdown(rows: list[RunCost], profile: str) -> str:
+    """The README's table of what each profile's runs cost (``mplp costs``)."""
+    lines = [f"| ch. | runs (`{profile}`) | outer steps per run / thesis' | wall time per run |", "|---|---|---|---|"]
+    for c in rows:
+        state = f"; {c.running} still running" if c.running else ""
+        lines.append(f"| {paths.CHAPTERS.index(c.chapter)} | {c.group}: {c.n_runs}{state} | {c.steps:,} / "
+                     f"{c.thesis_steps:,} ({c.steps / c.thesis_steps:.1%}) | {duration(c.wall_per_run_s)} |")
+    return "\n".join(lines)

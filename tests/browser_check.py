@@ -19,10 +19,14 @@ import threading
 from pathlib import Path
 
 CHECK_PAGE = "__browser_check__.html"
+# An image shown at less than this fraction of its natural width has type too small to read
+# (a 1,300 px figure squeezed into the ~690 px column: 5 px legends)
+NARROW = 0.6
 
 _SCRIPT = """<!doctype html><html><body><pre id="result">pending</pre>
 <script>
 const pages = %s;
+const NARROW = %s;
 const out = {};
 const frame = document.createElement("iframe");
 frame.style.width = "1200px"; frame.style.height = "900px";
@@ -51,6 +55,9 @@ async function check(page) {
     unrendered_math: Array.from(d.querySelectorAll(".math")).filter(m => !m.querySelector("mjx-container")).length,
     math_errors: Array.from(d.querySelectorAll(".math")).filter(m => m.querySelector("mjx-merror, merror, [data-mjx-error]")
                  || m.innerText.includes("Math input error")).length,
+    narrow: imgs.filter(im => im.naturalWidth > 0 && im.offsetParent !== null
+                 && im.getBoundingClientRect().width < NARROW * im.naturalWidth)
+                 .map(im => `${im.getAttribute("src")}: ${Math.round(im.getBoundingClientRect().width)} of ${im.naturalWidth} px`),
     figures_without_image: Array.from(d.querySelectorAll("figure")).filter(f => !f.querySelector("img")).length,
     raw_tables: text.includes("|---|") ? 1 : 0,
     tracebacks: d.querySelectorAll(".traceback, .output.error").length
@@ -88,7 +95,7 @@ def check_site(root: Path, pages: list[str], timeout: float = 300) -> dict[str, 
     if exe is None:
         raise RuntimeError("Chromium is not installed; `make browser` (or apt-get install chromium) installs it")
     root = Path(root)
-    (root / CHECK_PAGE).write_text(_SCRIPT % json.dumps(["/" + p for p in pages]))
+    (root / CHECK_PAGE).write_text(_SCRIPT % (json.dumps(["/" + p for p in pages]), NARROW))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(root)))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -116,6 +123,8 @@ def problems(report: dict[str, dict], expected_images: dict[str, int]) -> list[s
             continue
         if r["broken"]:
             out.append(f"{page}: broken images {r['broken']}")
+        for n in r.get("narrow", []):
+            out.append(f"{page}: image shown too narrow to read ({n}; below {NARROW:.0%} of its width)")
         if r["figures_without_image"]:
             out.append(f"{page}: {r['figures_without_image']} figure(s) without an image")
         if r["unrendered_math"]:

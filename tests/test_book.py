@@ -124,19 +124,22 @@ def test_published_book_in_a_browser(built_book):
 def test_browser_check_sees_what_is_broken(tmp_path, built_book):
     (tmp_path / "ok.png").write_bytes(base64.b64decode(PNG))
     (tmp_path / "good.html").write_text('<figure><img src="ok.png"></figure>')
+    (tmp_path / "wide.png").write_bytes(_png(1000, 10))
+    (tmp_path / "narrow.html").write_text('<figure><img src="wide.png" style="width:400px"></figure>')
     (tmp_path / "bad.html").write_text('<img src="missing.png"><figure><p>no image</p></figure>'
                                        "<pre>Traceback (most recent call last):\n  boom</pre>"
                                        '<span class="math notranslate">\\(x^2\\)</span><p>| a | b |\n|---|---|</p>')
     shutil.copytree(built_book / "_static" / "mathjax", tmp_path / "mathjax")     # the MathJax the book ships
     (tmp_path / "math.html").write_text(MATHJAX_PAGE)
-    report = browser_check.check_site(tmp_path, ["good.html", "bad.html", "math.html"])
+    report = browser_check.check_site(tmp_path, ["good.html", "bad.html", "math.html", "narrow.html"])
     assert report["/good.html"]["images"] == 1
-    found = browser_check.problems(report, {"good.html": 1, "bad.html": 2})
+    found = browser_check.problems(report, {"good.html": 1, "bad.html": 2, "narrow.html": 1})
     assert found == ["/bad.html: broken images ['missing.png']", "/bad.html: 1 figure(s) without an image",
                      "/bad.html: 1 of 1 formulas not rendered by MathJax", "/bad.html: shows a Markdown table as text",
                      "/bad.html: shows a Python traceback",
                      "/bad.html: 0 images shown, the notebook has 2 figures",
-                     "/math.html: 1 formula(s) MathJax could not parse (Math input error)"]
+                     "/math.html: 1 formula(s) MathJax could not parse (Math input error)",
+                     "/narrow.html: image shown too narrow to read (wide.png: 400 of 1000 px; below 60% of its width)"]
 
 
 # a page with one good formula and one broken as chapter 4's was ("\frac" written in a
@@ -148,6 +151,21 @@ MATHJAX_PAGE = """<html><head>
 
 
 # a 1x1 PNG
+def _png(width: int, height: int) -> bytes:
+    """A blank PNG of the given size (matplotlib writes it)."""
+    import io
+
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig = plt.figure(figsize=(width / 100, height / 100), dpi=100)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    return buf.getvalue()
+
+
 PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
 
 
