@@ -35,7 +35,7 @@ def run_configs(base: C.ExperimentConfig, n_seeds: int) -> dict[bool, list[C.Exp
 # released code's outer Adam, trained across sessions by ``mplp.longruns``
 LONG_SEEDS = 2
 LONG_HOW = "python -m mplp.longruns mnist (resumable, several sessions on 2 CPU cores)"
-LONG_RULE_COMMIT = "this commit"   # claims judged on the longer runs (written after their partial curves were seen)
+LONG_RULE_COMMIT = "83a3a69"   # claims judged on the longer runs (written after their partial curves were seen)
 
 
 def long_configs(S: int, T: int = 100, validation_every: int = 150) -> dict[bool, list[C.ExperimentConfig]]:
