@@ -190,28 +190,37 @@ def below_axis(ax, value: float, label: str) -> bool:
     return True
 
 
-def budget_range(ax, reached: int, thesis_steps: int, label: str = "thesis' budget, not run") -> None:
-    """Draw the thesis' outer-step budget on ``ax``'s x-axis: the axis runs to
-    ``thesis_steps`` and the part beyond ``reached`` is hatched (issue 16: a reader sees how
-    far the run got)."""
-    ax.set_xlim(0, thesis_steps * 1.01)
-    if reached < thesis_steps:
-        ax.axvspan(reached, thesis_steps, facecolor="0.95", edgecolor="0.85", hatch="//", lw=0, label=label,
-                   zorder=0)
+def budget_range(ax, reached: int, thesis_steps: int, planned: int | None = None) -> None:
+    """Show on ``ax`` how far a run got against the thesis' outer steps (issue 16): the x-axis
+    runs to the steps reached (or ``planned``, the run's own S), and a bar above the panel
+    spans the thesis' budget, filled up to ``reached``, so the curves stay legible."""
+    end = max(reached, planned or 0)
+    ax.set_xlim(0, end * 1.01)
+    bar = ax.inset_axes([0.0, 1.015, 1.0, 0.045])
+    bar.barh([0], [thesis_steps], color="0.92", edgecolor="0.6", lw=0.6, height=1)
+    bar.barh([0], [reached], color="0.35", height=1)
+    bar.set_xlim(0, thesis_steps)
+    bar.set_ylim(-0.5, 0.5)
+    bar.axis("off")
+    bar.text(0.99, 0.5, f"{reached:,} of the thesis' {thesis_steps:,} steps ({reached / thesis_steps:.0%})",
+             transform=bar.transAxes, ha="right", va="center", fontsize=6.5,
+             color="k" if reached < 0.7 * thesis_steps else "w")
+    ax.title.set_y(1.075)
 
 
 def pair_panels(panels: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]], baselines: dict[str, float],
-                thesis_steps: int, colours=("C3", "C0")):
+                thesis_steps: int, planned: int | None = None, colours=("C3", "C0")):
     """One panel per comparison of two configurations, each drawn as its seeds' median (line)
     and min-max range (band) of validation outer-loss, with ``baselines`` as dashed lines and
-    the thesis' budget on the x-axis beyond the panel's longest run (``budget_range``).
+    a bar above each panel marking how far its runs got against the thesis' budget
+    (``budget_range``; ``planned``: the runs' own S, the x-axis' end).
     ``panels``: ``{title: {label: (steps (V,), losses (n_seeds, V))}}``."""
     import matplotlib.pyplot as plt
 
     from matplotlib.ticker import FuncFormatter
 
     thousands = FuncFormatter(lambda x, _: f"{x / 1000:.0f}k" if x else "0")
-    fig, axes = plt.subplots(1, len(panels), figsize=(7.6, 3.4), sharey=True, squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(7.6, 3.6), sharey=True, squeeze=False)
     lows, highs = [v for v in baselines.values() if v > 0], []
     for ax, (title, arms) in zip(axes[0], panels.items()):
         for c, (label, (steps, L)) in zip(colours, arms.items()):
@@ -222,7 +231,7 @@ def pair_panels(panels: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]], bas
             highs.append(float(np.median(L, 0)[np.isfinite(np.median(L, 0))].max()))
         for k, (label, v) in enumerate(baselines.items()):
             ax.axhline(v, color=("k", "0.45")[k % 2], ls="--", lw=1, label=label)
-        budget_range(ax, max(int(steps[-1]) for steps, _ in arms.values()), thesis_steps)
+        budget_range(ax, max(int(steps[-1]) for steps, _ in arms.values()), thesis_steps, planned)
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("outer step")
         ax.set_yscale("log")
