@@ -283,6 +283,7 @@ def verdicts(rows: dict[Cell, CellSummary], sgd: float, adam: float,
                        "decided (an arm off the plateau)",
                        f"{sum(faster)}/{len(decided)} decided pairs faster ({ev})",
                        decide(test, about_trained=True, reached=bool(decided)), test_outcome=test,
+                       steps=max(s.steps for pr in (decided or pairs) for s in pr),
                        partly_rule=f"faster in {sum(faster)} of {len(decided)} decided pairs, "
                                    f"{len(pairs) - len(decided)} of {len(pairs)} pairs not reached",
                        post_hoc="; ".join(filter(None, [ph, lp]))))
@@ -301,6 +302,7 @@ def verdicts(rows: dict[Cell, CellSummary], sgd: float, adam: float,
                                              for (m1, m8), r in zip(pairs, ratio)),
                        decide(test, about_trained=True, reached=bool(decided)), test_outcome=test,
                        partly_rule=f"at most half in {sum(much)} of {len(decided)} decided pairs",
+                       steps=max(s.steps for pr in (decided or pairs) for s in pr),
                        post_hoc="; ".join(filter(None, [f"{POLICY_COMMIT}: 'partly' was 'lower in >= 3 pairs'; settled "
                                                          "pairs only", lp]))))
     # 3. learned lr helps most at |m| = 8 without batch-norm
@@ -315,7 +317,7 @@ def verdicts(rows: dict[Cell, CellSummary], sgd: float, adam: float,
                        ", ".join(f"|m|={m} BN {'on' if bn else 'off'}: {g:.3f}" for (m, bn), g in gain.items())
                        + f"; |m|=8 BN off: {_left(target[0])} (fixed), {_left(target[1])} (learned)",
                        decide(test, about_trained=True, reached=target[0].left or target[1].left), test_outcome=test,
-                       post_hoc=ph))
+                       post_hoc=ph, steps=target[0].steps))
     wider = [on.final_log_spread > off.final_log_spread for off, on in pairs.values()]
     more_stuck = sum(on.n_stuck for _, on in pairs.values()) - sum(off.n_stuck for off, _ in pairs.values())
     skip_on = sum(on.skipped for _, on in pairs.values())
@@ -328,7 +330,7 @@ def verdicts(rows: dict[Cell, CellSummary], sgd: float, adam: float,
                                  f"{on.final_log_spread:.3f}" for (m, bn), (off, on) in pairs.items())
                        + f"; stuck seeds learned - fixed: {more_stuck:+d}; outer updates skipped for a diverged "
                          f"inner problem: {skip_on} learned vs {skip_off} fixed",
-                       test, partly_rule="wider in 2 of 4 pairs", post_hoc=f"{POLICY_COMMIT}: stuck = not left the "
+                       test, partly_rule="wider in 2 of 4 pairs", steps=max(s.steps for s in rows.values()), post_hoc=f"{POLICY_COMMIT}: stuck = not left the "
                                                                              "plateau (evidence only)"))
     # 4. the best configuration beats tuned SGD but not tuned Adam
     top = min([*rows.values(), *(longer or {}).values()], key=lambda s: s.final_median)
@@ -339,7 +341,7 @@ def verdicts(rows: dict[Cell, CellSummary], sgd: float, adam: float,
                        f"best {top.cell.label}: {_spread(top)}, {_left(top)}, "
                        f"{'still falling' if top.falling else 'settled'} at {top.steps:,} of {THESIS_S:,} steps; "
                        f"SGD {sgd:.3g}, Adam {adam:.3g}; step 0: {top.start_median:.3g}",
-                       decide(test, about_trained=True, reached=top.settled), test_outcome=test,
+                       decide(test, about_trained=True, reached=top.settled), test_outcome=test, steps=top.steps,
                        post_hoc="; ".join(filter(None, [f"{POLICY_COMMIT}: the Adam half alone no longer makes it "
                                                          "'partly'", lp]))))
     return out

@@ -56,7 +56,9 @@ class Verdict:
     (``decide``); where: the section that makes the claim; kind: "thesis", "metz" or
     "check"; partly_rule: when "partly" applies (required for a "partly" row);
     post_hoc: "" or "<commit>: what changed after the data was seen"; test_outcome:
-    what the test alone said, before the policy (shown when the policy overrides it).
+    what the test alone said, before the policy (shown when the policy overrides it);
+    steps: outer steps of the meta-training runs the verdict is judged on (0: none), for the
+    report's cost of each claim.
     """
 
     claim: str
@@ -68,6 +70,7 @@ class Verdict:
     partly_rule: str = ""
     post_hoc: str = ""
     test_outcome: str = ""
+    steps: int = 0
 
     def __post_init__(self):
         if self.holds not in OUTCOMES:

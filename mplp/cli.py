@@ -108,7 +108,22 @@ def _costs(args) -> int:
 
     if args.profile not in PROFILES:
         raise ValueError(f"unknown profile {args.profile!r}; valid profiles: {', '.join(PROFILES)}")
-    print(report.costs_markdown(report.run_costs(args.profile), args.profile))
+    table = report.costs_markdown(report.run_costs(args.profile), args.profile)
+    if args.write_readme:
+        import re
+
+        from .paths import repo_root
+
+        readme = repo_root() / "README.md"
+        start, end = f"<!-- mplp costs --profile {args.profile} -->", "<!-- end mplp costs -->"
+        text = readme.read_text()
+        pattern = re.compile(re.escape(start) + r"\n.*?" + re.escape(end), re.S)
+        if not pattern.search(text):
+            raise ValueError(f"{readme} has no block {start} ... {end} to write the table into")
+        readme.write_text(pattern.sub(lambda _: f"{start}\n{table}\n{end}", text))
+        print(f"wrote the table into {readme}")
+    else:
+        print(table)
     return 0
 
 
@@ -149,6 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.set_defaults(func=_bench)
     c = sub.add_parser("costs", help="outer steps and wall time per run of a profile's stored runs (the README table)")
     c.add_argument("--profile", default="cpu", help="ci, cpu or paper (default: cpu)")
+    c.add_argument("--write-readme", action="store_true", help="write the table into README.md's generated block")
     c.set_defaults(func=_costs)
     return p
 

@@ -191,7 +191,7 @@ def verdicts(runs: dict[bool, list[R.RunResult]], cmp: InnerComparison, adam_met
                            f"{adam_metric:.3g}; {left_txt}",
                            decide(test, about_trained=True, reached=picked_left, trivial=bool(start > adam_metric)),
                            test_outcome=test))
-    return out
+    return [dataclasses.replace(v, steps=S) for v in out]
 
 
 def pick_optimizer(runs_with_term: list[R.RunResult]):

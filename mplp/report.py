@@ -394,3 +394,17 @@ def costs_markdown(rows: list[RunCost], profile: str) -> str:
         lines.append(f"| {paths.CHAPTERS.index(c.chapter)} | {c.group}: {c.n_runs}{state} | {c.steps:,} / "
                      f"{c.thesis_steps:,} ({c.steps / c.thesis_steps:.1%}) | {duration(c.wall_per_run_s)} |")
     return "\n".join(lines)
+
+
+def claim_costs_markdown(ledger: list[LedgerRow]) -> str:
+    """Per claim judged on meta-training runs: the outer steps of those runs against the
+    thesis' (issue 16: what each decision cost), with its label."""
+    lines = ["| ch. | claim | outer steps run / thesis' | verdict |", "|---|---|---|---|"]
+    for r in ledger:
+        v = r.verdict
+        if not v.steps or r.chapter not in THESIS_STEPS:
+            continue
+        t = THESIS_STEPS[r.chapter]
+        lines.append(f"| {paths.CHAPTERS.index(r.chapter)} | {v.claim.replace('|', '&#124;')} | {v.steps:,} / {t:,} "
+                     f"({v.steps / t:.1%}) | {LABELS[v.holds]} |")
+    return "\n".join(lines)

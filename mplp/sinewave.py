@@ -156,6 +156,7 @@ def verdicts(steps: np.ndarray, losses: np.ndarray, checkpoint: Checkpoint, sgd:
         f"{v:.3g} (step {checkpoint.step:,}) vs SGD {sgd:.3g}; {where}"
     better = "yes" if v < sgd else "no"
     reached1, reached2 = left or last > hi, left
+    steps12 = last
     if longer:
         per = [_flat_outcome(st, ls, lo, hi) for st, ls, _ in longer]
         flat = _over_seeds(per)
@@ -171,6 +172,7 @@ def verdicts(steps: np.ndarray, losses: np.ndarray, checkpoint: Checkpoint, sgd:
         med = float(np.median([ck.val_loss for _, _, ck in longer]))
         better = "yes" if med < sgd else "no"
         reached2 = sum(left_seeds) > len(longer) / 2
+        steps12 = max(int(st[-1]) for st, _, _ in longer)
         test2 = (f"median over the {len(longer)} longer runs of the validation loss at each one's chosen checkpoint "
                  f"< tuned SGD's; reached when a majority left the plateau ({LONG_RULE_COMMIT})")
         ev2 = (f"median {med:.3g} vs SGD {sgd:.3g} (" + ", ".join(
@@ -181,16 +183,16 @@ def verdicts(steps: np.ndarray, losses: np.ndarray, checkpoint: Checkpoint, sgd:
         pr1 = ""
     out = [Verdict("an initial flat phase, ending around 50k outer steps", "§5.1, Fig. 3a", test1, ev1,
                    decide(flat, about_trained=True, reached=reached1), test_outcome=flat, post_hoc=ph1,
-                   partly_rule=pr1)]
+                   partly_rule=pr1, steps=steps12)]
     out.append(Verdict("MPLP is better than learning-rate-tuned SGD at T steps", "§5.1, Fig. 3a", test2, ev2,
-                       decide(better, about_trained=True, reached=reached2), test_outcome=better))
+                       decide(better, about_trained=True, reached=reached2), test_outcome=better, steps=steps12))
     worse = "yes" if v > adam else "no"
     out.append(Verdict("MPLP is worse than learning-rate-tuned Adam at T steps", "§5.1, Fig. 3a",
                        "validation loss at the chosen checkpoint > tuned Adam's (trivially true when the untrained "
                        "optimizer, at step 0, is already worse)",
                        f"{v:.3g} vs Adam {adam:.3g}; step 0: {losses[0]:.3g}",
                        decide(worse, about_trained=True, reached=left, trivial=bool(losses[0] > adam)),
-                       test_outcome=worse))
+                       test_outcome=worse, steps=last))
     names = list(corr)
     beyond = [k for k in names if np.isfinite(corr[k]) and abs(corr[k]) > cal.null_quantile(k, q)]
     sign = np.prod([np.sign(c) for c in corr.values()])
@@ -205,7 +207,7 @@ def verdicts(steps: np.ndarray, losses: np.ndarray, checkpoint: Checkpoint, sgd:
         "checkpoint " + ", ".join(f"{k} {corr[k]:+.2f} (null {cal.null_quantile(k, q):.2f})" for k in names)
         + "; step 0 " + ", ".join(f"{k} {cal.corr[k][i0]:+.2f}" for k in names)
         + f"; sign product {sign:+.0f}" + (f", positive from step {settled:,} on" if settled is not None else ""),
-        decide(resemble, about_trained=True, reached=left), test_outcome=resemble,
+        decide(resemble, about_trained=True, reached=left), test_outcome=resemble, steps=last,
         partly_rule="some functions beyond the null, signs positive",
         post_hoc=f"{POLICY_COMMIT}: calibrated against random learners; was |correlation| >= 0.8"))
     return out

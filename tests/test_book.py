@@ -257,3 +257,18 @@ def test_the_number_rule_flags_results_and_passes_settings(tmp_path):
 def test_no_page_holds_a_hand_typed_result_number(page):
     path = next(p for p in (ROOT / "book").iterdir() if p.stem == page and p.suffix in (".ipynb", ".md"))
     assert hand_typed_numbers(path) == [], f"{path.name}: glue these numbers from the data (or allow a setting)"
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_every_figure_is_captioned_and_referenced_from_the_text(chapter):
+    """Issue 17: each figure is a numbered MyST figure whose caption names what it reproduces
+    ("Thesis Fig. ...", "Metz et al. ...", or "No thesis counterpart"), and the text refers to it."""
+    cells = json.loads(paths.notebook(chapter).read_text())["cells"]
+    text = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown")
+    for c in cells:
+        if c["cell_type"] != "code" or not any("image/png" in o.get("data", {}) for o in c.get("outputs", [])):
+            continue
+        fig = c["metadata"].get("mystnb", {}).get("figure")
+        assert fig and fig.get("name") and fig.get("caption"), f"{chapter}: a figure without caption or name"
+        assert re.match(r"(Thesis Figs?\.|Metz et al\.|No thesis counterpart)", fig["caption"]), fig["caption"][:60]
+        assert re.search(r"\{numref\}`[^`]*" + re.escape(fig["name"]), text), f"{chapter}: {fig['name']} is never referenced"

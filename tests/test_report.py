@@ -96,3 +96,17 @@ def test_chapter_boxes_come_from_the_data():
     md = report.box_markdown(b)
     assert md.startswith("```{admonition}") and md.endswith("```") and "20.0% at most" in md
     assert report.which_profile("sinewave", {**load_profile("sinewave", "cpu"), "S": 7}) == "custom"
+
+
+def test_readme_cost_table_is_the_committed_results():
+    """The README's table of what the cpu runs cost is generated from the data (mplp costs)."""
+    import re
+
+    from mplp import paths
+    from mplp import report as rp
+
+    text = (paths.repo_root() / "README.md").read_text()
+    block = re.search(r"<!-- mplp costs --profile cpu -->\n(.*?)<!-- end mplp costs -->", text, re.S)
+    assert block, "README.md lacks the generated cost table"
+    want = rp.costs_markdown(rp.run_costs("cpu"), "cpu")
+    assert block.group(1).strip() == want, "README.md's cost table is stale: paste `mplp costs --profile cpu`"
