@@ -264,3 +264,25 @@ def ledger_heatmap(chapters: list[str], outcomes: list[str], counts: np.ndarray,
         ax.xaxis.tick_top()
     fig.subplots_adjust(left=0.15, right=0.99, top=0.86, bottom=0.02)
     return fig
+
+
+def seed_finals(groups: dict[str, list[float]], baselines: dict[str, float], ylabel: str = "final validation outer-loss"):
+    """Final loss of every seed, one column per group of runs (seaborn strip plot with each
+    group's median as a bar), with ``baselines`` as dashed lines: the spread over seeds that a
+    median line hides.  ``groups``: ``{label: [final loss per seed]}``."""
+    import matplotlib.pyplot as plt
+    import pandas as pd
+    import seaborn as sns
+
+    df = pd.DataFrame([(g, float(v)) for g, vs in groups.items() for v in vs], columns=["group", "loss"])
+    fig, ax = plt.subplots(figsize=(6.4, 3.0))
+    sns.stripplot(data=df, x="group", y="loss", ax=ax, size=7, jitter=0.08, color="C3", alpha=0.85)
+    sns.pointplot(data=df, x="group", y="loss", ax=ax, estimator="median", errorbar=None, linestyles="none",
+                  markers="_", markersize=28, color="k")
+    for k, (label, v) in enumerate(baselines.items()):
+        ax.axhline(v, color=("k", "0.45")[k % 2], ls="--", lw=1, label=label)
+    ax.set(xlabel="", ylabel=ylabel)
+    ax.tick_params(axis="x", labelsize=8)
+    ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    return fig
