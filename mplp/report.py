@@ -248,6 +248,7 @@ class ChapterBox:
     thesis_steps: int
     wall_time_s: float
     bottom_line: str
+    running: int = 0             # runs still being trained across sessions (shown as far as they got)
 
     @property
     def command(self) -> str:
@@ -268,7 +269,7 @@ def chapter_box(chapter: str, st, values: dict) -> ChapterBox:
               + ", ".join(f"{n} {k}" for k, n in counts.items()) + ".")
     src, figs = CHAPTER_SOURCES[chapter]
     return ChapterBox(chapter, src, figs, which_profile(chapter, values), len(runs), steps,
-                      THESIS_STEPS.get(chapter, 0), wall, bottom)
+                      THESIS_STEPS.get(chapter, 0), wall, bottom, sum(not r.finished for r in runs))
 
 
 def box_markdown(b: ChapterBox) -> str:
@@ -286,7 +287,20 @@ def box_markdown(b: ChapterBox) -> str:
         f"- **Profile:** `{b.profile}`. **Budget:** {budget}.",
         f"- **Re-run:** `{b.command}` (see the README for the profiles' costs).",
         f"- **Bottom line:** {b.bottom_line} Labels follow the report's one verdict policy.",
-        "```"])
+        "```"] + _budget_warning(b))
+
+
+def _budget_warning(b: ChapterBox) -> list[str]:
+    """The budget caveat as a ``{warning}`` admonition, when the runs fall short of the thesis'."""
+    if not b.runs or not b.thesis_steps or max(b.steps) >= b.thesis_steps:
+        return []
+    text = (f"The longest run here got {max(b.steps) / b.thesis_steps:.1%} of the thesis' {b.thesis_steps:,} outer "
+            "steps per run. A claim about what a trained MPLP achieves is *not reached at this budget* while its runs "
+            "have not left their initial plateau; that is not the same as *not reproduced*.")
+    if b.running:
+        text += (f" {b.running} of the {b.runs} runs are still training across sessions "
+                 "(`python -m mplp.longruns`); they are shown as far as they got.")
+    return ["", "```{warning}", text, "```"]
 
 
 def chapter_box_markdown(chapter: str, st, namespace: dict) -> str:

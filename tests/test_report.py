@@ -48,7 +48,7 @@ def test_ledger_follows_the_written_policy():
     # the headline comes from the plateau census, and it is not "no run left its plateau"
     left, runs = rep.runs_left
     assert 0 < left < runs
-    long = [c for c in rep.census if c.group.startswith("longer run")]
+    long = [c for c in rep.census if c.group == "longer run, |m|=8, BN on, lr learned"]
     assert long and long[0].n_left == 1 and long[0].ends[0] is not None
     # no claim about a trained MPLP is "not reproduced" while its runs are on the plateau
     on_plateau = {c.chapter for c in rep.census if c.n_left == 0 and c.chapter in ("sinewave", "mnist")}
@@ -90,11 +90,15 @@ def test_chapter_boxes_come_from_the_data():
 
     st, _ = report.chapter_study("sinewave", "cpu")
     b = report.chapter_box("sinewave", st, load_profile("sinewave", "cpu"))
-    assert b.profile == "cpu" and b.steps == [60000] and b.thesis_steps == 300000
+    runs = [r for rs in report.run_groups("sinewave", st).values() for r in rs]
+    assert b.profile == "cpu" and 60000 in b.steps and b.thesis_steps == 300000 and b.runs == len(runs)
+    assert b.steps == sorted({int(r.meta["steps_done"]) for r in runs})
     assert b.command == "mplp run sinewave --profile cpu"
     assert b.bottom_line.startswith(f"{len(st.verdicts())} claims tested")
+    assert b.running == sum(not r.finished for r in runs)
     md = report.box_markdown(b)
-    assert md.startswith("```{admonition}") and md.endswith("```") and "20.0% at most" in md
+    assert md.startswith("```{admonition}") and md.endswith("```") and f"{max(b.steps) / 300000:.1%} at most" in md
+    assert "```{warning}" in md and "not reached at this budget" in md       # the budget caveat
     assert report.which_profile("sinewave", {**load_profile("sinewave", "cpu"), "S": 7}) == "custom"
 
 
