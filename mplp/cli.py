@@ -49,9 +49,14 @@ def _train(args) -> int:
         raise ValueError("--resume and --restart exclude each other: continue the stored run or discard it")
     cfgs = [cfg.replace(seed=s) for s in args.seeds] if args.seeds else [cfg]
     backward = dense_backward if args.backward == "dense" else fast_backward
+    extend = None
+    if args.extend_from:
+        if len(cfgs) > 1:
+            raise ValueError("--extend-from continues one run; give no --seeds")
+        extend = [args.extend_from]
     runs = train_population(cfgs, args.out, resume=args.resume, device=args.device,
                             dtype=getattr(torch, args.dtype), backward=backward, progress=not args.no_progress,
-                            restart=args.restart)
+                            restart=args.restart, extend_from=extend)
     diverged = 0
     for run in runs:
         v = run.validation
@@ -145,6 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.add_argument("--seeds", type=int, nargs="+", default=None,
                    help="train these seeds of the config as one batched population")
+    t.add_argument("--extend-from", default=None, metavar="RUN_DIR",
+                   help="continue a finished shorter run of the same config (only meta.S differs, e.g. with "
+                        "--steps) from its final state, as if it had never stopped")
     t.add_argument("--backward", choices=("fast", "dense"), default="fast",
                    help="message-passing backward: fast (default) or the dense reference")
     t.set_defaults(func=_train)

@@ -38,7 +38,8 @@ from . import paths
 Result = TypeVar("Result")
 
 MANIFEST = "manifest.json"
-RUN_FILES = ("config.yaml", "meta.json", "validation.csv", "train.csv", "theta.pt", "snapshots.pt")
+RUN_FILES = ("config.yaml", "meta.json", "validation.csv", "train.csv", "theta.pt", "snapshots.pt", "final_state.pt")
+FINAL_STATE = "final_state.pt"    # a finished run's whole training state: a longer run can extend it
 
 
 class StoreError(RuntimeError):

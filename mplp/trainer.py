@@ -16,6 +16,7 @@ import math
 import signal
 import threading
 import time
+from pathlib import Path
 from dataclasses import dataclass, field
 
 import torch
@@ -247,10 +248,12 @@ class MetaTrainer:
                 "gen_es": st.gen_es.get_state(), "pes": st.pes, "resumes": st.resumes,
                 "dtype": str(self.dtype).replace("torch.", ""), "backward": backward_name(self)}
 
-    def load_state_dict(self, d: dict) -> TrainState:
+    def load_state_dict(self, d: dict, config_hash: str | None = None) -> TrainState:
+        """The state a checkpoint holds; it must belong to this config (or to ``config_hash``,
+        the shorter run an extension starts from)."""
         if not isinstance(d, dict) or "config_hash" not in d:
             raise R.DamagedResultError("the checkpoint is not one this library wrote; train with --restart")
-        if d["config_hash"] != self.cfg.hash():
+        if d["config_hash"] != (config_hash or self.cfg.hash()):
             raise R.DamagedResultError(f"checkpoint belongs to config {d['config_hash']}, not {self.cfg.hash()}")
         for what, have in (("dtype", str(self.dtype).replace("torch.", "")), ("backward", backward_name(self))):
             if d.get(what, have) != have:    # checkpoints written before these were recorded pass
@@ -336,8 +339,10 @@ def resolve_device(device: str) -> torch.device:
 class _Run:
     """One run's bookkeeping inside the training loop: validation, logs, checkpoints."""
 
-    def __init__(self, trainer: MetaTrainer, out_root, resume: bool, restart: bool = False):
+    def __init__(self, trainer: MetaTrainer, out_root, resume: bool, restart: bool = False,
+                 extend_from: Path | None = None):
         cfg = self.cfg = trainer.cfg
+        self.extend_from = Path(extend_from) if extend_from is not None else None
         self.population_size = 1       # runs sharing this run's wall time (set by train_population)
         self.trainer, self.out = trainer, R.run_dir(out_root, cfg)
         self.ckpt = self.out / "checkpoint.pt"
@@ -367,8 +372,37 @@ class _Run:
         left = [f.name for f in self.out.iterdir() if f.name != ".lock"]
         if left:
             raise RunExistsError(self._refusal(left))
-        self.st = trainer.init_state()
+        self.st = trainer.init_state() if self.extend_from is None else self._extended(trainer)
         R.write_text(self.out / "config.yaml", C.dump(self.cfg))
+
+    def _extended(self, trainer: MetaTrainer) -> TrainState:
+        """The finished shorter run in ``extend_from``'s final state, to be continued to this
+        config's S: the same trajectory as one uninterrupted run, since nothing but S differs."""
+        src = self.extend_from
+        shorter = R.load_run(src)                      # verified: complete and whole
+        if not shorter.finished or not (src / R.FINAL_STATE).exists():
+            raise R.StoreError(f"{src} cannot be extended: it is not finished or has no {R.FINAL_STATE} (runs "
+                               "finished before extensions existed do not keep one)")
+        a, b = shorter.config.to_dict(), self.cfg.to_dict()
+        S0 = a["meta"].pop("S")
+        b["meta"].pop("S")
+        if a != b:
+            diff = sorted(k for k in a if a[k] != b[k])
+            raise C.ConfigError(f"--extend-from {src}: its config differs from this one in {', '.join(diff)}, "
+                                "not only in meta.S")
+        if S0 >= self.cfg.meta.S:
+            raise C.ConfigError(f"--extend-from {src}: it ran {S0:,} outer steps; meta.S must be larger (got "
+                                f"{self.cfg.meta.S:,})")
+        grid = {"log_every": self.cfg.log_every, "validation.every": self.cfg.validation.every,
+                "snapshot_every": self.cfg.snapshot_every}
+        off = [k for k, n in grid.items() if n and S0 % n]
+        if off:
+            raise C.ConfigError(f"--extend-from {src}: its S = {S0:,} is not a multiple of {', '.join(off)}, so its "
+                                "last log, validation or snapshot would not be where an uninterrupted run has one")
+        st = trainer.load_state_dict(R.load_torch(src / R.FINAL_STATE), config_hash=shorter.config.hash())
+        st.resumes.append({"step": st.step, "extended_from": src.name, "dtype": str(trainer.dtype).replace("torch.", ""),
+                           "backward": backward_name(trainer)})
+        return st
 
     def _refusal(self, left: list[str]) -> str:
         """Why a directory with files but no checkpoint is not trained over, and what would be lost."""
@@ -416,6 +450,7 @@ class _Run:
     def finish(self) -> R.RunResult:
         if self.st.step >= self.cfg.meta.S:
             self.st.elapsed = time.perf_counter() - self.started
+            R.save_torch(self.out / R.FINAL_STATE, self.trainer.state_dict(self.st))     # kept: extensible
             _write_outputs(self.trainer, self.st, self.out, final_status(self.st, self.cfg.meta.S),
                            self.population_size)
             if self.ckpt.exists():
@@ -489,7 +524,8 @@ class _DeferredInterrupt:
 
 def train_population(cfgs: list[C.ExperimentConfig], out_root=None, resume: bool = False, device="cpu",
                      dtype=torch.float32, backward=fast_backward, progress: bool = True,
-                     max_steps: int | None = None, restart: bool = False) -> list[R.RunResult]:
+                     max_steps: int | None = None, restart: bool = False,
+                     extend_from: list | None = None) -> list[R.RunResult]:
     """Meta-train several runs that share a configuration shape (e.g. the seeds of an
     ablation cell) as one batched program; each is stored as if run alone.
 
@@ -497,7 +533,9 @@ def train_population(cfgs: list[C.ExperimentConfig], out_root=None, resume: bool
     unfinished ones resume with ``resume=True``; ``restart=True`` discards what is stored and
     starts over.  A directory holding files but no checkpoint is refused (``RunExistsError``),
     never trained over.  Each run directory is locked for the duration.  Runs at different
-    steps, or a dense ``backward``, go one by one.
+    steps, or a dense ``backward``, go one by one.  ``extend_from``: per config, None or the
+    directory of a finished shorter run of the same config (only meta.S differs) that a new
+    run continues from its final state instead of starting at step 0.
     """
     from tqdm import tqdm
 
@@ -522,7 +560,8 @@ def train_population(cfgs: list[C.ExperimentConfig], out_root=None, resume: bool
             if done is not None:
                 results[i] = done
             else:
-                runs[i] = _Run(MetaTrainer(cfg, dtype, dev, backward), out_root, resume, restart)
+                runs[i] = _Run(MetaTrainer(cfg, dtype, dev, backward), out_root, resume, restart,
+                               (extend_from or [None] * len(cfgs))[i])
         groups: dict[int, list[int]] = {}
         for i, r in runs.items():
             groups.setdefault(r.st.step, []).append(i)
@@ -567,12 +606,14 @@ def train_population(cfgs: list[C.ExperimentConfig], out_root=None, resume: bool
 
 def train(cfg: C.ExperimentConfig, out_root=None, resume: bool = False, device="cpu",
           dtype=torch.float32, backward=fast_backward, progress: bool = True,
-          max_steps: int | None = None, restart: bool = False) -> R.RunResult:
+          max_steps: int | None = None, restart: bool = False, extend_from=None) -> R.RunResult:
     """Meta-train ``cfg`` into ``<out_root>/<experiment>/<hash>/`` and return the stored run
     (``out_root`` defaults to ``paths.results_root()``, the repository's ``results/``).
 
     A complete stored run is returned as is.  An unfinished one needs ``resume=True``
     and continues from its checkpoint.  ``max_steps`` stops early (checkpointed,
-    status "running"): a stand-in for an interruption.
+    status "running"): a stand-in for an interruption.  ``extend_from``: the directory of a
+    finished shorter run of the same config, continued from its final state.
     """
-    return train_population([cfg], out_root, resume, device, dtype, backward, progress, max_steps, restart)[0]
+    return train_population([cfg], out_root, resume, device, dtype, backward, progress, max_steps, restart,
+                            [extend_from])[0]

@@ -220,3 +220,36 @@ def test_estimator_settings_are_checked_and_keep_old_hashes():
         tiny_config(**{"meta.es_sigma": 0.0})
     assert tiny_config(**{"meta.estimator": "tbptt"}).hash() == tiny_config().hash()
     assert tiny_config(**{"meta.estimator": "pes"}).hash() != tiny_config().hash()
+
+
+def test_a_finished_run_extends_to_a_longer_one_bit_for_bit(tmp_path):
+    """Issue 16: a finished run keeps its final state, and a longer run of the same config
+    continues from it along the same trajectory as one run trained without stopping."""
+    from mplp import results as R
+    from mplp.trainer import train
+
+    short, long_ = tiny_config(**{"meta.S": 8}), tiny_config(**{"meta.S": 16})
+    done = train(short, out_root=tmp_path / "a", progress=False)
+    assert (done.path / R.FINAL_STATE).exists() and not (done.path / "checkpoint.pt").exists()
+    ext = train(long_, out_root=tmp_path / "a", progress=False, extend_from=done.path)
+    ref = train(long_, out_root=tmp_path / "b", progress=False)
+    for k in ref.theta:
+        assert torch.equal(ext.theta[k], ref.theta[k]), k
+    assert np.array_equal(ext.validation["val_loss"], ref.validation["val_loss"])
+    assert np.array_equal(ext.train["outer_loss"], ref.train["outer_loss"])
+    assert ext.meta["resumes"][-1]["extended_from"] == done.path.name and ext.meta["steps_done"] == 16
+
+
+def test_extension_refuses_a_different_config_or_a_shorter_target(tmp_path):
+    from mplp import config as C
+    from mplp.trainer import train
+
+    done = train(tiny_config(**{"meta.S": 8}), out_root=tmp_path, progress=False)
+    with pytest.raises(C.ConfigError, match="differs from this one in learner"):
+        train(tiny_config(**{"meta.S": 16, "learner.hidden": 9}), out_root=tmp_path, progress=False,
+              extend_from=done.path)
+    with pytest.raises(C.ConfigError, match="meta.S must be larger"):
+        train(tiny_config(**{"meta.S": 4}), out_root=tmp_path / "y", progress=False, extend_from=done.path)
+    with pytest.raises(C.ConfigError, match="not a multiple of validation.every"):
+        odd = train(tiny_config(**{"meta.S": 6}), out_root=tmp_path / "z", progress=False)
+        train(tiny_config(**{"meta.S": 12}), out_root=tmp_path / "z", progress=False, extend_from=odd.path)
