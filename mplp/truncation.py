@@ -476,6 +476,17 @@ class TruncationStudy:
         return out + (self.control.verdicts() if self.control is not None else [])
 
 
+def mplp_base_config(S: int, validation_runs: int, pairs: int, sigma: float, seed: int,
+                     adam_bias_correction: bool = False):
+    """The §5.2 setting that chapter 4 meta-trains with each estimator (``meta.estimator`` set per run)."""
+    from . import config as C
+
+    return C.shipped("ablation").replace(**{
+        "experiment": "estimators", "meta.S": S, "validation.every": max(1, S // 10),
+        "validation.n_runs": validation_runs, "meta.es_pairs": pairs, "meta.es_sigma": sigma, "seed": seed,
+        "meta.adam_bias_correction": adam_bias_correction})
+
+
 def study(toy_lr: float, n_momenta: int, horizons: list[int], grad_horizons: list[int], subset: int, hidden: int,
           N: int, n_problems: int, truncations: list[int], meta_lr: float, sigma: float, n_pairs: int,
           toy_sigma: float, estimate_T: int, mplp_S: int, mplp_pairs: int, mplp_sigma: float,
@@ -528,11 +539,7 @@ def study(toy_lr: float, n_momenta: int, horizons: list[int], grad_horizons: lis
         "truncation", {"what": "toy-estimates", "T": estimate_T, "lr": toy_lr, "sigma": toy_sigma, "n_pairs": n_pairs,
                        "n_momenta": n_momenta, "seed": seed},
         lambda: toy_estimates(probe, estimate_T, toy_lr, toy_sigma, n_pairs, n_rep=10, seed=seed), ToyEstimates)
-    mplp_base = C.shipped("ablation").replace(**{
-        "experiment": "estimators", "meta.S": mplp_S, "validation.every": max(1, mplp_S // 10),
-        "validation.n_runs": mplp_validation_runs,
-        "meta.es_pairs": mplp_pairs, "meta.es_sigma": mplp_sigma, "seed": seed,
-        "meta.adam_bias_correction": mplp_adam_bias_correction})
+    mplp_base = mplp_base_config(mplp_S, mplp_validation_runs, mplp_pairs, mplp_sigma, seed, mplp_adam_bias_correction)
     mplp_runs = {est: store.train([mplp_base.replace(**{"meta.estimator": est})])[0] for est in ("tbptt", "es", "pes")}
     from . import controls
 
