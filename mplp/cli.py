@@ -132,6 +132,20 @@ def _costs(args) -> int:
     return 0
 
 
+def _sweep(args) -> int:
+    from . import sweep
+
+    if args.executor != "local":
+        raise ValueError(f"--executor {args.executor}: only 'local' is implemented so far (Ray and Slurm: issue 18)")
+    pops = sweep.plan(args.chapter, args.profile)
+    rows = sweep.status(pops, args.out) if args.status else \
+        sweep.run_local(pops, args.out, args.max_parallel, args.device, args.threads)
+    for r in rows:
+        extra = f"  log: {r.log}" if r.state == "failed" and r.log else ""
+        print(f"{r.state:9s} {r.steps_done:>7,} / {r.steps_total:,}  {r.run}{extra}")
+    return 1 if any(r.state == "failed" for r in rows) else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mplp", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -170,6 +184,17 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--threads", type=_threads, default=0, help="torch CPU threads (default: torch's)")
     b.add_argument("--json", action="store_true", help="also print one JSON object on the last line")
     b.set_defaults(func=_bench)
+    w = sub.add_parser("sweep", help="train every run a chapter's profile needs, as jobs (skips what is stored)")
+    w.add_argument("chapter", help="sinewave, ablation, mnist or truncation")
+    w.add_argument("--profile", default="cpu", help="ci, cpu or paper (default: cpu)")
+    w.add_argument("--executor", default="local", choices=("local", "ray", "slurm"))
+    w.add_argument("--max-parallel", type=int, default=1, help="jobs running at once (default 1)")
+    w.add_argument("--status", action="store_true", help="only show each run's state: queued, running, complete, "
+                                                          "diverged or failed")
+    w.add_argument("--out", default=None, help="results root (default: the repository's results/)")
+    w.add_argument("--device", default="cpu")
+    w.add_argument("--threads", type=int, default=1, help="torch threads per job (default 1)")
+    w.set_defaults(func=_sweep)
     c = sub.add_parser("costs", help="outer steps and wall time per run of a profile's stored runs (the README table)")
     c.add_argument("--profile", default="cpu", help="ci, cpu or paper (default: cpu)")
     c.add_argument("--write-readme", action="store_true", help="write the table into README.md's generated block")

@@ -1,0 +1,202 @@
+"""A chapter's meta-training runs as jobs (issue 18): plan, dispatch, status.
+
+Runs are independent and keyed by config hash, so every training population a chapter's
+study needs maps onto one job: ``mplp train``'s population training with ``resume``, into a
+shared results root.  ``plan`` lists those populations from the chapter's profile values
+(``tests/test_sweep.py`` checks that it is exactly what the study trains); ``status`` reads
+how far each run got from its files; ``run_local`` executes the missing ones as subprocesses,
+at most ``max_parallel`` at a time.  After a sweep, ``mplp run CHAPTER --profile P`` renders
+the chapter from the store without training.
+
+    mplp sweep ablation --profile cpu --max-parallel 2
+    mplp sweep ablation --profile cpu --status
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import ablation, config as C, controls, mnist_be, paths, sinewave
+from . import results as R
+from .runner import load_profile
+
+# chapters whose study meta-trains (the others compute only seconds-long results on render)
+CHAPTERS = ("sinewave", "ablation", "mnist", "truncation")
+
+
+def _sinewave(p: dict) -> list[list[C.ExperimentConfig]]:
+    pops = [[sinewave.chapter_config(p["seed"], p["S"], p["validation_every"], p["snapshot_every"],
+                                     p.get("loss_inputs", "prediction_target"), p.get("amplitude", [1.0, 1.0]),
+                                     p.get("adam_bias_correction", False))]]
+    if p.get("long_S"):
+        long = sinewave.long_configs(p["long_S"], p["long_script_S"], p["validation_every"], p["snapshot_every"])
+        pops += [long["text"], long["script"]]
+    return pops
+
+
+def _ablation(p: dict) -> list[list[C.ExperimentConfig]]:
+    base = ablation.base_config(p["S"], p["validation_every"], p["validation_runs"], p.get("adam_bias_correction", False))
+    pops = list(ablation.grid_configs(base, p["n_seeds"]).values())
+    if p.get("long_S"):
+        pops.append([ablation.long_config(p["long_S"], p["long_validation_every"], p.get("adam_bias_correction", False))])
+    if p.get("decisive_S"):
+        pops += list(ablation.decisive_configs(p["decisive_S"], p["validation_every"], p["validation_runs"]).values())
+    return pops
+
+
+def _mnist(p: dict) -> list[list[C.ExperimentConfig]]:
+    base = mnist_be.base_config(p["S"], p["T"], p["validation_every"], p["subset"], p.get("adam_bias_correction", False))
+    cfgs = mnist_be.run_configs(base, p["n_seeds"])
+    pops = [cfgs[False] + cfgs[True]]
+    if p.get("long_S"):
+        long = mnist_be.long_configs(p["long_S"], p["T"], p["validation_every"])
+        pops.append(long[False] + long[True])
+    return pops
+
+
+def _truncation(p: dict) -> list[list[C.ExperimentConfig]]:
+    from .truncation import mplp_base_config
+
+    base = mplp_base_config(p["mplp_S"], p["mplp_validation_runs"], p["mplp_pairs"], p["mplp_sigma"], p["seed"],
+                            p.get("mplp_adam_bias_correction", False))
+    pops = [[base.replace(**{"meta.estimator": est})] for est in ("tbptt", "es", "pes")]
+    if p.get("control_S"):
+        pops += [[controls.control_config(e, p["control_S"], s)] for e in controls.ESTIMATORS
+                 for s in range(p["control_seeds"])]
+    return pops
+
+
+PLANS = {"sinewave": _sinewave, "ablation": _ablation, "mnist": _mnist, "truncation": _truncation}
+
+
+def plan(chapter: str, profile: str) -> list[list[C.ExperimentConfig]]:
+    """The training populations (each one job) that ``chapter``'s study needs with ``profile``."""
+    if chapter not in PLANS:
+        raise ValueError(f"chapter {chapter!r} has no meta-training runs to sweep; chapters: {', '.join(CHAPTERS)}")
+    return PLANS[chapter](load_profile(chapter, profile))
+
+
+@dataclass
+class RunStatus:
+    """One run of a sweep, from its files: "queued" (nothing stored), "running" (a checkpoint
+    or partial curves), "complete", "diverged", or "failed" (the last job's log ends in an error)."""
+
+    run: Path
+    state: str
+    steps_done: int
+    steps_total: int
+    log: Path | None = None
+
+
+def _log_path(root: Path, cfgs: list[C.ExperimentConfig]) -> Path:
+    return Path(root) / "sweep_logs" / f"{cfgs[0].experiment}-{cfgs[0].hash()}.log"
+
+
+def status(pops: list[list[C.ExperimentConfig]], root: Path | None = None) -> list[RunStatus]:
+    """Per run of ``pops``: how far it got under ``root`` (default: the results root)."""
+    root = Path(root) if root is not None else paths.results_root()
+    out = []
+    for cfgs in pops:
+        log = _log_path(root, cfgs)
+        failed = log.exists() and "Traceback" in log.read_text()[-20000:]
+        for cfg in cfgs:
+            d = R.run_dir(root, cfg)
+            meta = json.loads((d / "meta.json").read_text()) if (d / "meta.json").exists() else {}
+            st = meta.get("status")
+            state = st if st in ("complete", "diverged") else ("failed" if failed else
+                                                               "running" if st else "queued")
+            out.append(RunStatus(d, state, int(meta.get("steps_done", 0)), cfg.meta.S, log if log.exists() else None))
+    return out
+
+
+def pending(pops: list[list[C.ExperimentConfig]], root: Path | None = None) -> list[list[C.ExperimentConfig]]:
+    """The populations with a run not finished (complete or diverged) in the store."""
+    done = {s.run for s in status(pops, root) if s.state in ("complete", "diverged")}
+    root = Path(root) if root is not None else paths.results_root()
+    return [cfgs for cfgs in pops if any(R.run_dir(root, c) not in done for c in cfgs)]
+
+
+def write_job(cfgs: list[C.ExperimentConfig], directory: Path) -> Path:
+    """A job file: the population's configs, one YAML document each."""
+    directory.mkdir(parents=True, exist_ok=True)
+    f = directory / f"{cfgs[0].experiment}-{cfgs[0].hash()}.yaml"
+    f.write_text("\n---\n".join(C.dump(c) for c in cfgs))
+    return f
+
+
+def read_job(path: Path) -> list[C.ExperimentConfig]:
+    import yaml
+
+    return [C.from_dict(d) for d in yaml.safe_load_all(Path(path).read_text()) if d]
+
+
+def run_job(path: Path, root: Path, device: str = "cpu") -> int:
+    """One job: train the population in ``path`` into ``root``, resuming checkpoints."""
+    from .trainer import train_population
+
+    train_population(read_job(path), out_root=root, resume=True, device=device, progress=False)
+    return 0
+
+
+def run_local(pops: list[list[C.ExperimentConfig]], root: Path | None = None, max_parallel: int = 1,
+              device: str = "cpu", threads: int = 1) -> list[RunStatus]:
+    """Execute the pending populations as subprocesses (``python -m mplp.sweep job``), at most
+    ``max_parallel`` at once, each logging to ``<root>/sweep_logs/``; returns the status after."""
+    if max_parallel < 1:
+        raise ValueError(f"--max-parallel: must be >= 1 (got {max_parallel})")
+    root = Path(root) if root is not None else paths.results_root()
+    todo = pending(pops, root)
+    jobs_dir = Path(tempfile.mkdtemp(prefix="mplp-sweep-"))
+    running: list[tuple[subprocess.Popen, object]] = []
+    for cfgs in todo:
+        while len(running) >= max_parallel:
+            running = _reap(running)
+        log = _log_path(root, cfgs)
+        log.parent.mkdir(parents=True, exist_ok=True)
+        fh = open(log, "w")
+        cmd = [sys.executable, "-m", "mplp.sweep", "job", str(write_job(cfgs, jobs_dir)), "--out", str(root),
+               "--device", device, "--threads", str(threads)]
+        running.append((subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT), fh))
+    while running:
+        running = _reap(running)
+    return status(pops, root)
+
+
+def _reap(running):
+    import time
+
+    still = []
+    for proc, fh in running:
+        if proc.poll() is None:
+            still.append((proc, fh))
+        else:
+            fh.close()
+    if len(still) == len(running):
+        time.sleep(0.2)
+    return still
+
+
+def main(argv=None) -> int:
+    import argparse
+
+    import torch
+
+    p = argparse.ArgumentParser(prog="python -m mplp.sweep", description="run one sweep job")
+    sub = p.add_subparsers(dest="command", required=True)
+    j = sub.add_parser("job", help="train one population from a job file, resuming checkpoints")
+    j.add_argument("file")
+    j.add_argument("--out", required=True)
+    j.add_argument("--device", default="cpu")
+    j.add_argument("--threads", type=int, default=1)
+    args = p.parse_args(argv)
+    torch.set_num_threads(max(1, args.threads))
+    return run_job(Path(args.file), Path(args.out), args.device)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
