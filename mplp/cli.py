@@ -135,11 +135,15 @@ def _costs(args) -> int:
 def _sweep(args) -> int:
     from . import sweep
 
-    if args.executor != "local":
-        raise ValueError(f"--executor {args.executor}: only 'local' is implemented so far (Ray and Slurm: issue 18)")
     pops = sweep.plan(args.chapter, args.profile)
-    rows = sweep.status(pops, args.out) if args.status else \
-        sweep.run_local(pops, args.out, args.max_parallel, args.device, args.threads)
+    if args.status:
+        rows = sweep.status(pops, args.out)
+    elif args.executor == "ray":
+        rows = sweep.run_ray(pops, args.out, args.max_parallel, args.device, args.threads, args.address)
+    elif args.executor == "slurm":
+        rows = sweep.run_slurm(pops, args.out, args.max_parallel, args.device, args.threads)
+    else:
+        rows = sweep.run_local(pops, args.out, args.max_parallel, args.device, args.threads)
     for r in rows:
         extra = f"  log: {r.log}" if r.state == "failed" and r.log else ""
         print(f"{r.state:9s} {r.steps_done:>7,} / {r.steps_total:,}  {r.run}{extra}")
@@ -194,6 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--out", default=None, help="results root (default: the repository's results/)")
     w.add_argument("--device", default="cpu")
     w.add_argument("--threads", type=int, default=1, help="torch threads per job (default 1)")
+    w.add_argument("--address", default=None, help="a running Ray cluster (default: start a local one)")
     w.set_defaults(func=_sweep)
     c = sub.add_parser("costs", help="outer steps and wall time per run of a profile's stored runs (the README table)")
     c.add_argument("--profile", default="cpu", help="ci, cpu or paper (default: cpu)")

@@ -4,8 +4,10 @@ Runs are independent and keyed by config hash, so every training population a ch
 study needs maps onto one job: ``mplp train``'s population training with ``resume``, into a
 shared results root.  ``plan`` lists those populations from the chapter's profile values
 (``tests/test_sweep.py`` checks that it is exactly what the study trains); ``status`` reads
-how far each run got from its files; ``run_local`` executes the missing ones as subprocesses,
-at most ``max_parallel`` at a time.  After a sweep, ``mplp run CHAPTER --profile P`` renders
+how far each run got from its files; ``run_local``, ``run_ray`` and ``run_slurm`` execute the
+missing ones (subprocesses; Ray tasks on a local or running cluster; Slurm jobs through
+submitit), at most ``max_parallel`` at a time.  A duplicate submission is harmless: the run
+directory's lock sends it away without computing.  After a sweep, ``mplp run CHAPTER --profile P`` renders
 the chapter from the store without training.
 
     mplp sweep ablation --profile cpu --max-parallel 2
@@ -17,7 +19,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -136,11 +137,88 @@ def read_job(path: Path) -> list[C.ExperimentConfig]:
 
 
 def run_job(path: Path, root: Path, device: str = "cpu") -> int:
-    """One job: train the population in ``path`` into ``root``, resuming checkpoints."""
+    """One job: train the population in ``path`` into ``root``, resuming checkpoints.  A run
+    that another job is training (its directory is locked) is left to that job: a duplicate
+    submission exits at once and computes nothing."""
     from .trainer import train_population
 
-    train_population(read_job(path), out_root=root, resume=True, device=device, progress=False)
+    try:
+        train_population(read_job(path), out_root=root, resume=True, device=device, progress=False)
+    except R.RunLockedError as e:
+        print(f"mplp sweep job: left to the job that holds it ({e})", flush=True)
     return 0
+
+
+def _job_command(job_file: Path, root: Path, device: str, threads: int) -> list[str]:
+    return [sys.executable, "-m", "mplp.sweep", "job", str(job_file), "--out", str(root), "--device", device,
+            "--threads", str(threads)]
+
+
+def _run_logged(cmd: list[str], log: str) -> int:
+    """Run one job's command with its output in ``log`` (inside a Ray worker or a Slurm task)."""
+    Path(log).parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "w") as fh:
+        return subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT).returncode
+
+
+def run_ray(pops: list[list[C.ExperimentConfig]], root: Path | None = None, max_parallel: int = 1,
+            device: str = "cpu", threads: int = 1, address: str | None = None) -> list[RunStatus]:
+    """The pending populations as Ray tasks, at most ``max_parallel`` at once: on a local
+    cluster started here (``address`` None; shut down after) or on a running one
+    (``address``, e.g. "auto" or "ray://head:10001"; the results root must be shared)."""
+    import ray
+
+    if max_parallel < 1:
+        raise ValueError(f"--max-parallel: must be >= 1 (got {max_parallel})")
+    root = Path(root).resolve() if root is not None else paths.results_root()
+    todo = pending(pops, root)
+    jobs_dir = root / "sweep_logs" / "jobs"
+    own = not ray.is_initialized()
+    if own:
+        kw = {"address": address} if address else {"num_cpus": max_parallel}
+        ray.init(include_dashboard=False, log_to_driver=False, ignore_reinit_error=True, **kw)
+    try:
+        task = ray.remote(num_cpus=1, num_gpus=1 if device.startswith("cuda") else 0)(_run_logged)
+        waiting, refs = list(todo), []
+        while waiting or refs:
+            while waiting and len(refs) < max_parallel:
+                cfgs = waiting.pop(0)
+                refs.append(task.remote(_job_command(write_job(cfgs, jobs_dir), root, device, threads),
+                                        str(_log_path(root, cfgs))))
+            done, refs = ray.wait(refs, num_returns=1)
+            ray.get(done)
+    finally:
+        if own:
+            ray.shutdown()
+    return status(pops, root)
+
+
+def run_slurm(pops: list[list[C.ExperimentConfig]], root: Path | None = None, max_parallel: int = 1,
+              device: str = "cpu", threads: int = 1, folder: Path | None = None, cluster: str | None = None,
+              timeout_min: int = 60 * 24) -> list[RunStatus]:
+    """The pending populations as Slurm jobs through ``submitit`` (``cluster`` "local": its
+    local executor, real subprocesses, as the tests run it; None: Slurm when ``sbatch`` is
+    there).  At most ``max_parallel`` run at once; a GPU per job with ``device`` "cuda"."""
+    import submitit
+
+    if max_parallel < 1:
+        raise ValueError(f"--max-parallel: must be >= 1 (got {max_parallel})")
+    root = Path(root).resolve() if root is not None else paths.results_root()
+    todo = pending(pops, root)
+    folder = Path(folder) if folder is not None else root / "sweep_logs" / "submitit"
+    ex = submitit.AutoExecutor(folder=str(folder), cluster=cluster)
+    ex.update_parameters(timeout_min=timeout_min, cpus_per_task=max(1, threads),
+                         gpus_per_node=1 if device.startswith("cuda") else 0)
+    if ex.cluster == "slurm":
+        ex.update_parameters(slurm_array_parallelism=max_parallel)
+    jobs_dir = root / "sweep_logs" / "jobs"
+    for k in range(0, len(todo), max_parallel if ex.cluster != "slurm" else len(todo) or 1):
+        batch = todo[k:k + (max_parallel if ex.cluster != "slurm" else len(todo))]
+        jobs = [ex.submit(_run_logged, _job_command(write_job(cfgs, jobs_dir), root, device, threads),
+                          str(_log_path(root, cfgs))) for cfgs in batch]
+        for j in jobs:
+            j.result()
+    return status(pops, root)
 
 
 def run_local(pops: list[list[C.ExperimentConfig]], root: Path | None = None, max_parallel: int = 1,
@@ -149,9 +227,9 @@ def run_local(pops: list[list[C.ExperimentConfig]], root: Path | None = None, ma
     ``max_parallel`` at once, each logging to ``<root>/sweep_logs/``; returns the status after."""
     if max_parallel < 1:
         raise ValueError(f"--max-parallel: must be >= 1 (got {max_parallel})")
-    root = Path(root) if root is not None else paths.results_root()
+    root = Path(root).resolve() if root is not None else paths.results_root()
     todo = pending(pops, root)
-    jobs_dir = Path(tempfile.mkdtemp(prefix="mplp-sweep-"))
+    jobs_dir = root / "sweep_logs" / "jobs"
     running: list[tuple[subprocess.Popen, object]] = []
     for cfgs in todo:
         while len(running) >= max_parallel:
@@ -159,8 +237,7 @@ def run_local(pops: list[list[C.ExperimentConfig]], root: Path | None = None, ma
         log = _log_path(root, cfgs)
         log.parent.mkdir(parents=True, exist_ok=True)
         fh = open(log, "w")
-        cmd = [sys.executable, "-m", "mplp.sweep", "job", str(write_job(cfgs, jobs_dir)), "--out", str(root),
-               "--device", device, "--threads", str(threads)]
+        cmd = _job_command(write_job(cfgs, jobs_dir), root, device, threads)
         running.append((subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT), fh))
     while running:
         running = _reap(running)

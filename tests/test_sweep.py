@@ -48,3 +48,70 @@ def test_local_sweep_trains_what_is_missing_and_nothing_twice(tmp_path):
     assert {r.run: (r.run / "meta.json").read_text() for r in rows} == before
     with pytest.raises(ValueError, match="max-parallel"):
         sweep.run_local(pops, tmp_path, max_parallel=0)
+
+
+def test_ray_sweep_of_chapter_2_ci_on_a_real_local_cluster(tmp_path):
+    """Issue 18: a real local Ray cluster runs chapter 2's ci sweep two jobs at a time; every run
+    lands complete; a second sweep computes nothing."""
+    pytest.importorskip("ray")
+    pops = sweep.plan("ablation", "ci")
+    rows = sweep.run_ray(pops, tmp_path, max_parallel=2)
+    assert {r.state for r in rows} == {"complete"} and len(rows) == sum(map(len, pops))
+    before = {r.run: (r.run / "meta.json").read_text() for r in rows}
+    sweep.run_ray(pops, tmp_path, max_parallel=2)
+    assert {r.run: (r.run / "meta.json").read_text() for r in rows} == before
+
+
+def test_a_killed_job_resumes_bit_for_bit_when_resubmitted(tmp_path):
+    """Kill a job mid-run (SIGKILL, after its first checkpoint); resubmitting it through Ray
+    finishes the run exactly as an uninterrupted one."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import torch
+
+    from helpers import tiny_config
+
+    pytest.importorskip("ray")
+    cfg = tiny_config(**{"meta.S": 400, "checkpoint_every": 20, "validation.every": 50})
+    job = sweep.write_job([cfg], tmp_path / "jobs")
+    proc = subprocess.Popen([sys.executable, "-m", "mplp.sweep", "job", str(job), "--out", str(tmp_path / "a")])
+    ckpt = R.run_dir(tmp_path / "a", cfg) / "checkpoint.pt"
+    for _ in range(600):
+        if ckpt.exists() or proc.poll() is not None:
+            break
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    (row,) = sweep.status([[cfg]], tmp_path / "a")
+    assert row.state == "running" and 0 < row.steps_done < 400
+    (row,) = sweep.run_ray([[cfg]], tmp_path / "a", max_parallel=1)
+    assert row.state == "complete"
+    sweep.run_local([[cfg]], tmp_path / "b")
+    resumed, fresh = R.load_run(row.run), R.load_run(R.run_dir(tmp_path / "b", cfg))
+    assert resumed.meta["resumes"] and all(torch.equal(resumed.theta[k], fresh.theta[k]) for k in fresh.theta)
+
+
+def test_slurm_path_through_submitits_local_executor(tmp_path):
+    """The Slurm executor, run by submitit's local executor (real subprocesses); it has not run
+    on a real Slurm cluster here."""
+    pytest.importorskip("submitit")
+    from helpers import tiny_config
+
+    pops = [[tiny_config(seed=s)] for s in (0, 1, 2)]
+    rows = sweep.run_slurm(pops, tmp_path, max_parallel=2, cluster="local")
+    assert [r.state for r in rows] == ["complete"] * 3
+
+
+def test_a_duplicate_job_leaves_a_locked_run_alone(tmp_path):
+    from helpers import tiny_config
+
+    cfg = tiny_config()
+    lock = R.RunLock(R.run_dir(tmp_path, cfg)).acquire()
+    try:
+        assert sweep.run_job(sweep.write_job([cfg], tmp_path / "jobs"), tmp_path) == 0
+        assert not (R.run_dir(tmp_path, cfg) / "meta.json").exists()        # nothing computed
+    finally:
+        lock.release()
