@@ -115,3 +115,23 @@ def test_a_duplicate_job_leaves_a_locked_run_alone(tmp_path):
         assert not (R.run_dir(tmp_path, cfg) / "meta.json").exists()        # nothing computed
     finally:
         lock.release()
+
+
+def test_two_concurrent_sweeps_compute_nothing_twice(tmp_path):
+    """Two sweeps of the same populations at the same time: each run is trained by one job;
+    the other job finds it locked (or finished) and leaves it."""
+    import threading
+
+    from helpers import tiny_config
+
+    pops = [[tiny_config(**{"seed": s, "meta.S": 60})] for s in range(3)]
+    threads = [threading.Thread(target=sweep.run_local, args=(pops, tmp_path), kwargs={"max_parallel": 2})
+               for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    rows = sweep.status(pops, tmp_path)
+    assert [r.state for r in rows] == ["complete"] * 3
+    for r in rows:                      # one uninterrupted training each: never resumed, never restarted
+        assert R.load_run(r.run).meta.get("resumes", []) == []
