@@ -405,7 +405,8 @@ def costs_markdown(rows: list[RunCost], profile: str) -> str:
     lines = [f"| ch. | runs (`{profile}`) | outer steps per run / thesis' | wall time per run |", "|---|---|---|---|"]
     for c in rows:
         state = f"; {c.running} still running" if c.running else ""
-        lines.append(f"| {paths.CHAPTERS.index(c.chapter)} | {c.group}: {c.n_runs}{state} | {c.steps:,} / "
+        group = c.group.replace("|", "\\|")
+        lines.append(f"| {paths.CHAPTERS.index(c.chapter)} | {group}: {c.n_runs}{state} | {c.steps:,} / "
                      f"{c.thesis_steps:,} ({c.steps / c.thesis_steps:.1%}) | {duration(c.wall_per_run_s)} |")
     return "\n".join(lines)
 
