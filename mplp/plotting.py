@@ -174,9 +174,15 @@ def mark_clipped(ax, x, y, top: float, color="k") -> int:
     """Triangles at the top edge where ``y > top`` (annotated with the value); returns how many."""
     x, y = np.asarray(x, float), np.asarray(y, float)
     over = np.isfinite(y) & (y > top)
+    lo, hi = ax.get_xlim()
+    gap, last = 0.06 * abs(hi - lo), -np.inf          # neighbouring marks share one label (legible)
     for xi, yi in zip(x[over], y[over]):
         ax.plot([xi], [top], marker="^", color=color, ms=6, clip_on=False)
-        ax.annotate(f"{yi:.0f}", (xi, top), textcoords="offset points", xytext=(4, -10), fontsize=7, color=color)
+        if xi - last >= gap:
+            near = y[over][(x[over] >= xi) & (x[over] < xi + gap)]
+            ax.annotate(f"{near.max():.0f}", (xi, top), textcoords="offset points", xytext=(4, -10), fontsize=7,
+                        color=color)
+            last = xi
     return int(over.sum())
 
 
