@@ -30,7 +30,10 @@ def test_ledger_of_the_committed_results_has_every_claim():
     assert all(r.verdict.evidence and r.verdict.test for r in rep.ledger)
     costs = {c.chapter: c for c in rep.costs}
     assert set(costs) == set(report.STUDIES)
-    assert costs["sinewave"].outer_steps == 60000 and costs["ablation"].outer_steps == 40 * 3600 + 20000  # + the longer run
+    for chapter in ("sinewave", "ablation"):       # outer steps: summed over the chapter's runs, as stored
+        st, _ = report.chapter_study(chapter, "cpu")
+        runs = [r for rs in report.run_groups(chapter, st).values() for r in rs]
+        assert costs[chapter].outer_steps >= sum(int(r.meta["steps_done"]) for r in runs) > 0
     assert costs["mnist"].wall_time_s > 0 and "CPU cores" in costs["mnist"].machine
 
 
