@@ -189,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--json", action="store_true", help="also print one JSON object on the last line")
     b.set_defaults(func=_bench)
     w = sub.add_parser("sweep", help="train every run a chapter's profile needs, as jobs (skips what is stored)")
-    w.add_argument("chapter", help="sinewave, ablation, mnist or truncation")
+    w.add_argument("chapter", help="sinewave, ablation, mnist, truncation or report")
     w.add_argument("--profile", default="cpu", help="ci, cpu or paper (default: cpu)")
     w.add_argument("--executor", default="local", choices=("local", "ray", "slurm"))
     w.add_argument("--max-parallel", type=int, default=1, help="jobs running at once (default 1)")

@@ -74,7 +74,7 @@ def _revalidate(book_cfg: C.ExperimentConfig, run: R.RunResult, step: int, theta
 
 
 def _compare(point, setting, book_choice, other_choice, book_cfgs, flip: dict, store: R.Store) -> OtherChoice:
-    other_cfgs = [c.replace(**{"experiment": "deviations", **flip}) for c in book_cfgs]
+    other_cfgs = other_configs(book_cfgs, flip)
     book_runs, other_runs = store.train(book_cfgs), store.train(other_cfgs)
     S = book_cfgs[0].meta.S
     b = [_revalidate(c, r, S, r.theta, store) for c, r in zip(book_cfgs, book_runs)]
@@ -139,17 +139,37 @@ def study(profile: str, ablation_seeds: int, mnist_seeds: int, store: R.Store | 
     """The other choice of Algorithm 2, of the outer Adam's beta1 and of its bias correction on
     §5.2's best cell, of Eq. 6's batch-entropy formula on §5.3, and of the MNIST validation split."""
     store = store if store is not None else R.Store()
+    choices = [_compare(point, setting, book, other, cfgs, flip, store)
+               for point, setting, book, other, cfgs, flip in comparisons(profile, ablation_seeds, mnist_seeds)]
+    return DeviationsStudy(choices, mnist_validation_split(profile, store))
+
+
+def comparisons(profile: str, ablation_seeds: int, mnist_seeds: int) -> list[tuple]:
+    """Each run of the other choice: (point, setting, the book's choice, the other, the book's
+    configs, the flip that makes the other's configs)."""
     abl = ablation_configs(profile, ablation_seeds)
     mn = mnist_configs(profile, mnist_seeds)
     setting_a = f"§5.2 best cell (|m| = 8, BN, learned lr), chapter 2's {profile} runs"
-    choices = [
-        _compare("unrolled outer loss, last update, reset rule (Alg. 1-2)", setting_a,
-                 "released code", "thesis text", abl, {"meta.unroll": "text"}, store),
-        _compare("outer Adam beta1", setting_a, "0.99 (Tables 3-5)", "0.9 (script default)", abl,
-                 {"meta.beta1": 0.9}, store),
-        _compare("outer Adam bias correction", setting_a, *adam_choices(abl[0]), abl,
-                 {"meta.adam_bias_correction": not abl[0].meta.adam_bias_correction}, store),
-        _compare("batch entropy, Eq. 6", f"§5.3 with the term, chapter 3's {profile} runs",
-                 "pi e sigma^2 (code)", "2 pi e sigma^2 (text)", mn, {"meta.be_formula": "text"}, store),
+    return [
+        ("unrolled outer loss, last update, reset rule (Alg. 1-2)", setting_a, "released code", "thesis text", abl,
+         {"meta.unroll": "text"}),
+        ("outer Adam beta1", setting_a, "0.99 (Tables 3-5)", "0.9 (script default)", abl, {"meta.beta1": 0.9}),
+        ("outer Adam bias correction", setting_a, *adam_choices(abl[0]), abl,
+         {"meta.adam_bias_correction": not abl[0].meta.adam_bias_correction}),
+        ("batch entropy, Eq. 6", f"§5.3 with the term, chapter 3's {profile} runs", "pi e sigma^2 (code)",
+         "2 pi e sigma^2 (text)", mn, {"meta.be_formula": "text"}),
     ]
-    return DeviationsStudy(choices, mnist_validation_split(profile, store))
+
+
+def training_populations(profile: str, ablation_seeds: int, mnist_seeds: int) -> list[list[C.ExperimentConfig]]:
+    """What ``study`` trains, population by population (the book's and the other choice's
+    runs of each comparison, and the chapter-3 runs the validation-split check reads)."""
+    pops = []
+    for _, _, _, _, cfgs, flip in comparisons(profile, ablation_seeds, mnist_seeds):
+        pops += [cfgs, other_configs(cfgs, flip)]
+    pops.append(mnist_configs(profile, load_profile("mnist", profile)["n_seeds"]))
+    return pops
+
+
+def other_configs(book_cfgs: list[C.ExperimentConfig], flip: dict) -> list[C.ExperimentConfig]:
+    return [c.replace(**{"experiment": "deviations", **flip}) for c in book_cfgs]

@@ -27,7 +27,7 @@ from . import results as R
 from .runner import load_profile
 
 # chapters whose study meta-trains (the others compute only seconds-long results on render)
-CHAPTERS = ("sinewave", "ablation", "mnist", "truncation")
+CHAPTERS = ("sinewave", "ablation", "mnist", "truncation", "report")
 
 
 def _sinewave(p: dict) -> list[list[C.ExperimentConfig]]:
@@ -72,14 +72,27 @@ def _truncation(p: dict) -> list[list[C.ExperimentConfig]]:
     return pops
 
 
-PLANS = {"sinewave": _sinewave, "ablation": _ablation, "mnist": _mnist, "truncation": _truncation}
+def _report(p: dict) -> list[list[C.ExperimentConfig]]:
+    from . import deviations
+
+    return deviations.training_populations(p["alternatives_profile"], p["ablation_seeds"], p["mnist_seeds"])
+
+
+PLANS = {"sinewave": _sinewave, "ablation": _ablation, "mnist": _mnist, "truncation": _truncation,
+         "report": _report}
 
 
 def plan(chapter: str, profile: str) -> list[list[C.ExperimentConfig]]:
     """The training populations (each one job) that ``chapter``'s study needs with ``profile``."""
     if chapter not in PLANS:
         raise ValueError(f"chapter {chapter!r} has no meta-training runs to sweep; chapters: {', '.join(CHAPTERS)}")
-    return PLANS[chapter](load_profile(chapter, profile))
+    pops, seen = [], set()
+    for cfgs in PLANS[chapter](load_profile(chapter, profile)):     # a population the study reads twice is one job
+        key = tuple(c.hash() for c in cfgs)
+        if key not in seen:
+            seen.add(key)
+            pops.append(cfgs)
+    return pops
 
 
 @dataclass

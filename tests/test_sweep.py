@@ -23,8 +23,8 @@ def test_plan_is_what_the_study_trains(chapter, tmp_path, monkeypatch):
     monkeypatch.setenv("TQDM_DISABLE", "1")
     store = RecordingStore(tmp_path)
     report.STUDIES[chapter](**report.study_parameters(chapter, "ci"), store=store)
-    planned = [[c.hash() for c in cfgs] for cfgs in sweep.plan(chapter, "ci")]
-    assert sorted(map(sorted, planned)) == sorted(map(sorted, store.asked))
+    planned = [tuple(sorted(c.hash() for c in cfgs)) for cfgs in sweep.plan(chapter, "ci")]
+    assert len(set(planned)) == len(planned) and set(planned) == {tuple(sorted(a)) for a in store.asked}
 
 
 def test_status_of_the_committed_cpu_runs():
@@ -135,3 +135,22 @@ def test_two_concurrent_sweeps_compute_nothing_twice(tmp_path):
     assert [r.state for r in rows] == ["complete"] * 3
     for r in rows:                      # one uninterrupted training each: never resumed, never restarted
         assert R.load_run(r.run).meta.get("resumes", []) == []
+
+
+def test_report_plan_is_what_the_deviations_study_trains():
+    """The report chapter's runs of the other choice, checked on the committed cpu results
+    (read, not trained)."""
+    from mplp import deviations
+
+    class Recording(R.Store):
+        asked = []
+
+        def train(self, cfgs, device="cpu", progress=False):
+            self.asked.append(sorted(c.hash() for c in cfgs))
+            return super().train(cfgs, device=device, progress=progress)
+
+    store = Recording(R.committed_root(), read_only=True)
+    p = report.load_profile("report", "cpu")
+    deviations.study(p["alternatives_profile"], p["ablation_seeds"], p["mnist_seeds"], store)
+    planned = [tuple(sorted(c.hash() for c in cfgs)) for cfgs in sweep.plan("report", "cpu")]
+    assert len(set(planned)) == len(planned) and set(planned) == {tuple(a) for a in store.asked}
