@@ -146,7 +146,8 @@ def study(n_seeds: int, S: int, validation_every: int, validation_runs: int, ada
     if decisive_S:
         decisive = {cell: store.stored_runs(cfgs, DECISIVE_HOW)
                     for cell, cfgs in decisive_configs(decisive_S, validation_every, validation_runs).items()}
-        decisive_table = {cell: summarise(cell, rs, common_level(decisive)) for cell, rs in decisive.items()}
+        level_d = common_level(decisive)
+        decisive_table = {cell: summarise(cell, rs, level_d) for cell, rs in decisive.items()}
     return AblationStudy(base, runs, tuned, level, summary_table(runs, level), long_run, decisive, decisive_table)
 
 

@@ -71,13 +71,13 @@ def long_configs(S: int, script_S: int, validation_every: int = 300,
     return {"text": text, "script": script}
 
 
-def _flat_outcome(steps: np.ndarray, losses: np.ndarray, lo: int, hi: int) -> str:
-    """Claim 1's test on one run: "yes" when its plateau ends in [lo, hi], "no" when it ends
-    elsewhere or the run passed ``hi`` on the plateau, else "undecided"."""
-    end = plateau_end(steps, losses)
+def _flat_outcome(end: int | None, last: int, lo: int, hi: int) -> str:
+    """Claim 1's test on one run whose plateau ends at ``end`` (None: not yet) after ``last``
+    outer steps: "yes" when it ends in [lo, hi], "no" when it ends elsewhere or the run passed
+    ``hi`` on the plateau, else "undecided"."""
     if end is not None:
         return "yes" if lo <= end <= hi else "no"
-    return "no" if int(steps[-1]) > hi else "undecided"
+    return "no" if last > hi else "undecided"
 
 
 def _over_seeds(outcomes: list[str]) -> str:
@@ -158,11 +158,11 @@ def verdicts(steps: np.ndarray, losses: np.ndarray, checkpoint: Checkpoint, sgd:
     reached1, reached2 = left or last > hi, left
     steps12 = last
     if longer:
-        per = [_flat_outcome(st, ls, lo, hi) for st, ls, _ in longer]
+        ends = [plateau_end(st, ls) for st, ls, _ in longer]
+        per = [_flat_outcome(e, int(st[-1]), lo, hi) for (st, _, _), e in zip(longer, ends)]
         flat = _over_seeds(per)
         pr1 = f"ending in the window in {per.count('yes')} of {len(per) - per.count('undecided')} decided seeds"
         reached1 = flat != "undecided"
-        ends = [plateau_end(st, ls) for st, ls, _ in longer]
         test1 += f", in every decided seed of the {len(longer)} longer runs, a majority decided ({LONG_RULE_COMMIT})"
         ev1 = ("longer runs: " + "; ".join(f"seed {k}: {f'plateau end {e:,}' if e is not None else 'no plateau end'} "
                                           f"in {int(st[-1]):,} steps" for k, ((st, _, _), e) in enumerate(zip(longer, ends)))
@@ -179,7 +179,7 @@ def verdicts(steps: np.ndarray, losses: np.ndarray, checkpoint: Checkpoint, sgd:
             f"seed {k}: {ck.val_loss:.3g} at step {ck.step:,}, {b}" for k, ((_, _, ck), b) in enumerate(zip(longer, below)))
             + f"); {sum(left_seeds)} of {len(longer)} left the plateau; chapter run: {ev2}")
     else:
-        flat = "yes" if left and lo <= end <= hi else ("no" if left or last > hi else "undecided")
+        flat = _flat_outcome(end, last, lo, hi)
         pr1 = ""
     out = [Verdict("an initial flat phase, ending around 50k outer steps", "§5.1, Fig. 3a", test1, ev1,
                    decide(flat, about_trained=True, reached=reached1), test_outcome=flat, post_hoc=ph1,
