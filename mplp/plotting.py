@@ -199,9 +199,13 @@ def below_axis(ax, value: float, label: str) -> bool:
 def budget_range(ax, reached: int, thesis_steps: int, planned: int | None = None) -> None:
     """Show on ``ax`` how far a run got against the thesis' outer steps (issue 16): the x-axis
     runs to the steps reached (or ``planned``, the run's own S), and a bar above the panel
-    spans the thesis' budget, filled up to ``reached``, so the curves stay legible."""
+    spans the thesis' budget, filled up to ``reached``, so the curves stay legible; steps are
+    labelled in thousands."""
+    from matplotlib.ticker import FuncFormatter
+
     end = max(reached, planned or 0)
     ax.set_xlim(0, end * 1.01)
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x / 1000:.0f}k" if x else "0"))
     bar = ax.inset_axes([0.0, 1.015, 1.0, 0.045])
     bar.barh([0], [thesis_steps], color="0.92", edgecolor="0.6", lw=0.6, height=1)
     bar.barh([0], [reached], color="0.35", height=1)
@@ -223,9 +227,6 @@ def pair_panels(panels: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]], bas
     ``panels``: ``{title: {label: (steps (V,), losses (n_seeds, V))}}``."""
     import matplotlib.pyplot as plt
 
-    from matplotlib.ticker import FuncFormatter
-
-    thousands = FuncFormatter(lambda x, _: f"{x / 1000:.0f}k" if x else "0")
     fig, axes = plt.subplots(1, len(panels), figsize=(7.6, 3.6), sharey=True, squeeze=False)
     lows, highs = [v for v in baselines.values() if v > 0], []
     for ax, (title, arms) in zip(axes[0], panels.items()):
@@ -241,7 +242,6 @@ def pair_panels(panels: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]], bas
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("outer step")
         ax.set_yscale("log")
-        ax.xaxis.set_major_formatter(thousands)
         ax.legend(fontsize=7, loc="upper right")
     axes[0, 0].set_ylabel("validation outer-loss")
     axes[0, 0].set_ylim(0.85 * min(lows), 1.3 * max(highs))
