@@ -15,7 +15,6 @@ the runs once they are complete.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 from . import ablation, mnist_be, sinewave
@@ -46,19 +45,12 @@ GROUPS = {"mnist": lambda: [mnist_configs()], "ablation": ablation_groups,
           "sinewave": lambda: [sinewave_groups()["text"]], "sinewave-script": lambda: [sinewave_groups()["script"]]}
 
 
-def status(root=None) -> list[dict]:
-    """Per run of every group: its directory, status and steps done (from its files)."""
+def status(root=None) -> list[tuple[str, "sweep.RunStatus"]]:
+    """(group, run status) per run of every group, read from its files (``sweep.status``)."""
+    from . import sweep
+
     root = root if root is not None else R.committed_root()
-    rows = []
-    for name, groups in GROUPS.items():
-        for cfgs in groups():
-            for cfg in cfgs:
-                d = R.run_dir(root, cfg)
-                meta = json.loads((d / "meta.json").read_text()) if (d / "meta.json").exists() else {}
-                rows.append({"group": name, "run": str(d), "status": meta.get("status", "not started"),
-                             "steps_done": meta.get("steps_done", 0), "steps_total": cfg.meta.S,
-                             "wall_time_s": meta.get("wall_time_s", 0.0)})
-    return rows
+    return [(name, st) for name, groups in GROUPS.items() for st in sweep.status(groups(), root)]
 
 
 def main(argv=None) -> int:
@@ -67,9 +59,8 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: two groups share 2 cores)")
     args = p.parse_args(argv)
     if args.group == "status":
-        for r in status():
-            print(f"{r['group']:9s} {r['status']:12s} {r['steps_done']:>6}/{r['steps_total']} "
-                  f"{r['wall_time_s'] / 3600:5.2f} h  {r['run']}")
+        for name, r in status():
+            print(f"{name:15s} {r.state:8s} {r.steps_done:>7,}/{r.steps_total:,} {r.wall_time_s / 3600:5.2f} h  {r.run}")
         return 0
     import torch
 

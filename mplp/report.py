@@ -400,13 +400,17 @@ def run_costs(profile: str, root: Path | None = None) -> list[RunCost]:
     return out
 
 
+def _cell(text: str) -> str:
+    """``text`` as one Markdown table cell: its pipes escaped (GFM and markdown-it both read ``\\|``)."""
+    return text.replace("|", "\\|")
+
+
 def costs_markdown(rows: list[RunCost], profile: str) -> str:
     """The README's table of what each profile's runs cost (``mplp costs``)."""
     lines = [f"| ch. | runs (`{profile}`) | outer steps per run / thesis' | wall time per run |", "|---|---|---|---|"]
     for c in rows:
         state = f"; {c.running} still running" if c.running else ""
-        group = c.group.replace("|", "\\|")
-        lines.append(f"| {paths.CHAPTERS.index(c.chapter)} | {group}: {c.n_runs}{state} | {c.steps:,} / "
+        lines.append(f"| {paths.CHAPTERS.index(c.chapter)} | {_cell(c.group)}: {c.n_runs}{state} | {c.steps:,} / "
                      f"{c.thesis_steps:,} ({c.steps / c.thesis_steps:.1%}) | {duration(c.wall_per_run_s)} |")
     return "\n".join(lines)
 
@@ -420,6 +424,6 @@ def claim_costs_markdown(ledger: list[LedgerRow]) -> str:
         if not v.steps or r.chapter not in THESIS_STEPS:
             continue
         t = THESIS_STEPS[r.chapter]
-        lines.append(f"| {paths.CHAPTERS.index(r.chapter)} | {v.claim.replace('|', '&#124;')} | {v.steps:,} / {t:,} "
+        lines.append(f"| {paths.CHAPTERS.index(r.chapter)} | {_cell(v.claim)} | {v.steps:,} / {t:,} "
                      f"({v.steps / t:.1%}) | {LABELS[v.holds]} |")
     return "\n".join(lines)

@@ -105,6 +105,7 @@ class RunStatus:
     steps_done: int
     steps_total: int
     log: Path | None = None
+    wall_time_s: float = 0.0  # training time recorded in meta.json, over every resume
 
 
 def _log_path(root: Path, cfgs: list[C.ExperimentConfig]) -> Path:
@@ -124,7 +125,8 @@ def status(pops: list[list[C.ExperimentConfig]], root: Path | None = None) -> li
             st = meta.get("status")
             state = st if st in ("complete", "diverged") else ("failed" if failed else
                                                                "running" if st else "queued")
-            out.append(RunStatus(d, state, int(meta.get("steps_done", 0)), cfg.meta.S, log if log.exists() else None))
+            out.append(RunStatus(d, state, int(meta.get("steps_done", 0)), cfg.meta.S, log if log.exists() else None,
+                                 float(meta.get("wall_time_s", 0.0))))
     return out
 
 

@@ -14,7 +14,9 @@ def test_groups_are_the_decisive_comparisons_with_the_codes_adam():
 
 def test_status_lists_every_run(tmp_path, capsys):
     rows = L.status(tmp_path)
-    assert len(rows) == 4 + 9 + 3 + 1 and all(r["status"] == "not started" and r["steps_done"] == 0 for r in rows)
+    assert len(rows) == 4 + 9 + 3 + 1
+    assert all(r.state == "queued" and r.steps_done == 0 and r.wall_time_s == 0 for _, r in rows)
+    assert [g for g, _ in rows].count("ablation") == 9
     assert L.main(["status"]) == 0 and "mnist" in capsys.readouterr().out
 
 
