@@ -49,10 +49,12 @@ train: $(STAMP)
 
 # Benchmarks of the fast path vs the dense reference; appends one JSON line per measurement
 BENCH_OUT ?= benchmarks/cpu.jsonl
-# (a failing benchmark fails the target: its output is kept until it succeeded)
+# (a failing benchmark fails the target: its output is kept until it succeeded); the last two
+# are the setting of chapter 1's longer runs (mplp.longruns: a population of 3 on 1 thread)
 bench: $(STAMP)
 	for args in "--config sinewave" "--config ablation" "--config mnist" "--config sinewave --population 5" \
-	            "--config ablation --population 5"; do \
+	            "--config ablation --population 5" \
+	            "--config sinewave --threads 1" "--config sinewave --population 3 --threads 1"; do \
 	  out=$$($(VENV)/bin/mplp bench $$args --device $(DEVICE) --json) || exit 1; \
 	  echo "$$out" | tail -n 1 >> $(BENCH_OUT); \
 	done

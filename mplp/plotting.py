@@ -213,8 +213,8 @@ def budget_range(ax, reached: int, thesis_steps: int, planned: int | None = None
     bar.set_ylim(-0.5, 0.5)
     bar.axis("off")
     bar.text(0.99, 0.5, f"{reached:,} of the thesis' {thesis_steps:,} steps ({reached / thesis_steps:.0%})",
-             transform=bar.transAxes, ha="right", va="center", fontsize=6.5,
-             color="k" if reached < 0.7 * thesis_steps else "w")
+             transform=bar.transAxes, ha="right", va="center", fontsize=6.5, color="k",
+             bbox={"boxstyle": "square,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.85})  # legible over the fill
     ax.title.set_y(1.075)
 
 

@@ -46,6 +46,8 @@ class SinewaveStudy:
     corr: dict[str, float]
     calibration: AgreementTrajectory
     long_runs: dict[str, list[R.RunResult]] | None = None   # {"text": 3 seeds, "script": 1}, as far as they got
+    # {"sgd", "adam"} tuned on the script's task (amplitudes U(1, 5): losses on another scale than the text's)
+    script_tuned: dict[str, baselines.BaselineResult] | None = None
 
     def long_checkpoints(self) -> list[Checkpoint]:
         """The chosen checkpoint (``choose_checkpoint``) of each text-setting longer run."""
@@ -120,11 +122,12 @@ def study(seed: int, S: int, validation_every: int, snapshot_every: int, n_range
     from .trainer import learner_spec
 
     cal = agreement_trajectory(run.snapshots(), ranges, learner_spec(cfg))
-    long_runs = None
+    long_runs = script_tuned = None
     if long_S:
         long_runs = {k: store.stored_runs(cfgs, LONG_HOW)
                      for k, cfgs in long_configs(long_S, long_script_S, validation_every, snapshot_every).items()}
-    return SinewaveStudy(cfg, run, tuned, ck, ranges, learned, corr, cal, long_runs)
+        script_tuned = baselines.tuned(long_runs["script"][0].config, store)
+    return SinewaveStudy(cfg, run, tuned, ck, ranges, learned, corr, cal, long_runs, script_tuned)
 
 
 def verdicts(steps: np.ndarray, losses: np.ndarray, checkpoint: Checkpoint, sgd: float, adam: float,

@@ -42,3 +42,13 @@ def test_claims_1_and_2_are_judged_on_the_longer_runs():
     assert v[0].holds == "partly" and v[0].partly_rule == "ending in the window in 1 of 2 decided seeds"
     alone = SW.verdicts(steps, chapter_run, Checkpoint(0, 50.0, {}, ""), 18.0, 5.0, corr, cal, **kw)
     assert [x.holds for x in alone[:2]] == ["not_reached", "not_reached"]
+
+
+def test_the_script_run_is_read_against_sgd_tuned_on_its_own_task():
+    from mplp import report
+
+    st, _ = report.chapter_study("sinewave", "cpu")
+    script = st.long_runs["script"][0].config
+    assert tuple(script.task.amplitude) == (1.0, 5.0) and tuple(st.cfg.task.amplitude) == (1.0, 1.0)
+    # amplitudes up to 5: the losses are on another scale than the text task's, so each panel has its own reference
+    assert st.script_tuned["sgd"].best_metric > 2 * st.tuned["sgd"].best_metric
