@@ -393,15 +393,23 @@ class _Run:
         if S0 >= self.cfg.meta.S:
             raise C.ConfigError(f"--extend-from {src}: it ran {S0:,} outer steps; meta.S must be larger (got "
                                 f"{self.cfg.meta.S:,})")
-        grid = {"log_every": self.cfg.log_every, "validation.every": self.cfg.validation.every,
-                "snapshot_every": self.cfg.snapshot_every}
-        off = [k for k, n in grid.items() if n and S0 % n]
-        if off:
-            raise C.ConfigError(f"--extend-from {src}: its S = {S0:,} is not a multiple of {', '.join(off)}, so its "
-                                "last log, validation or snapshot would not be where an uninterrupted run has one")
+        if self.cfg.log_every and S0 % self.cfg.log_every:
+            raise C.ConfigError(f"--extend-from {src}: its S = {S0:,} is not a multiple of log_every, so its last "
+                                "logged mean covers other steps than an uninterrupted run's")
         st = trainer.load_state_dict(R.load_torch(src / R.FINAL_STATE), config_hash=shorter.config.hash())
+        # A run validates and snapshots at its last step S0 even off their grids; an uninterrupted
+        # run would not, so those records go (validation draws no random numbers: the trajectory
+        # is unchanged, tests/test_trainer.py)
+        dropped = []
+        if S0 % self.cfg.validation.every and st.val_rows and st.val_rows[-1]["step"] == S0:
+            st.val_rows.pop()
+            dropped.append("validation")
+        snap = self.cfg.snapshot_every
+        if snap and S0 % snap and S0 in st.snapshots:
+            del st.snapshots[S0]
+            dropped.append("snapshot")
         st.resumes.append({"step": st.step, "extended_from": src.name, "dtype": str(trainer.dtype).replace("torch.", ""),
-                           "backward": backward_name(trainer)})
+                           "backward": backward_name(trainer), **({"dropped_at_step": dropped} if dropped else {})})
         return st
 
     def _refusal(self, left: list[str]) -> str:

@@ -1,6 +1,7 @@
 """The longer runs of issue 16: their configs and the status report (no training here)."""
 
 from mplp import longruns as L
+from mplp import results as R
 
 
 def test_groups_are_the_decisive_comparisons_with_the_codes_adam():
@@ -14,7 +15,7 @@ def test_groups_are_the_decisive_comparisons_with_the_codes_adam():
 
 def test_status_lists_every_run(tmp_path, capsys):
     rows = L.status(tmp_path)
-    assert len(rows) == 4 + 9 + 3 + 1
+    assert len(rows) == 4 + 4 + 9 + 3 + 1
     assert all(r.state == "queued" and r.steps_done == 0 and r.wall_time_s == 0 for _, r in rows)
     assert [g for g, _ in rows].count("ablation") == 9
     assert L.main(["status"]) == 0 and "mnist" in capsys.readouterr().out
@@ -23,3 +24,11 @@ def test_status_lists_every_run(tmp_path, capsys):
 def test_sinewave_groups_are_chapter_1s_longer_runs():
     assert [c.meta.S for c in L.GROUPS["sinewave"]()[0]] == [L.SINEWAVE_S] * 3
     assert [c.learner.loss_inputs for c in L.GROUPS["sinewave-script"]()[0]] == ["full"]
+
+
+def test_the_40k_mnist_group_continues_the_finished_20k_runs(tmp_path):
+    cfgs = L.mnist_extended_configs()
+    assert all(c.meta.S == L.MNIST_EXTENDED_S for c in cfgs)
+    srcs = L.extend_sources("mnist-40k", cfgs, tmp_path)
+    assert srcs == [R.run_dir(tmp_path, c) for c in L.mnist_configs()]     # the same configs, only S differs
+    assert L.extend_sources("mnist", L.mnist_configs(), tmp_path) is None

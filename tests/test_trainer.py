@@ -250,6 +250,25 @@ def test_extension_refuses_a_different_config_or_a_shorter_target(tmp_path):
               extend_from=done.path)
     with pytest.raises(C.ConfigError, match="meta.S must be larger"):
         train(tiny_config(**{"meta.S": 4}), out_root=tmp_path / "y", progress=False, extend_from=done.path)
-    with pytest.raises(C.ConfigError, match="not a multiple of validation.every"):
-        odd = train(tiny_config(**{"meta.S": 6}), out_root=tmp_path / "z", progress=False)
+    with pytest.raises(C.ConfigError, match="not a multiple of log_every"):
+        odd = train(tiny_config(**{"meta.S": 7}), out_root=tmp_path / "z", progress=False)
         train(tiny_config(**{"meta.S": 12}), out_root=tmp_path / "z", progress=False, extend_from=odd.path)
+
+
+def test_a_run_that_ended_off_its_validation_grid_extends_bit_for_bit(tmp_path):
+    """S = 6 with validations every 4: the run validated (and snapshotted) at its last step;
+    the extension drops those records and then equals one run of S = 12, validations included."""
+    from mplp.trainer import train
+
+    extra = {"validation.every": 4, "snapshot_every": 4}
+    done = train(tiny_config(**{"meta.S": 6}, **extra), out_root=tmp_path / "a", progress=False)
+    assert 6 in done.validation["step"]
+    ext = train(tiny_config(**{"meta.S": 12}, **extra), out_root=tmp_path / "a", progress=False, extend_from=done.path)
+    ref = train(tiny_config(**{"meta.S": 12}, **extra), out_root=tmp_path / "b", progress=False)
+    for k in ref.theta:
+        assert torch.equal(ext.theta[k], ref.theta[k]), k
+    assert np.array_equal(ext.validation["step"], ref.validation["step"]) and 6 not in ext.validation["step"]
+    assert np.array_equal(ext.validation["val_loss"], ref.validation["val_loss"])
+    assert np.array_equal(ext.train["outer_loss"], ref.train["outer_loss"])
+    assert sorted(ext.snapshots()) == sorted(ref.snapshots())
+    assert ext.meta["resumes"][-1]["dropped_at_step"] == ["validation", "snapshot"]
