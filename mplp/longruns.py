@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import ablation, mnist_be, sinewave
+from . import ablation, mnist_be, paths, sinewave
 from . import config as C
 from . import results as R
 
@@ -90,10 +90,10 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     from .trainer import train_population
 
-    store = R.Store()
+    root = paths.results_root()
     for cfgs in GROUPS[args.group]():
-        runs = train_population(cfgs, out_root=store.base, resume=True, progress=True,
-                                extend_from=extend_sources(args.group, cfgs, store.base))
+        runs = train_population(cfgs, out_root=root, resume=True, progress=True,
+                                extend_from=extend_sources(args.group, cfgs, root))
         for r in runs:
             print(f"{r.path}: {r.meta['status']}, {r.meta['steps_done']} steps, "
                   f"validation {r.validation['val_loss'][0]:.4g} -> {r.validation['val_loss'][-1]:.4g}", flush=True)
