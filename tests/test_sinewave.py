@@ -35,7 +35,13 @@ def test_claims_1_and_2_are_judged_on_the_longer_runs():
     longer = [(steps, leaves_at_500, ck), (steps, leaves_at_500, ck), (steps, chapter_run, Checkpoint(0, 50.0, {}, ""))]
     v = SW.verdicts(steps, chapter_run, Checkpoint(0, 50.0, {}, ""), 18.0, 5.0, corr, cal, longer=longer, **kw)
     assert v[0].holds == "yes" and "seed 2: no plateau end in 1,000 steps" in v[0].evidence
-    assert v[1].holds == "yes" and "median 10 vs SGD 18" in v[1].evidence      # 2 of 3 left: reached
+    # 2 of 3 left, but their median curve still falls (12 -> 10): a final-loss claim is not reached (rule 1)
+    assert v[1].holds == "not_reached" and v[1].test_outcome == "yes" and "median 10 vs SGD 18" in v[1].evidence
+    assert "still falling at 1,000 of 300,000" in v[1].evidence and v[1].post_hoc.startswith(SW.FALLING_RULE_COMMIT)
+    settled = np.array([50, 50, 49, 50, 40, 15, 15, 15, 15, 15, 15.0])      # leaves at 400, then flat
+    v = SW.verdicts(steps, chapter_run, Checkpoint(0, 50.0, {}, ""), 18.0, 5.0, corr, cal, **kw,
+                    longer=[(steps, settled, ck), (steps, settled, ck), (steps, chapter_run, ck)])
+    assert v[1].holds == "yes" and "settled" in v[1].evidence
     early = np.array([50, 40] + [30.0] * 9)                                   # leaves at 100: too early
     v = SW.verdicts(steps, chapter_run, ck, 18.0, 5.0, corr, cal, **kw,
                     longer=[(steps, leaves_at_500, ck), (steps, early, ck), (steps, chapter_run, ck)])
