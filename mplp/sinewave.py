@@ -31,7 +31,7 @@ LONG_RULE_COMMIT = "2e57b0e"
 # Claim 2 is a final-loss claim: the policy's rule 1 leaves it not reached while its runs are
 # short of the thesis' steps and still falling.  This chapter's verdicts lacked that clause
 # until the commit below, made after the longer runs' first plateau exits were seen: post hoc.
-FALLING_RULE_COMMIT = "HEAD"
+FALLING_RULE_COMMIT = "02c4257"
 from .plotting import FUNCTIONS, sgd_function
 
 
