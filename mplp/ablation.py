@@ -16,7 +16,7 @@ import numpy as np
 from . import config as C
 from . import results as R
 from .analysis import plateau_end
-from .claims import PLATEAU_RULE_COMMIT, POLICY_COMMIT, Verdict, decide, still_falling
+from .claims import PLATEAU_RULE_COMMIT, POLICY_COMMIT, Verdict, decide, final_loss_reached, still_falling
 
 LR_FIXED = 1.0e-3          # the fixed learning rate of cells without a learned lr (Table 3)
 LR_LEARNED_INIT = 1.0e-2   # initial value of the learned lr (released code)
@@ -190,7 +190,7 @@ class CellSummary:
     def settled(self) -> bool:
         """Rule 1 of the verdict policy for final-loss claims: left the plateau, and stopped
         falling or reached the thesis' outer steps."""
-        return self.left and (not self.falling or self.steps >= THESIS_S)
+        return final_loss_reached(self.left, self.falling, self.steps, THESIS_S)
 
 
 def first_reach(steps: np.ndarray, losses: np.ndarray, level: float) -> float:

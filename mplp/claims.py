@@ -107,6 +107,12 @@ def decide(test_outcome: str, *, about_trained: bool = False, reached: bool = Tr
     return test_outcome
 
 
+def final_loss_reached(left: bool, falling: bool, steps: int, thesis_steps: int) -> bool:
+    """Rule 1 for a claim about the final loss: its runs have left the plateau, and have
+    stopped falling (``still_falling``) or run the thesis' outer steps."""
+    return left and (not falling or steps >= thesis_steps)
+
+
 def still_falling(losses, drops: tuple[float, float] = STILL_FALLING) -> bool:
     """Rule 1's "still falling": the last validation loss is more than ``drops[0]`` below the
     one a quarter of the run earlier, or more than ``drops[1]`` below the one half of the run

@@ -17,7 +17,7 @@ from . import config as C
 from . import results as R
 from .analysis import (AgreementTrajectory, Checkpoint, InputRanges, agreement, agreement_trajectory,
                        choose_checkpoint, learned_function, plateau_end, record_input_ranges)
-from .claims import PLATEAU_RULE_COMMIT, POLICY_COMMIT, Verdict, decide, still_falling
+from .claims import PLATEAU_RULE_COMMIT, POLICY_COMMIT, Verdict, decide, final_loss_reached, still_falling
 
 THESIS_S = 300_000           # Table 3's outer steps
 THESIS_PLATEAU_END = 50_000  # §5.1, Fig. 3a: "flat until around 50000 steps"
@@ -163,7 +163,7 @@ def verdicts(steps: np.ndarray, losses: np.ndarray, checkpoint: Checkpoint, sgd:
         f"{v:.3g} (step {checkpoint.step:,}) vs SGD {sgd:.3g}; {where}"
     better = "yes" if v < sgd else "no"
     falling = still_falling(losses)
-    reached1, reached2 = left or last > hi, left and (last >= THESIS_S or not falling)
+    reached1, reached2 = left or last > hi, final_loss_reached(left, falling, last, THESIS_S)
     steps12 = last
     if longer:
         ends = [plateau_end(st, ls) for st, ls, _ in longer]
@@ -182,7 +182,7 @@ def verdicts(steps: np.ndarray, losses: np.ndarray, checkpoint: Checkpoint, sgd:
         steps12 = max(int(st[-1]) for st, _, _ in longer)
         n = min(len(ls) for _, ls, _ in longer)          # the seeds' median curve, as far as all got
         falling = still_falling(np.median(np.stack([ls[:n] for _, ls, _ in longer]), 0))
-        reached2 = sum(left_seeds) > len(longer) / 2 and (steps12 >= THESIS_S or not falling)
+        reached2 = final_loss_reached(sum(left_seeds) > len(longer) / 2, falling, steps12, THESIS_S)
         test2 = (f"median over the {len(longer)} longer runs of the validation loss at each one's chosen checkpoint "
                  f"< tuned SGD's; reached when a majority left the plateau ({LONG_RULE_COMMIT}) and their median "
                  f"curve stopped falling or got the thesis' {THESIS_S:,} steps (policy rule 1)")
