@@ -8,6 +8,7 @@ the runs once they are complete.
     python -m mplp.longruns mnist       # §5.3: batch-entropy term on / off, seeds 0-1, 20,000 steps
     python -m mplp.longruns mnist-40k   # §5.3: the same four runs continued to 40,000 steps
     python -m mplp.longruns ablation    # §5.2: |m| = 8 with / without BN, |m| = 1 with BN, 3 seeds, 30,000 steps
+    python -m mplp.longruns ablation-60k    # §5.2: the same nine runs to 60,000 steps, from step 0
     python -m mplp.longruns sinewave    # §5.1: Table 3, the text's setting, seeds 0-2, 150,000 steps
     python -m mplp.longruns sinewave-script   # §5.1: the released script's setting, seed 0, 100,000 steps
     python -m mplp.longruns status      # steps done per run
@@ -23,6 +24,11 @@ from . import config as C
 from . import results as R
 
 MNIST_S, ABLATION_S = 20_000, 30_000
+# §5.2's decisive runs at twice the budget (a choice made after seeing them: at 30,000 claims 2.2
+# and 2.5 are not reached, their arms still falling).  They start from step 0, because the
+# 30,000-step runs finished before final states were kept; being deterministic, their first
+# 30,000 steps repeat those runs.
+ABLATION_LONGER_S = 60_000
 # §5.3's runs continued from their finished 20,000 steps (a choice made after seeing them: at
 # 20,000 no run without the term has left the plateau, so claim 3.2 is not reached)
 MNIST_EXTENDED_S = 40_000
@@ -35,9 +41,9 @@ def mnist_configs() -> list[C.ExperimentConfig]:
     return cfgs[False] + cfgs[True]
 
 
-def ablation_groups() -> list[list[C.ExperimentConfig]]:
-    """§5.2's decisive comparisons, one population (3 seeds) per cell."""
-    return list(ablation.decisive_configs(ABLATION_S).values())
+def ablation_groups(S: int = ABLATION_S) -> list[list[C.ExperimentConfig]]:
+    """§5.2's decisive comparisons at ``S`` outer steps, one population (3 seeds) per cell."""
+    return list(ablation.decisive_configs(S).values())
 
 
 def sinewave_groups() -> dict[str, list[C.ExperimentConfig]]:
@@ -53,7 +59,7 @@ def mnist_extended_configs() -> list[C.ExperimentConfig]:
 
 
 GROUPS = {"mnist": lambda: [mnist_configs()], "mnist-40k": lambda: [mnist_extended_configs()],
-          "ablation": ablation_groups,
+          "ablation": ablation_groups, "ablation-60k": lambda: ablation_groups(ABLATION_LONGER_S),
           "sinewave": lambda: [sinewave_groups()["text"]], "sinewave-script": lambda: [sinewave_groups()["script"]]}
 # groups whose runs start from the final state of the finished run of the same config at this S
 # (the §5.2 runs cannot: they finished before final states were kept)

@@ -15,7 +15,7 @@ def test_groups_are_the_decisive_comparisons_with_the_codes_adam():
 
 def test_status_lists_every_run(tmp_path, capsys):
     rows = L.status(tmp_path)
-    assert len(rows) == 4 + 4 + 9 + 3 + 1
+    assert len(rows) == 4 + 4 + 9 + 9 + 3 + 1
     assert all(r.state == "queued" and r.steps_done == 0 and r.wall_time_s == 0 for _, r in rows)
     assert [g for g, _ in rows].count("ablation") == 9
     assert L.main(["status"]) == 0 and "mnist" in capsys.readouterr().out
@@ -32,3 +32,10 @@ def test_the_40k_mnist_group_continues_the_finished_20k_runs(tmp_path):
     srcs = L.extend_sources("mnist-40k", cfgs, tmp_path)
     assert srcs == [R.run_dir(tmp_path, c) for c in L.mnist_configs()]     # the same configs, only S differs
     assert L.extend_sources("mnist", L.mnist_configs(), tmp_path) is None
+
+
+def test_the_60k_ablation_group_repeats_the_decisive_runs_at_twice_the_steps():
+    longer, short = L.GROUPS["ablation-60k"](), L.ablation_groups()
+    assert all(c.meta.S == L.ABLATION_LONGER_S for g in longer for c in g)
+    assert [[c.replace(**{"meta.S": L.ABLATION_S}) for c in g] for g in longer] == short
+    assert L.extend_sources("ablation-60k", longer[0], R.committed_root()) is None    # from step 0
