@@ -16,7 +16,7 @@ import numpy as np
 from . import config as C
 from . import results as R
 from .analysis import plateau_end
-from .claims import PLATEAU_RULE_COMMIT, POLICY_COMMIT, Verdict, decide, final_loss_reached, still_falling
+from .claims import PLATEAU_RULE_COMMIT, POLICY_COMMIT, Verdict, decide, final_loss_reached, median_still_falling
 
 LR_FIXED = 1.0e-3          # the fixed learning rate of cells without a learned lr (Table 3)
 LR_LEARNED_INIT = 1.0e-2   # initial value of the learned lr (released code)
@@ -213,7 +213,7 @@ def summarise(cell: Cell, runs: list[R.RunResult], level: float) -> CellSummary:
     return CellSummary(cell, len(runs), float(np.median(final)), float(final.min()), float(final.max()),
                        float(np.median(np.exp(np.log(L).mean(1)))), med_reach if math.isfinite(med_reach) else math.nan,
                        n_reached, stuck, spread, sum(int(r.meta.get("skipped_outer_updates", 0)) for r in runs),
-                       still_falling(np.median(L, 0)), float(np.median(L[:, 0])), int(steps[-1]))
+                       median_still_falling(L), float(np.median(L[:, 0])), int(steps[-1]))
 
 
 def common_level(runs: dict[Cell, list[R.RunResult]], fraction: float = 0.5) -> float:

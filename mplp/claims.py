@@ -30,6 +30,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 OUTCOMES = ("yes", "partly", "no", "not_reached", "trivial", "undecided")
 LABELS = {"yes": "reproduced", "partly": "partly", "no": "not reproduced",
           "not_reached": "not reached at this budget", "trivial": "trivially true (not counted)",
@@ -122,6 +124,13 @@ def still_falling(losses, drops: tuple[float, float] = STILL_FALLING) -> bool:
         return False
     quarter, half = losses[min(int(0.75 * (n - 1)), n - 2)], losses[int(0.5 * (n - 1))]
     return bool(losses[-1] < (1 - drops[0]) * quarter or losses[-1] < (1 - drops[1]) * half)
+
+
+def median_still_falling(curves) -> bool:
+    """``still_falling`` of the seeds' median curve: ``curves`` are the seeds' validation
+    losses (n_seeds sequences, same validation grid), cut to the shortest (as far as all got)."""
+    n = min(len(c) for c in curves)
+    return still_falling(np.median(np.stack([np.asarray(c[:n], dtype=float) for c in curves]), 0))
 
 
 def tally(verdicts: list[Verdict]) -> dict[str, dict[str, int]]:

@@ -17,7 +17,7 @@ from . import config as C
 from . import results as R
 from .analysis import (AgreementTrajectory, Checkpoint, InputRanges, agreement, agreement_trajectory,
                        choose_checkpoint, learned_function, plateau_end, record_input_ranges)
-from .claims import PLATEAU_RULE_COMMIT, POLICY_COMMIT, Verdict, decide, final_loss_reached, still_falling
+from .claims import PLATEAU_RULE_COMMIT, POLICY_COMMIT, Verdict, decide, final_loss_reached, median_still_falling, still_falling
 
 THESIS_S = 300_000           # Table 3's outer steps
 THESIS_PLATEAU_END = 50_000  # §5.1, Fig. 3a: "flat until around 50000 steps"
@@ -180,8 +180,7 @@ def verdicts(steps: np.ndarray, losses: np.ndarray, checkpoint: Checkpoint, sgd:
         med = float(np.median([ck.val_loss for _, _, ck in longer]))
         better = "yes" if med < sgd else "no"
         steps12 = max(int(st[-1]) for st, _, _ in longer)
-        n = min(len(ls) for _, ls, _ in longer)          # the seeds' median curve, as far as all got
-        falling = still_falling(np.median(np.stack([ls[:n] for _, ls, _ in longer]), 0))
+        falling = median_still_falling([ls for _, ls, _ in longer])
         reached2 = final_loss_reached(sum(left_seeds) > len(longer) / 2, falling, steps12, THESIS_S)
         test2 = (f"median over the {len(longer)} longer runs of the validation loss at each one's chosen checkpoint "
                  f"< tuned SGD's; reached when a majority left the plateau ({LONG_RULE_COMMIT}) and their median "

@@ -9,7 +9,7 @@ def test_verdict_outcomes_are_a_closed_set():
         Verdict("c", "§5.1", "t", "e", "maybe")
 
 
-from mplp.claims import COUNTED, LABELS, POLICY, decide, describe, still_falling, tally   # noqa: E402
+from mplp.claims import COUNTED, LABELS, POLICY, decide, describe, median_still_falling, still_falling, tally   # noqa: E402
 
 
 def test_policy_rules_in_order():
@@ -60,3 +60,11 @@ def test_still_falling():
     assert still_falling([10, 9, 8, 7, 6])           # falls steadily
     assert not still_falling([10, 5, 5, 5, 5.0])     # settled
     assert not still_falling([10, 9])                # too short to tell
+
+
+def test_median_still_falling_cuts_to_the_shortest_seed():
+    settled, falling = [10, 5, 5, 5, 5.0], [10, 9, 8, 7, 6]
+    assert median_still_falling([falling, falling, settled]) and not median_still_falling([settled, settled, falling])
+    # a seed that got further is cut to the others' length: its late drop is not counted
+    assert not median_still_falling([settled[:4], settled[:4], [10, 5, 5, 5, 1]])
+    assert median_still_falling([falling[:4], falling, falling + [5]])
