@@ -32,7 +32,50 @@ LONG_RULE_COMMIT = "2e57b0e"
 # short of the thesis' steps and still falling.  This chapter's verdicts lacked that clause
 # until the commit below, made after the longer runs' first plateau exits were seen: post hoc.
 FALLING_RULE_COMMIT = "02c4257"
-from .plotting import FUNCTIONS, sgd_function
+# Claim 4 on the longer runs: per seed, the chapter's test at that run's chosen checkpoint (the
+# correlations on the input ranges recorded there, against random learners on those ranges); a
+# seed still on its plateau is undecided; over seeds as claims 1-2 (a majority decided, every
+# decided seed agreeing, else partly).  Written in this commit, before any longer run's
+# correlations were computed; until then claim 4 was judged on the chapter's run alone.
+LONG_AGREEMENT_RULE_COMMIT = "this commit"
+from .plotting import FUNCTIONS, sgd_function  # noqa: E402
+
+
+@dataclass
+class SeedAgreement:
+    """Claim 4's data for one longer run: ``corr[name]``, the correlation of each learned
+    function at the chosen checkpoint ``step`` with SGD's (Table 2) over the input ranges
+    recorded there, and ``null_q[name]``, the 95 % quantile of |correlation| over random
+    learner initialisations on those ranges (what chance gives)."""
+
+    seed: int
+    step: int
+    corr: dict[str, float]
+    null_q: dict[str, float]
+
+
+def seed_agreement(run: R.RunResult, checkpoint: Checkpoint, n_range_tasks: int, store: R.Store,
+                   q: float = 0.95) -> SeedAgreement:
+    """``SeedAgreement`` of one longer run at its chosen checkpoint (input ranges stored like
+    the chapter run's, keyed by config and step)."""
+    from .trainer import learner_spec
+
+    cfg = run.config
+    ranges = store.load_or_compute(
+        "sinewave_ranges", {"config": cfg.hash(), "step": checkpoint.step, "n_tasks": n_range_tasks},
+        lambda: record_input_ranges(cfg, checkpoint.theta, n_tasks=n_range_tasks), InputRanges)
+    cal = agreement_trajectory({checkpoint.step: checkpoint.theta}, ranges, learner_spec(cfg))
+    return SeedAgreement(cfg.seed, checkpoint.step, {k: float(v[0]) for k, v in cal.corr.items()},
+                         {k: cal.null_quantile(k, q) for k in cal.null})
+
+
+def resemble_outcome(corr: dict[str, float], null_q: dict[str, float]) -> str:
+    """Claim 4's test on one optimizer: "yes" when every function's |correlation| with SGD's
+    is beyond its null quantile and the product of the signs is positive, "partly" when some
+    are (signs positive), else "no"."""
+    beyond = [k for k in corr if np.isfinite(corr[k]) and abs(corr[k]) > null_q[k]]
+    sign = np.prod([np.sign(c) for c in corr.values()])
+    return "yes" if len(beyond) == len(corr) and sign > 0 else ("partly" if beyond and sign > 0 else "no")
 
 
 @dataclass
@@ -52,6 +95,7 @@ class SinewaveStudy:
     long_runs: dict[str, list[R.RunResult]] | None = None   # {"text": 3 seeds, "script": 1}, as far as they got
     # {"sgd", "adam"} tuned on the script's task (amplitudes U(1, 5): losses on another scale than the text's)
     script_tuned: dict[str, baselines.BaselineResult] | None = None
+    long_agreement: list[SeedAgreement] | None = None     # claim 4 per text-setting longer run
 
     def long_checkpoints(self) -> list[Checkpoint]:
         """The chosen checkpoint (``choose_checkpoint``) of each text-setting longer run."""
@@ -64,7 +108,8 @@ class SinewaveStudy:
             longer = [(r.validation["step"], r.validation["val_loss"], ck)
                       for r, ck in zip(self.long_runs["text"], self.long_checkpoints())]
         return verdicts(v["step"], v["val_loss"], self.checkpoint, self.tuned["sgd"].best_metric,
-                        self.tuned["adam"].best_metric, self.corr, self.calibration, longer=longer)
+                        self.tuned["adam"].best_metric, self.corr, self.calibration, longer=longer,
+                        long_agreement=self.long_agreement)
 
 
 def long_configs(S: int, script_S: int, validation_every: int = 300,
@@ -126,18 +171,20 @@ def study(seed: int, S: int, validation_every: int, snapshot_every: int, n_range
     from .trainer import learner_spec
 
     cal = agreement_trajectory(run.snapshots(), ranges, learner_spec(cfg))
-    long_runs = script_tuned = None
+    long_runs = script_tuned = long_agreement = None
     if long_S:
         long_runs = {k: store.stored_runs(cfgs, LONG_HOW)
                      for k, cfgs in long_configs(long_S, long_script_S, validation_every, snapshot_every).items()}
         script_tuned = baselines.tuned(long_runs["script"][0].config, store)
-    return SinewaveStudy(cfg, run, tuned, ck, ranges, learned, corr, cal, long_runs, script_tuned)
+        long_agreement = [seed_agreement(r, choose_checkpoint(r), n_range_tasks, store) for r in long_runs["text"]]
+    return SinewaveStudy(cfg, run, tuned, ck, ranges, learned, corr, cal, long_runs, script_tuned, long_agreement)
 
 
 def verdicts(steps: np.ndarray, losses: np.ndarray, checkpoint: Checkpoint, sgd: float, adam: float,
              corr: dict[str, float], cal: AgreementTrajectory, q: float = 0.95,
              thesis_plateau_end: int = THESIS_PLATEAU_END,
-             longer: list[tuple[np.ndarray, np.ndarray, Checkpoint]] | None = None) -> list:
+             longer: list[tuple[np.ndarray, np.ndarray, Checkpoint]] | None = None,
+             long_agreement: list[SeedAgreement] | None = None) -> list:
     """§5.1's claims tested on one run (validation ``losses`` at ``steps``, the chosen
     checkpoint, the tuned baselines' metrics, the learned-vs-SGD correlations and their
     calibration), through the written policy (``claims``): every claim here is about a
@@ -146,7 +193,8 @@ def verdicts(steps: np.ndarray, losses: np.ndarray, checkpoint: Checkpoint, sgd:
     half to twice that).  ``longer``: (steps, losses, chosen checkpoint) of each seed run
     longer; claims 1 and 2 are then judged over those seeds (a majority decided, every
     decided seed agreeing; rule written in ``LONG_RULE_COMMIT`` before those runs started),
-    with the chapter's run in the evidence."""
+    with the chapter's run in the evidence.  ``long_agreement`` (one per ``longer`` run):
+    claim 4 is then judged over those seeds too (rule ``LONG_AGREEMENT_RULE_COMMIT``)."""
     end = plateau_end(steps, losses)
     last = int(steps[-1])
     left = end is not None
@@ -207,20 +255,35 @@ def verdicts(steps: np.ndarray, losses: np.ndarray, checkpoint: Checkpoint, sgd:
                        decide(worse, about_trained=True, reached=left, trivial=bool(losses[0] > adam)),
                        test_outcome=worse, steps=last))
     names = list(corr)
-    beyond = [k for k in names if np.isfinite(corr[k]) and abs(corr[k]) > cal.null_quantile(k, q)]
+    resemble = resemble_outcome(corr, {k: cal.null_quantile(k, q) for k in names})
     sign = np.prod([np.sign(c) for c in corr.values()])
-    n = len(names)
-    resemble = "yes" if len(beyond) == n and sign > 0 else ("partly" if beyond and sign > 0 else "no")
     settled = cal.settled_sign(cal.sign_product)
     i0 = int(np.argmin(cal.steps))
+    test4 = (f"for every function |correlation| with the SGD surface (on the recorded input ranges) above the {q:.0%} "
+             f"quantile of {len(cal.null[names[0]])} random learner initialisations, and the product of the signs positive")
+    ev4 = ("checkpoint " + ", ".join(f"{k} {corr[k]:+.2f} (null {cal.null_quantile(k, q):.2f})" for k in names)
+           + "; step 0 " + ", ".join(f"{k} {cal.corr[k][i0]:+.2f}" for k in names)
+           + f"; sign product {sign:+.0f}" + (f", positive from step {settled:,} on" if settled is not None else ""))
+    reached4, steps4, pr4 = left, last, "some functions beyond the null, signs positive"
+    if longer and long_agreement:
+        if len(long_agreement) != len(longer):
+            raise ValueError(f"long_agreement: one per longer run expected ({len(longer)}), got {len(long_agreement)}")
+        ends4 = [plateau_end(st, ls) for st, ls, _ in longer]
+        per4 = [resemble_outcome(a.corr, a.null_q) if e is not None else "undecided"
+                for a, e in zip(long_agreement, ends4)]
+        resemble = _over_seeds(per4)
+        reached4, steps4 = resemble != "undecided", max(int(st[-1]) for st, _, _ in longer)
+        decided4 = [o for o in per4 if o != "undecided"]
+        pr4 += f"; over seeds, decided seeds disagreeing ({decided4.count('yes')} of {len(decided4)} yes)"
+        test4 += (f", at each longer run's chosen checkpoint; a seed on its plateau is undecided; over the "
+                  f"{len(longer)} longer runs a majority decided, every decided seed agreeing "
+                  f"({LONG_AGREEMENT_RULE_COMMIT})")
+        ev4 = ("longer runs: " + "; ".join(
+            f"seed {a.seed}, step {a.step:,}{'' if e is not None else ' (on its plateau)'}: {o}, "
+            + ", ".join(f"{k} {a.corr[k]:+.2f} (null {a.null_q[k]:.2f})" for k in names)
+            for a, e, o in zip(long_agreement, ends4, per4)) + f"; chapter run: {ev4}")
     out.append(Verdict(
-        "the learned functions resemble SGD's (Table 2)", "§5.1, Figs. 4-7",
-        f"for every function |correlation| with the SGD surface (on the recorded input ranges) above the {q:.0%} "
-        f"quantile of {len(cal.null[names[0]])} random learner initialisations, and the product of the signs positive",
-        "checkpoint " + ", ".join(f"{k} {corr[k]:+.2f} (null {cal.null_quantile(k, q):.2f})" for k in names)
-        + "; step 0 " + ", ".join(f"{k} {cal.corr[k][i0]:+.2f}" for k in names)
-        + f"; sign product {sign:+.0f}" + (f", positive from step {settled:,} on" if settled is not None else ""),
-        decide(resemble, about_trained=True, reached=left), test_outcome=resemble, steps=last,
-        partly_rule="some functions beyond the null, signs positive",
-        post_hoc=f"{POLICY_COMMIT}: calibrated against random learners; was |correlation| >= 0.8"))
+        "the learned functions resemble SGD's (Table 2)", "§5.1, Figs. 4-7", test4, ev4,
+        decide(resemble, about_trained=True, reached=reached4), test_outcome=resemble, steps=steps4,
+        partly_rule=pr4, post_hoc=f"{POLICY_COMMIT}: calibrated against random learners; was |correlation| >= 0.8"))
     return out

@@ -1,6 +1,7 @@
 """Chapter 1's longer runs (issue 16): their configs and the rule that judges claims 1-2 on them."""
 
 import numpy as np
+import pytest
 
 from mplp import sinewave as SW
 from mplp.analysis import Checkpoint
@@ -58,3 +59,38 @@ def test_the_script_run_is_read_against_sgd_tuned_on_its_own_task():
     assert tuple(script.task.amplitude) == (1.0, 5.0) and tuple(st.cfg.task.amplitude) == (1.0, 1.0)
     # amplitudes up to 5: the losses are on another scale than the text task's, so each panel has its own reference
     assert st.script_tuned["sgd"].best_metric > 2 * st.tuned["sgd"].best_metric
+
+
+def test_claim_4_is_judged_on_the_longer_runs_that_left_the_plateau():
+    steps = np.arange(0, 1001, 100)
+    kw = dict(thesis_plateau_end=500)
+    flat = np.full(11, 50.0)
+    leaves = np.array([50, 50, 49, 50, 49, 40, 30, 20, 15, 12, 10.0])
+    names = ("f", "g_lin")
+    chapter_corr = {"f": 0.1, "g_lin": 0.2}                     # the chapter's run: on its plateau
+    cal, ck = _calibration(chapter_corr), Checkpoint(1000, 10.0, {}, "")
+    agree = SW.SeedAgreement(0, 900, {"f": -0.9, "g_lin": -0.8}, {k: 0.3 for k in names})
+    weak = SW.SeedAgreement(1, 900, {"f": -0.9, "g_lin": -0.1}, {k: 0.3 for k in names})
+    chance = SW.SeedAgreement(2, 0, {"f": 0.9, "g_lin": 0.9}, {k: 0.95 for k in names})
+    assert SW.resemble_outcome(agree.corr, agree.null_q) == "yes"
+    assert SW.resemble_outcome(weak.corr, weak.null_q) == "partly"
+    assert SW.resemble_outcome(chance.corr, chance.null_q) == "no"         # no stronger than random learners
+
+    def claim4(curves, agreement):
+        longer = [(steps, c, ck) for c in curves]
+        return SW.verdicts(steps, flat, Checkpoint(0, 50.0, {}, ""), 18.0, 5.0, chapter_corr, cal,
+                           longer=longer, long_agreement=agreement, **kw)[3]
+
+    v = claim4([leaves, leaves, flat], [agree, agree, chance])
+    assert v.holds == "yes" and "seed 2, step 0 (on its plateau): undecided" in v.evidence   # seed 2 not counted
+    assert "chapter run: checkpoint f +0.10" in v.evidence and SW.LONG_AGREEMENT_RULE_COMMIT in v.test
+    assert claim4([leaves, leaves, flat], [agree, weak, chance]).holds == "partly"
+    # only one seed left: not reached (a majority must have left), whatever its functions look like
+    one = claim4([leaves, flat, flat], [agree, agree, agree])
+    assert one.holds == "not_reached" and one.test_outcome == "undecided"
+    # without the longer runs' agreement, the chapter's run alone decides (here: on its plateau)
+    alone = SW.verdicts(steps, flat, Checkpoint(0, 50.0, {}, ""), 18.0, 5.0, chapter_corr, cal,
+                        longer=[(steps, leaves, ck)] * 3, **kw)[3]
+    assert alone.holds == "not_reached" and "longer runs" not in alone.evidence
+    with pytest.raises(ValueError, match="one per longer run"):
+        claim4([leaves, leaves, flat], [agree])
