@@ -26,7 +26,7 @@ THESIS_PLATEAU_END = 50_000  # §5.1, Fig. 3a: "flat until around 50000 steps"
 # with the released code's outer Adam, trained across sessions by ``mplp.longruns``.
 LONG_SEEDS = (0, 1, 2)
 LONG_HOW = "python -m mplp.longruns sinewave (resumable, several sessions on 2 CPU cores)"
-# The rule judging claims 1-2 on those runs was written in this commit, before any of them ran.
+# The rule judging claims 1-2 on those runs was written in the commit named below, before any of them ran.
 LONG_RULE_COMMIT = "2e57b0e"
 # Claim 2 is a final-loss claim: the policy's rule 1 leaves it not reached while its runs are
 # short of the thesis' steps and still falling.  This chapter's verdicts lacked that clause
@@ -35,7 +35,7 @@ FALLING_RULE_COMMIT = "02c4257"
 # Claim 4 on the longer runs: per seed, the chapter's test at that run's chosen checkpoint (the
 # correlations on the input ranges recorded there, against random learners on those ranges); a
 # seed still on its plateau is undecided; over seeds as claims 1-2 (a majority decided, every
-# decided seed agreeing, else partly).  Written in this commit, before any longer run's
+# decided seed agreeing, else partly).  Written in this commit (named below), before any longer run's
 # correlations were computed; until then claim 4 was judged on the chapter's run alone.
 LONG_AGREEMENT_RULE_COMMIT = "6ee8dc6"
 from .plotting import FUNCTIONS, sgd_function  # noqa: E402
