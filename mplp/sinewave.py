@@ -46,12 +46,13 @@ class SeedAgreement:
     """Claim 4's data for one longer run: ``corr[name]``, the correlation of each learned
     function at the chosen checkpoint ``step`` with SGD's (Table 2) over the input ranges
     recorded there, and ``null_q[name]``, the 95 % quantile of |correlation| over random
-    learner initialisations on those ranges (what chance gives)."""
+    learner initialisations on those ranges (what chance gives); ``ranges``: those ranges."""
 
     seed: int
     step: int
     corr: dict[str, float]
     null_q: dict[str, float]
+    ranges: InputRanges | None = None
 
 
 def seed_agreement(run: R.RunResult, checkpoint: Checkpoint, n_range_tasks: int, store: R.Store,
@@ -66,7 +67,7 @@ def seed_agreement(run: R.RunResult, checkpoint: Checkpoint, n_range_tasks: int,
         lambda: record_input_ranges(cfg, checkpoint.theta, n_tasks=n_range_tasks), InputRanges)
     cal = agreement_trajectory({checkpoint.step: checkpoint.theta}, ranges, learner_spec(cfg))
     return SeedAgreement(cfg.seed, checkpoint.step, {k: float(v[0]) for k, v in cal.corr.items()},
-                         {k: cal.null_quantile(k, q) for k in cal.null})
+                         {k: cal.null_quantile(k, q) for k in cal.null}, ranges)
 
 
 def resemble_outcome(corr: dict[str, float], null_q: dict[str, float]) -> str:
@@ -274,7 +275,7 @@ def verdicts(steps: np.ndarray, losses: np.ndarray, checkpoint: Checkpoint, sgd:
         resemble = _over_seeds(per4)
         reached4, steps4 = resemble != "undecided", max(int(st[-1]) for st, _, _ in longer)
         decided4 = [o for o in per4 if o != "undecided"]
-        pr4 += f"; over seeds, decided seeds disagreeing ({decided4.count('yes')} of {len(decided4)} yes)"
+        pr4 += f"; over seeds: the decided seeds partly or disagreeing ({', '.join(decided4) or 'none decided'})"
         test4 += (f", at each longer run's chosen checkpoint; a seed on its plateau is undecided; over the "
                   f"{len(longer)} longer runs a majority decided, every decided seed agreeing "
                   f"({LONG_AGREEMENT_RULE_COMMIT})")
