@@ -84,6 +84,7 @@ def test_claim_4_is_judged_on_the_longer_runs_that_left_the_plateau():
     v = claim4([leaves, leaves, flat], [agree, agree, chance])
     assert v.holds == "yes" and "seed 2, step 0 (on its plateau): undecided" in v.evidence   # seed 2 not counted
     assert "chapter run: checkpoint f +0.10" in v.evidence and SW.LONG_AGREEMENT_RULE_COMMIT in v.test
+    assert f"{SW.LONG_AGREEMENT_RULE_COMMIT}: judged on the longer runs" in v.post_hoc      # chosen after their exits
     mixed = claim4([leaves, leaves, flat], [agree, weak, chance])
     assert mixed.holds == "partly" and mixed.partly_rule.endswith("(yes, partly)")
     # only one seed left: not reached (a majority must have left), whatever its functions look like
@@ -92,6 +93,6 @@ def test_claim_4_is_judged_on_the_longer_runs_that_left_the_plateau():
     # without the longer runs' agreement, the chapter's run alone decides (here: on its plateau)
     alone = SW.verdicts(steps, flat, Checkpoint(0, 50.0, {}, ""), 18.0, 5.0, chapter_corr, cal,
                         longer=[(steps, leaves, ck)] * 3, **kw)[3]
-    assert alone.holds == "not_reached" and "longer runs" not in alone.evidence
+    assert alone.holds == "not_reached" and "longer runs" not in alone.evidence + alone.post_hoc
     with pytest.raises(ValueError, match="one per longer run"):
         claim4([leaves, leaves, flat], [agree])
