@@ -26,8 +26,9 @@ from . import results as R
 MNIST_S, ABLATION_S = 20_000, 30_000
 # §5.2's decisive runs at twice the budget (a choice made after seeing them: at 30,000 claims 2.2
 # and 2.5 are not reached, their arms still falling).  They start from step 0, because the
-# 30,000-step runs finished before final states were kept; being deterministic, their first
-# 30,000 steps repeat those runs.
+# 30,000-step runs finished before final states were kept (their first 30,000 steps follow the
+# same configs and seeds, so they repeat those runs up to floating-point differences between
+# thread counts).
 ABLATION_LONGER_S = 60_000
 # §5.3's runs continued from their finished 20,000 steps (a choice made after seeing them: at
 # 20,000 no run without the term has left the plateau, so claim 3.2 is not reached)
