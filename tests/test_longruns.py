@@ -15,7 +15,7 @@ def test_groups_are_the_decisive_comparisons_with_the_codes_adam():
 
 def test_status_lists_every_run(tmp_path, capsys):
     rows = L.status(tmp_path)
-    assert len(rows) == 4 + 4 + 9 + 9 + 3 + 1
+    assert len(rows) == 4 + 4 + 9 + 9 + 3 + 3 + 1
     assert all(r.state == "queued" and r.steps_done == 0 and r.wall_time_s == 0 for _, r in rows)
     assert [g for g, _ in rows].count("ablation") == 9
     assert L.main(["status"]) == 0 and "mnist" in capsys.readouterr().out
@@ -39,3 +39,9 @@ def test_the_60k_ablation_group_repeats_the_decisive_runs_at_twice_the_steps():
     assert all(c.meta.S == L.ABLATION_LONGER_S for g in longer for c in g)
     assert [[c.replace(**{"meta.S": L.ABLATION_S}) for c in g] for g in longer] == short
     assert L.extend_sources("ablation-60k", longer[0], R.committed_root()) is None    # from step 0
+
+
+def test_the_300k_sinewave_group_continues_the_finished_150k_runs(tmp_path):
+    (cfgs,) = L.GROUPS["sinewave-300k"]()
+    assert [c.meta.S for c in cfgs] == [300_000] * 3
+    assert L.extend_sources("sinewave-300k", cfgs, tmp_path) == [R.run_dir(tmp_path, c) for c in L.GROUPS["sinewave"]()[0]]
