@@ -185,6 +185,21 @@ def test_committed_notebooks_glue_every_name_their_text_shows(chapter):
     assert not missing, f"{chapter}: {sorted(missing)} are shown but not glued; execute the chapter again"
 
 
+def test_pages_glue_from_other_notebooks_only_names_those_glue():
+    """A Markdown page's ``{glue:text}`NOTEBOOK::name:fmt``` must name a notebook of the book that
+    glues ``name`` (intro.md's bottom line reads the report's tally this way)."""
+    import re
+
+    refs = [(page.name, doc, key) for page in (ROOT / "book").glob("*.md")
+            for doc, key in re.findall(r"\{glue(?::\w+)?\}`([\w/.-]+)::([\w]+)(?::[^`]*)?`", page.read_text())]
+    assert any(page == "intro.md" for page, _, _ in refs)
+    for page, doc, key in refs:
+        nb = ROOT / "book" / f"{doc.removesuffix('.ipynb')}.ipynb"
+        assert nb.exists(), f"{page}: glue from {doc}, which is not a notebook of the book"
+        names = glued_names(json.loads(nb.read_text())["cells"])
+        assert key in names, f"{page}: {doc} glues no {key!r}"
+
+
 @pytest.mark.parametrize("chapter", CHAPTERS)
 def test_notebook_sources_hold_no_control_characters(chapter):
     """A "\\frac" or "\\theta" typed into a non-raw Python string becomes a form feed or a tab in
