@@ -338,6 +338,13 @@ def evidence_href(chapter: str) -> str:
     return f"{paths.CHAPTERS.index(chapter):02d}_{chapter}.html#{chapter}-claims"
 
 
+def claims_with(ledger: list[LedgerRow], outcome: str, kind: str = "thesis") -> str:
+    """The ledger's claims of ``kind`` labelled ``outcome``, as prose: "claim (chapter N); ..."
+    ("none" if there are none), so that the report's discussion names them from the data."""
+    rows = [r for r in ledger if r.verdict.kind == kind and r.verdict.holds == outcome]
+    return "; ".join(f"{r.verdict.claim} (chapter {paths.CHAPTERS.index(r.chapter)})" for r in rows) or "none"
+
+
 def ledger_html(ledger: list[LedgerRow]) -> str:
     """The ledger as an HTML table that fits the page column: the claim (linked to the
     chapter section with its evidence) and a colour-coded verdict per row; the test, the

@@ -117,3 +117,17 @@ def test_readme_cost_table_is_the_committed_results():
     assert block, "README.md lacks the generated cost table"
     want = rp.costs_markdown(rp.run_costs("cpu"), "cpu")
     assert block.group(1).strip() == want, "README.md's cost table is stale: paste `mplp costs --profile cpu`"
+
+
+def test_the_discussion_names_the_claims_of_each_label_from_the_ledger():
+    from mplp.claims import Verdict
+
+    def row(chapter, claim, holds, kind="thesis"):
+        return report.LedgerRow(chapter, "cpu", Verdict(claim, "§x", "t", "e", holds, kind=kind, partly_rule="r"))
+
+    ledger = [row("sinewave", "a flat phase", "yes"), row("mnist", "no plateau", "yes"),
+              row("ablation", "BN faster", "partly"), row("truncation", "PES unbiased", "yes", "metz")]
+    assert report.claims_with(ledger, "yes") == "a flat phase (chapter 1); no plateau (chapter 3)"
+    assert report.claims_with(ledger, "partly") == "BN faster (chapter 2)"
+    assert report.claims_with(ledger, "no") == "none"
+    assert report.claims_with(ledger, "yes", "metz") == "PES unbiased (chapter 4)"
