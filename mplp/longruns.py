@@ -37,8 +37,7 @@ MNIST_EXTENDED_S = 40_000
 SINEWAVE_S, SINEWAVE_SCRIPT_S = 150_000, 100_000
 # §5.1's text-setting runs continued from their finished 150,000 steps to Table 3's S, where
 # rule 1 decides the final-loss claim 1.2 whether or not the runs still fall (chosen before the
-# runs reached 150,000: at 54,000 of them their median curve still falls)
-SINEWAVE_THESIS_S = sinewave.THESIS_S
+# runs reached 150,000: at 54,000 of them their median curve still falls): sinewave.THESIS_S
 
 
 def mnist_configs() -> list[C.ExperimentConfig]:
@@ -67,7 +66,7 @@ def mnist_extended_configs() -> list[C.ExperimentConfig]:
 GROUPS = {"mnist": lambda: [mnist_configs()], "mnist-40k": lambda: [mnist_extended_configs()],
           "ablation": ablation_groups, "ablation-60k": lambda: ablation_groups(ABLATION_LONGER_S),
           "sinewave": lambda: [sinewave_groups()["text"]],
-          "sinewave-300k": lambda: [sinewave.long_configs(SINEWAVE_THESIS_S, SINEWAVE_SCRIPT_S)["text"]],
+          "sinewave-300k": lambda: [sinewave.long_configs(sinewave.THESIS_S, SINEWAVE_SCRIPT_S)["text"]],
           "sinewave-script": lambda: [sinewave_groups()["script"]]}
 # groups whose runs start from the final state of the finished run of the same config at this S
 # (the §5.2 runs cannot: they finished before final states were kept)

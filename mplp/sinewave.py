@@ -98,10 +98,13 @@ class SinewaveStudy:
     # {"sgd", "adam"} tuned on the script's task (amplitudes U(1, 5): losses on another scale than the text's)
     script_tuned: dict[str, baselines.BaselineResult] | None = None
     long_agreement: list[SeedAgreement] | None = None     # claim 4 per text-setting longer run
+    # the chosen checkpoint (``choose_checkpoint``) of each text-setting longer run, chosen once
+    # in ``study`` (each choice reads the run's snapshots from disk)
+    long_chosen: list[Checkpoint] | None = None
 
     def long_checkpoints(self) -> list[Checkpoint]:
-        """The chosen checkpoint (``choose_checkpoint``) of each text-setting longer run."""
-        return [choose_checkpoint(r) for r in self.long_runs["text"]] if self.long_runs else []
+        """The chosen checkpoint of each text-setting longer run ([] without longer runs)."""
+        return self.long_chosen or []
 
     def verdicts(self) -> list[Verdict]:
         v = self.run.validation
@@ -173,13 +176,15 @@ def study(seed: int, S: int, validation_every: int, snapshot_every: int, n_range
     from .trainer import learner_spec
 
     cal = agreement_trajectory(run.snapshots(), ranges, learner_spec(cfg))
-    long_runs = script_tuned = long_agreement = None
+    long_runs = script_tuned = long_agreement = long_chosen = None
     if long_S:
         long_runs = {k: store.stored_runs(cfgs, LONG_HOW)
                      for k, cfgs in long_configs(long_S, long_script_S, validation_every, snapshot_every).items()}
         script_tuned = baselines.tuned(long_runs["script"][0].config, store)
-        long_agreement = [seed_agreement(r, choose_checkpoint(r), n_range_tasks, store) for r in long_runs["text"]]
-    return SinewaveStudy(cfg, run, tuned, ck, ranges, learned, corr, cal, long_runs, script_tuned, long_agreement)
+        long_chosen = [choose_checkpoint(r) for r in long_runs["text"]]
+        long_agreement = [seed_agreement(r, c, n_range_tasks, store) for r, c in zip(long_runs["text"], long_chosen)]
+    return SinewaveStudy(cfg, run, tuned, ck, ranges, learned, corr, cal, long_runs, script_tuned, long_agreement,
+                         long_chosen)
 
 
 def verdicts(steps: np.ndarray, losses: np.ndarray, checkpoint: Checkpoint, sgd: float, adam: float,
@@ -271,9 +276,8 @@ def verdicts(steps: np.ndarray, losses: np.ndarray, checkpoint: Checkpoint, sgd:
     if longer and long_agreement:
         if len(long_agreement) != len(longer):
             raise ValueError(f"long_agreement: one per longer run expected ({len(longer)}), got {len(long_agreement)}")
-        ends4 = [plateau_end(st, ls) for st, ls, _ in longer]
         per4 = [resemble_outcome(a.corr, a.null_q) if e is not None else "undecided"
-                for a, e in zip(long_agreement, ends4)]
+                for a, e in zip(long_agreement, ends)]          # ends: the plateau ends of claim 1
         resemble = _over_seeds(per4)
         reached4, steps4 = resemble != "undecided", max(int(st[-1]) for st, _, _ in longer)
         decided4 = [o for o in per4 if o != "undecided"]
@@ -286,7 +290,7 @@ def verdicts(steps: np.ndarray, losses: np.ndarray, checkpoint: Checkpoint, sgd:
         ev4 = ("longer runs: " + "; ".join(
             f"seed {a.seed}, step {a.step:,}{'' if e is not None else ' (on its plateau)'}: {o}, "
             + ", ".join(f"{k} {a.corr[k]:+.2f} (null {a.null_q[k]:.2f})" for k in names)
-            for a, e, o in zip(long_agreement, ends4, per4)) + f"; chapter run: {ev4}")
+            for a, e, o in zip(long_agreement, ends, per4)) + f"; chapter run: {ev4}")
     out.append(Verdict(
         "the learned functions resemble SGD's (Table 2)", "§5.1, Figs. 4-7", test4, ev4,
         decide(resemble, about_trained=True, reached=reached4), test_outcome=resemble, steps=steps4,
