@@ -80,6 +80,12 @@ def resemble_outcome(corr: dict[str, float], null_q: dict[str, float]) -> str:
     return "yes" if len(beyond) == len(corr) and sign > 0 else ("partly" if beyond and sign > 0 else "no")
 
 
+def seed_outcome(agreement: SeedAgreement, end: int | None) -> str:
+    """Claim 4's outcome for one longer run whose plateau ends at ``end`` (None: still on it,
+    so "undecided": claim 4 is about a trained optimizer, rule ``LONG_AGREEMENT_RULE_COMMIT``)."""
+    return resemble_outcome(agreement.corr, agreement.null_q) if end is not None else "undecided"
+
+
 @dataclass
 class SinewaveStudy:
     """Chapter 1's data: the run, ``tuned`` {"sgd", "adam"}, the ``checkpoint`` chosen by
@@ -105,6 +111,26 @@ class SinewaveStudy:
     def long_checkpoints(self) -> list[Checkpoint]:
         """The chosen checkpoint of each text-setting longer run ([] without longer runs)."""
         return self.long_chosen or []
+
+    def long_plateau_ends(self, setting: str = "text") -> list[int | None]:
+        """Per longer run of ``setting`` ("text" or "script"), the outer step where its plateau
+        ends (``plateau_end``; None while it is on it); [] without longer runs."""
+        return [plateau_end(r.validation["step"], r.validation["val_loss"])
+                for r in (self.long_runs or {}).get(setting, [])]
+
+    def long_outcomes(self) -> list[str]:
+        """Claim 4's outcome per text-setting longer run (``seed_outcome``); [] without them."""
+        return [seed_outcome(a, e) for a, e in zip(self.long_agreement or [], self.long_plateau_ends())]
+
+    def long_example(self) -> int | None:
+        """The text-setting longer run whose functions the chapter draws: of the runs that left
+        the plateau (of all, if none did), the one with the lowest validation loss at its chosen
+        checkpoint; None without longer runs."""
+        cks = self.long_checkpoints()
+        if not cks:
+            return None
+        left = [k for k, e in enumerate(self.long_plateau_ends()) if e is not None]
+        return min(left or range(len(cks)), key=lambda k: cks[k].val_loss)
 
     def verdicts(self) -> list[Verdict]:
         v = self.run.validation
@@ -276,8 +302,7 @@ def verdicts(steps: np.ndarray, losses: np.ndarray, checkpoint: Checkpoint, sgd:
     if longer and long_agreement:
         if len(long_agreement) != len(longer):
             raise ValueError(f"long_agreement: one per longer run expected ({len(longer)}), got {len(long_agreement)}")
-        per4 = [resemble_outcome(a.corr, a.null_q) if e is not None else "undecided"
-                for a, e in zip(long_agreement, ends)]          # ends: the plateau ends of claim 1
+        per4 = [seed_outcome(a, e) for a, e in zip(long_agreement, ends)]    # ends: the plateau ends of claim 1
         resemble = _over_seeds(per4)
         reached4, steps4 = resemble != "undecided", max(int(st[-1]) for st, _, _ in longer)
         decided4 = [o for o in per4 if o != "undecided"]

@@ -51,10 +51,15 @@ def test_claims_1_and_2_are_judged_on_the_longer_runs():
     assert [x.holds for x in alone[:2]] == ["not_reached", "not_reached"]
 
 
-def test_the_script_run_is_read_against_sgd_tuned_on_its_own_task():
+@pytest.fixture(scope="module")
+def cpu_study():
     from mplp import report
 
-    st, _ = report.chapter_study("sinewave", "cpu")
+    return report.chapter_study("sinewave", "cpu")[0]
+
+
+def test_the_script_run_is_read_against_sgd_tuned_on_its_own_task(cpu_study):
+    st = cpu_study
     script = st.long_runs["script"][0].config
     assert tuple(script.task.amplitude) == (1.0, 5.0) and tuple(st.cfg.task.amplitude) == (1.0, 1.0)
     # amplitudes up to 5: the losses are on another scale than the text task's, so each panel has its own reference
@@ -96,3 +101,22 @@ def test_claim_4_is_judged_on_the_longer_runs_that_left_the_plateau():
     assert alone.holds == "not_reached" and "longer runs" not in alone.evidence + alone.post_hoc
     with pytest.raises(ValueError, match="one per longer run"):
         claim4([leaves, leaves, flat], [agree])
+
+
+def test_the_study_gives_the_longer_runs_plateau_ends_and_claim_4_per_seed(cpu_study):
+    st = cpu_study
+    ends, outcomes = st.long_plateau_ends(), st.long_outcomes()
+    assert len(ends) == len(outcomes) == len(st.long_runs["text"]) and len(st.long_plateau_ends("script")) == 1
+    claim4 = st.verdicts()[3]
+    for a, e, o in zip(st.long_agreement, ends, outcomes):       # the verdict's evidence is these outcomes
+        assert o == ("undecided" if e is None else SW.resemble_outcome(a.corr, a.null_q))
+        assert f"seed {a.seed}, step {a.step:,}{'' if e is not None else ' (on its plateau)'}: {o}," in claim4.evidence
+    pick = st.long_example()
+    cks = st.long_checkpoints()
+    left = [k for k, e in enumerate(ends) if e is not None]
+    assert pick in (left or range(len(cks))) and all(cks[pick].val_loss <= cks[k].val_loss for k in left)
+
+
+def test_without_longer_runs_the_study_has_no_per_seed_data():
+    st = SW.SinewaveStudy(*[None] * 8)                     # profiles without longer runs (ci)
+    assert st.long_plateau_ends() == [] and st.long_outcomes() == [] and st.long_example() is None
