@@ -26,6 +26,15 @@ def default_grid(n: int = 11, low: float = 1e-4, high: float = 10.0) -> list[flo
     return [float(v) for v in np.logspace(math.log10(low), math.log10(high), n)]
 
 
+def grid_text(lrs: list[float]) -> str:
+    """The learning-rate grid of a tuned baseline in words, for the chapters' prose:
+    "11 log-spaced values in [0.0001, 10]" (or "values from ... to ..." when not log-spaced)."""
+    lrs = sorted(float(v) for v in lrs)
+    if len(lrs) > 2 and np.allclose(np.diff(np.log(lrs)), math.log(lrs[1] / lrs[0]), rtol=1e-6):
+        return f"{len(lrs)} log-spaced values in [{lrs[0]:g}, {lrs[-1]:g}]"
+    return f"{len(lrs)} values from {lrs[0]:g} to {lrs[-1]:g}"
+
+
 @dataclass
 class InnerRun:
     """R inner problems trained together: ``curves (R, T)`` inner loss before each

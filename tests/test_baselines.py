@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from mplp.baselines import default_grid, inner_train, tune
+from mplp.baselines import default_grid, grid_text, inner_train, tune
 from mplp.optimizee import init_params, loss_value
 
 from helpers import tiny_config
@@ -13,6 +13,11 @@ def test_default_grid_is_metz_2019():
     g = default_grid()
     assert len(g) == 11 and g[0] == pytest.approx(1e-4) and g[-1] == pytest.approx(10.0)
     assert g[5] == pytest.approx(10 ** -1.5)
+
+
+def test_grid_text_says_the_grid_the_baselines_were_tuned_on():
+    assert grid_text(default_grid()) == "11 log-spaced values in [0.0001, 10]"
+    assert grid_text([0.1, 0.3, 0.2]) == "3 values from 0.1 to 0.3"
 
 
 def test_inner_train_matches_torch_optimizers(gen):
