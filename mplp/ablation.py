@@ -59,7 +59,6 @@ def grid_configs(base: C.ExperimentConfig, n_seeds: int) -> dict[Cell, list[C.Ex
 # and |m| = 8 against |m| = 1 with batch-norm, all with the learned lr; 3 seeds per cell
 DECISIVE_CELLS = (Cell(8, True, True), Cell(8, False, True), Cell(1, True, True))
 DECISIVE_SEEDS = 3
-DECISIVE_HOW = "python -m mplp.longruns ablation (resumable, several sessions on 2 CPU cores)"
 
 
 def decisive_configs(S: int, validation_every: int = 300,
@@ -144,7 +143,9 @@ def study(n_seeds: int, S: int, validation_every: int, validation_runs: int, ada
         long_run = store.train([long_config(long_S, long_validation_every, adam_bias_correction)], device=device)[0]
     decisive = decisive_table = None
     if decisive_S:
-        decisive = {cell: store.stored_runs(cfgs, DECISIVE_HOW)
+        from .longruns import how_to_train
+
+        decisive = {cell: store.stored_runs(cfgs, how_to_train(cfgs))
                     for cell, cfgs in decisive_configs(decisive_S, validation_every, validation_runs).items()}
         level_d = common_level(decisive)
         decisive_table = {cell: summarise(cell, rs, level_d) for cell, rs in decisive.items()}

@@ -81,6 +81,21 @@ def extend_sources(group: str, cfgs: list[C.ExperimentConfig], root) -> list | N
     return [R.run_dir(root, c.replace(**{"meta.S": EXTENDS[group]})) for c in cfgs]
 
 
+def group_of(cfgs: list[C.ExperimentConfig]) -> str | None:
+    """The first group that holds every config of ``cfgs`` (None: no group does)."""
+    want = {c.hash() for c in cfgs}
+    return next((name for name, groups in GROUPS.items() if want <= {c.hash() for g in groups() for c in g}), None)
+
+
+def how_to_train(cfgs: list[C.ExperimentConfig]) -> str:
+    """The command that trains ``cfgs`` (``group_of``), for the message of a chapter that reads
+    them before they exist."""
+    name = group_of(cfgs)
+    if name is None:
+        return "no group of python -m mplp.longruns holds these configs; train them with mplp train"
+    return f"python -m mplp.longruns {name} (resumable, several sessions on 2 CPU cores)"
+
+
 def status(root=None) -> list[tuple[str, "sweep.RunStatus"]]:
     """(group, run status) per run of every group, read from its files (``sweep.status``)."""
     from . import sweep

@@ -34,7 +34,6 @@ def run_configs(base: C.ExperimentConfig, n_seeds: int) -> dict[bool, list[C.Exp
 # §5.3's decisive comparison run longer (issue 16): the term off and on, seeds 0-1, the
 # released code's outer Adam, trained across sessions by ``mplp.longruns``
 LONG_SEEDS = 2
-LONG_HOW = "python -m mplp.longruns mnist (resumable, several sessions on 2 CPU cores)"
 LONG_RULE_COMMIT = "83a3a69"   # claims judged on the longer runs (written after their partial curves were seen)
 
 
@@ -82,6 +81,30 @@ def run_table(runs: dict[bool, list[R.RunResult]]) -> list[RunRow]:
             rows.append(RunRow(be, r.config.seed, plateau_end(v["step"], v["val_loss"], PLATEAU_DROP),
                                float(v["val_loss"][-1]), float(np.nanmin(v["val_loss"])), float(h[0]), float(h[-1])))
     return rows
+
+
+@dataclass
+class Continuation:
+    """How the longer runs got their length: continued at outer step ``step`` from finished
+    shorter runs, when ``n_off_left`` of the ``n_off`` runs without the term had left the
+    plateau (what was known when the choice to continue them was made)."""
+
+    step: int
+    n_off_left: int
+    n_off: int
+
+
+def continuation(runs: dict[bool, list[R.RunResult]]) -> Continuation | None:
+    """``Continuation`` of ``runs`` (``{batch_entropy: runs}``), None when they were not
+    extended from shorter ones; the last extension counts when there were several."""
+    ext = [r.extended_at for rs in runs.values() for r in rs]
+    if not all(ext):
+        return None
+    step = max(e[-1][0] for e in ext)
+    off = runs[False]
+    left = sum(plateau_end(v["step"][v["step"] <= step], v["val_loss"][v["step"] <= step], PLATEAU_DROP) is not None
+               for v in (r.validation for r in off))
+    return Continuation(step, left, len(off))
 
 
 def _late(end: int | None) -> float:
@@ -238,6 +261,10 @@ class MnistStudy:
         out = verdicts(self.judged, self.comparison, self.tuned["adam"].best_metric, self.picked)
         if self.long_runs:
             note = f"{LONG_RULE_COMMIT}: judged on the longer runs (written after their partial curves were seen)"
+            cont = continuation(self.long_runs)
+            if cont is not None:
+                note += (f"; the runs continued past {cont.step:,} steps after they were seen there "
+                         f"({cont.n_off_left} of {cont.n_off} without the term off the plateau)")
             out = [dataclasses.replace(v, post_hoc="; ".join(filter(None, [v.post_hoc, note]))) for v in out]
         return out
 
@@ -258,7 +285,10 @@ def study(n_seeds: int, S: int, T: int, validation_every: int, subset: int, n_in
     tuned = baselines.tuned(base, store)
     long_runs = None
     if long_S:
-        long_runs = {be: store.stored_runs(cfgs, LONG_HOW) for be, cfgs in long_configs(long_S, T, validation_every).items()}
+        from .longruns import how_to_train
+
+        long_runs = {be: store.stored_runs(cfgs, how_to_train(cfgs))
+                     for be, cfgs in long_configs(long_S, T, validation_every).items()}
     picked, ck = pick_optimizer((long_runs or runs)[True])
     cmp = store.load_or_compute(
         "mnist_fig11", {"config": picked.config.hash(), "step": ck.step, "n_inits": n_inits,

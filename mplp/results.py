@@ -177,6 +177,12 @@ class RunResult:
         """Trained to its S: "complete", or "diverged" (non-finite end or too many skipped updates)."""
         return self.meta.get("status") in ("complete", "diverged")
 
+    @property
+    def extended_at(self) -> list[tuple[int, str]]:
+        """``(step, source run's directory name)`` for each time this run continued a shorter
+        finished one (``mplp train --extend-from``; recorded in meta.json's resumes)."""
+        return [(int(x["step"]), str(x["extended_from"])) for x in self.meta.get("resumes", []) if "extended_from" in x]
+
     def snapshots(self) -> dict[int, dict[str, torch.Tensor]]:
         """theta at the kept outer steps, ``{step: theta}``."""
         p = self.path / "snapshots.pt"

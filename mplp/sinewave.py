@@ -25,7 +25,6 @@ THESIS_PLATEAU_END = 50_000  # §5.1, Fig. 3a: "flat until around 50000 steps"
 # released script's setting (loss inputs [loss, prediction, target], amplitude U(1, 5)); both
 # with the released code's outer Adam, trained across sessions by ``mplp.longruns``.
 LONG_SEEDS = (0, 1, 2)
-LONG_HOW = "python -m mplp.longruns sinewave (resumable, several sessions on 2 CPU cores)"
 # The rule judging claims 1-2 on those runs was written in the commit named below, before any of them ran.
 LONG_RULE_COMMIT = "2e57b0e"
 # Claim 2 is a final-loss claim: the policy's rule 1 leaves it not reached while its runs are
@@ -204,7 +203,9 @@ def study(seed: int, S: int, validation_every: int, snapshot_every: int, n_range
     cal = agreement_trajectory(run.snapshots(), ranges, learner_spec(cfg))
     long_runs = script_tuned = long_agreement = long_chosen = None
     if long_S:
-        long_runs = {k: store.stored_runs(cfgs, LONG_HOW)
+        from .longruns import how_to_train
+
+        long_runs = {k: store.stored_runs(cfgs, how_to_train(cfgs))
                      for k, cfgs in long_configs(long_S, long_script_S, validation_every, snapshot_every).items()}
         script_tuned = baselines.tuned(long_runs["script"][0].config, store)
         long_chosen = [choose_checkpoint(r) for r in long_runs["text"]]

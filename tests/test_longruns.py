@@ -45,3 +45,14 @@ def test_the_300k_sinewave_group_continues_the_finished_150k_runs(tmp_path):
     (cfgs,) = L.GROUPS["sinewave-300k"]()
     assert [c.meta.S for c in cfgs] == [300_000] * 3
     assert L.extend_sources("sinewave-300k", cfgs, tmp_path) == [R.run_dir(tmp_path, c) for c in L.GROUPS["sinewave"]()[0]]
+
+
+def test_a_chapter_that_reads_missing_longer_runs_names_the_group_that_trains_them():
+    from mplp import mnist_be
+
+    assert L.how_to_train(L.mnist_configs()).startswith("python -m mplp.longruns mnist ")
+    assert L.how_to_train(mnist_be.long_configs(L.MNIST_EXTENDED_S)[True]).startswith("python -m mplp.longruns mnist-40k ")
+    assert L.how_to_train(L.GROUPS["sinewave-script"]()[0]).startswith("python -m mplp.longruns sinewave-script ")
+    odd = [L.mnist_configs()[0].replace(seed=7)]
+    assert L.group_of(L.mnist_configs()) == "mnist" and L.group_of(odd) is None
+    assert L.how_to_train(odd).startswith("no group of python -m mplp.longruns")

@@ -92,3 +92,20 @@ def test_pick_optimizer_takes_the_best_stored_snapshot(tmp_path):
     assert ck.val_loss == best and run in runs[True]
     with pytest.raises(ValueError, match="no runs"):
         M.pick_optimizer([])
+
+
+def test_continuation_says_where_the_longer_runs_were_continued_and_what_was_known_then():
+    flat, leaves_late = [2.3] * 11, [2.3] * 8 + [1.0] * 3              # leaves at 800, after the 500 continuation
+    off = [_run(False, flat, [0.1] * 11), _run(False, leaves_late, [0.1] * 11)]
+    on = [_run(True, [2.3, 1.0] + [0.9] * 9, [0.5] * 11)]
+    assert M.continuation({False: off, True: on}) is None                  # trained in one go
+    for r in off + on:
+        r.meta["resumes"] = [{"step": 200}, {"step": 500, "extended_from": "abc"}]
+    assert M.continuation({False: off, True: on}) == M.Continuation(500, 0, 2)
+    # every verdict judged on continued runs says so in its post-hoc note
+    from types import SimpleNamespace
+
+    st = M.MnistStudy(None, {False: off, True: on}, {"adam": SimpleNamespace(best_metric=1.0)}, [], on[0], None,
+                      _cmp([2.0, 1.0], [2.0, 0.9]), {False: off, True: on})
+    assert all("continued past 500 steps after they were seen there (0 of 2 without the term off the plateau)"
+               in v.post_hoc for v in st.verdicts())

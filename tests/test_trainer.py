@@ -238,6 +238,7 @@ def test_a_finished_run_extends_to_a_longer_one_bit_for_bit(tmp_path):
     assert np.array_equal(ext.validation["val_loss"], ref.validation["val_loss"])
     assert np.array_equal(ext.train["outer_loss"], ref.train["outer_loss"])
     assert ext.meta["resumes"][-1]["extended_from"] == done.path.name and ext.meta["steps_done"] == 16
+    assert ext.extended_at == [(8, done.path.name)] and ref.extended_at == []     # what chapters report
 
 
 def test_extension_refuses_a_different_config_or_a_shorter_target(tmp_path):
