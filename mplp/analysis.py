@@ -205,6 +205,36 @@ def plateau_end(steps: np.ndarray, losses: np.ndarray, drop: float = 0.1) -> int
     return None
 
 
+@dataclass
+class Continuation:
+    """How longer runs got their length: continued at outer step ``step`` from finished
+    shorter runs, when ``n_left`` of the ``n`` runs counted had left the plateau (what was
+    known when the choice to continue them was made)."""
+
+    step: int
+    n_left: int
+    n: int
+
+    def note(self, what: str = "") -> str:
+        """The post-hoc note of a verdict judged on the continued runs."""
+        return (f"the runs continued past {self.step:,} steps after they were seen there ({self.n_left} of {self.n}"
+                f"{' ' + what if what else ''} off the plateau)")
+
+
+def continuation(runs: list[RunResult], counted: list[RunResult] | None = None,
+                 drop: float = 0.1) -> Continuation | None:
+    """``Continuation`` of ``runs`` (None unless every one continued a shorter run; the last
+    continuation counts), with the plateau exits by then among ``counted`` (default: ``runs``)."""
+    ext = [r.extended_at for r in runs]
+    if not ext or not all(ext):
+        return None
+    step = max(e[-1][0] for e in ext)
+    counted = runs if counted is None else counted
+    left = sum(plateau_end(v["step"][v["step"] <= step], v["val_loss"][v["step"] <= step], drop) is not None
+               for v in (r.validation for r in counted))
+    return Continuation(step, left, len(counted))
+
+
 def agreement(fn_a, fn_b, a_range, b_range, n: int = 41) -> float:
     """Pearson correlation of two functions on an n x n grid over the rectangle
     (+1: same shape; -1: negated shape; nan if either is constant there)."""

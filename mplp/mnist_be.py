@@ -15,7 +15,8 @@ import numpy as np
 
 from . import config as C
 from . import results as R
-from .analysis import InnerComparison, plateau_end
+from .analysis import Continuation, InnerComparison, plateau_end
+from .analysis import continuation as _continuation
 from .claims import PLATEAU_RULE_COMMIT, POLICY_COMMIT, Verdict, decide
 
 THESIS_S = 150_000      # Table 5's outer steps per run
@@ -83,28 +84,10 @@ def run_table(runs: dict[bool, list[R.RunResult]]) -> list[RunRow]:
     return rows
 
 
-@dataclass
-class Continuation:
-    """How the longer runs got their length: continued at outer step ``step`` from finished
-    shorter runs, when ``n_off_left`` of the ``n_off`` runs without the term had left the
-    plateau (what was known when the choice to continue them was made)."""
-
-    step: int
-    n_off_left: int
-    n_off: int
-
-
 def continuation(runs: dict[bool, list[R.RunResult]]) -> Continuation | None:
-    """``Continuation`` of ``runs`` (``{batch_entropy: runs}``), None when they were not
-    extended from shorter ones; the last extension counts when there were several."""
-    ext = [r.extended_at for rs in runs.values() for r in rs]
-    if not all(ext):
-        return None
-    step = max(e[-1][0] for e in ext)
-    off = runs[False]
-    left = sum(plateau_end(v["step"][v["step"] <= step], v["val_loss"][v["step"] <= step], PLATEAU_DROP) is not None
-               for v in (r.validation for r in off))
-    return Continuation(step, left, len(off))
+    """``analysis.continuation`` of all ``runs`` (``{batch_entropy: runs}``), counting the
+    plateau exits of the runs without the term (what the choice to continue them rested on)."""
+    return _continuation([r for rs in runs.values() for r in rs], runs[False], PLATEAU_DROP)
 
 
 def _late(end: int | None) -> float:
@@ -263,8 +246,7 @@ class MnistStudy:
             note = f"{LONG_RULE_COMMIT}: judged on the longer runs (written after their partial curves were seen)"
             cont = continuation(self.long_runs)
             if cont is not None:
-                note += (f"; the runs continued past {cont.step:,} steps after they were seen there "
-                         f"({cont.n_off_left} of {cont.n_off} without the term off the plateau)")
+                note += "; " + cont.note("without the term")
             out = [dataclasses.replace(v, post_hoc="; ".join(filter(None, [v.post_hoc, note]))) for v in out]
         return out
 

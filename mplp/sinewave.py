@@ -8,6 +8,8 @@ read the same numbers.
 
 from __future__ import annotations
 
+import dataclasses
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,7 +18,8 @@ from . import baselines
 from . import config as C
 from . import results as R
 from .analysis import (AgreementTrajectory, Checkpoint, InputRanges, agreement, agreement_trajectory,
-                       choose_checkpoint, learned_function, plateau_end, record_input_ranges)
+                       choose_checkpoint, continuation, learned_function, plateau_end,
+                       record_input_ranges)
 from .claims import PLATEAU_RULE_COMMIT, POLICY_COMMIT, Verdict, decide, final_loss_reached, median_still_falling, still_falling
 
 THESIS_S = 300_000           # Table 3's outer steps
@@ -137,9 +140,14 @@ class SinewaveStudy:
         if self.long_runs:
             longer = [(r.validation["step"], r.validation["val_loss"], ck)
                       for r, ck in zip(self.long_runs["text"], self.long_checkpoints())]
-        return verdicts(v["step"], v["val_loss"], self.checkpoint, self.tuned["sgd"].best_metric,
-                        self.tuned["adam"].best_metric, self.corr, self.calibration, longer=longer,
-                        long_agreement=self.long_agreement)
+        out = verdicts(v["step"], v["val_loss"], self.checkpoint, self.tuned["sgd"].best_metric,
+                       self.tuned["adam"].best_metric, self.corr, self.calibration, longer=longer,
+                       long_agreement=self.long_agreement)
+        cont = continuation(self.long_runs["text"]) if self.long_runs else None
+        if cont is not None:             # claims 1, 2 and 4 are judged on the longer runs
+            out = [dataclasses.replace(x, post_hoc="; ".join(filter(None, [x.post_hoc, cont.note()])))
+                   if k in (0, 1, 3) else x for k, x in enumerate(out)]
+        return out
 
 
 def long_configs(S: int, script_S: int, validation_every: int = 300,

@@ -145,3 +145,21 @@ def test_a_diverging_first_validation_is_not_an_escape_from_the_plateau():
     assert initial_level(diverged_first) == 229 and plateau_end(steps, diverged_first) is None
     learns = np.array([230.0, 229, 228, 200, 150, 120, 100, 90])
     assert initial_level(learns) == 230 and plateau_end(steps, learns) == 300
+
+
+def test_continuation_is_where_runs_were_extended_and_how_many_had_left_by_then():
+    from pathlib import Path
+
+    from mplp import results as R
+    from mplp.analysis import Continuation, continuation
+
+    def run(losses, resumes):
+        v = {"step": np.arange(len(losses)) * 100, "val_loss": np.asarray(losses, float)}
+        return R.RunResult(Path("."), tiny_config(), v, {}, {}, {"resumes": resumes})
+
+    ext = [{"step": 300, "extended_from": "a"}]
+    early, late = run([5, 4, 3, 3, 3, 3], ext), run([5, 5, 5, 5, 3, 3], ext)      # leave at 100 and at 400
+    assert continuation([early, late]) == Continuation(300, 1, 2)
+    assert continuation([early, run([5] * 6, [])]) is None and continuation([]) is None   # not every run continued
+    assert continuation([early, late], counted=[late]).note("late") == \
+        "the runs continued past 300 steps after they were seen there (0 of 1 late off the plateau)"
