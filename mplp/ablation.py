@@ -98,6 +98,8 @@ class AblationStudy:
     long_run: R.RunResult | None = None
     decisive: dict[Cell, list[R.RunResult]] | None = None          # the longer runs, as far as they got
     decisive_table: dict[Cell, "CellSummary"] | None = None
+    # the S of the decisive runs seen before these longer ones were chosen (None: planned before)
+    decisive_after: int | None = None
 
     @property
     def decisive_steps(self) -> int:
@@ -115,7 +117,7 @@ class AblationStudy:
 
     def verdicts(self) -> list[Verdict]:
         return verdicts(self.table, self.tuned["sgd"].best_metric, self.tuned["adam"].best_metric,
-                        self.decisive_table)
+                        self.decisive_table, self.decisive_after)
 
 
 def long_config(S: int, validation_every: int, adam_bias_correction: bool = False) -> C.ExperimentConfig:
@@ -141,15 +143,17 @@ def study(n_seeds: int, S: int, validation_every: int, validation_runs: int, ada
     long_run = None
     if long_S:
         long_run = store.train([long_config(long_S, long_validation_every, adam_bias_correction)], device=device)[0]
-    decisive = decisive_table = None
+    decisive = decisive_table = after = None
     if decisive_S:
-        from .longruns import how_to_train
+        from .longruns import chosen_after, how_to_train
 
-        decisive = {cell: store.stored_runs(cfgs, how_to_train(cfgs))
-                    for cell, cfgs in decisive_configs(decisive_S, validation_every, validation_runs).items()}
+        dcfgs = decisive_configs(decisive_S, validation_every, validation_runs)
+        decisive = {cell: store.stored_runs(cfgs, how_to_train(cfgs)) for cell, cfgs in dcfgs.items()}
         level_d = common_level(decisive)
         decisive_table = {cell: summarise(cell, rs, level_d) for cell, rs in decisive.items()}
-    return AblationStudy(base, runs, tuned, level, summary_table(runs, level), long_run, decisive, decisive_table)
+        after = chosen_after([c for cfgs in dcfgs.values() for c in cfgs])
+    return AblationStudy(base, runs, tuned, level, summary_table(runs, level), long_run, decisive, decisive_table,
+                         after)
 
 
 def curves(runs: list[R.RunResult]) -> tuple[np.ndarray, np.ndarray]:
@@ -256,16 +260,20 @@ def _at(s: CellSummary) -> str:
 
 
 def verdicts(rows: dict[Cell, CellSummary], sgd: float, adam: float,
-             longer: dict[Cell, CellSummary] | None = None) -> list[Verdict]:
+             longer: dict[Cell, CellSummary] | None = None, longer_after: int | None = None) -> list[Verdict]:
     """The verdicts on §5.2's claims from the cell summaries and the tuned baselines, through
     the written policy (``claims``).  A pair of cells is decided when at least one of its
     two arms has a majority of seeds off the plateau (the same rule both ways); for
     final-loss claims the arms must also have settled (``CellSummary.settled``).
     ``longer``: summaries of the decisive cells' longer runs, which replace the grid's pairs
-    they cover and compete for the best configuration."""
+    they cover and compete for the best configuration; ``longer_after``: the S of the runs of
+    those cells seen before these longer ones were chosen (None: planned before), said in the
+    post-hoc notes of the verdicts they feed."""
     out = []
     lp = f"{DECISIVE_RULE_COMMIT}: pairs run longer are judged on the longer runs (rule written after the " \
          "|m| = 8 longer runs were seen)" if longer else ""
+    if longer and longer_after:
+        lp += f"; the longer runs were chosen after those of {longer_after:,} steps were seen"
     ph = f"{PLATEAU_RULE_COMMIT}: plateau start rule; {POLICY_COMMIT}: pairs with both arms on the plateau are " \
          "not reached, in both directions; stuck = not left the plateau"
     # 1. batch-norm converges faster in every configuration (speed: area under the log curve)

@@ -179,6 +179,19 @@ def test_longer_runs_replace_the_pairs_they_cover():
     assert "at 30,000 of 120,000 steps" in v[4].evidence and "|m|=8, BN on, lr learned" in v[4].evidence
     assert v[4].holds == "yes"                         # 10 < SGD's 20, settled, off the plateau
     assert "longer" not in A.verdicts(rows, sgd=20.0, adam=5.0)[0].post_hoc
+    # longer runs chosen after shorter ones were seen: every verdict they feed says so
+    after = A.verdicts(rows, sgd=20.0, adam=5.0, longer=longer, longer_after=30_000)
+    note = "the longer runs were chosen after those of 30,000 steps were seen"
+    assert [note in x.post_hoc for x in after] == [True, True, False, False, True]
+    assert not any(note in x.post_hoc for x in v)
+
+
+def test_the_decisive_runs_know_whether_they_were_chosen_after_shorter_ones_were_seen():
+    from mplp import longruns as L
+
+    flat = lambda S: [c for cs in A.decisive_configs(S).values() for c in cs]
+    assert L.chosen_after(flat(L.ABLATION_S)) is None                      # planned before any ran
+    assert L.chosen_after(flat(L.ABLATION_LONGER_S)) == L.ABLATION_S
 
 
 def test_decisive_configs_use_the_codes_adam_and_three_seeds():
