@@ -180,7 +180,8 @@ def mark_clipped(ax, x, y, top: float, color="k") -> int:
         ax.plot([xi], [top], marker="^", color=color, ms=6, clip_on=False)
         if xi - last >= gap:
             near = y[over][(x[over] >= xi) & (x[over] < xi + gap)]
-            ax.annotate(f"{near.max():.0f}", (xi, top), textcoords="offset points", xytext=(4, -10), fontsize=7,
+            v = near.max()                                   # "249653" would run into its neighbours
+            ax.annotate(f"{v:.0f}" if v < 1e4 else f"{v:.1e}".replace("e+0", "e").replace("e+", "e"), (xi, top), textcoords="offset points", xytext=(4, -10), fontsize=7,
                         color=color)
             last = xi
     return int(over.sum())
