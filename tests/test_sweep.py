@@ -78,9 +78,9 @@ def test_a_killed_job_resumes_bit_for_bit_when_resubmitted(tmp_path):
     cfg = tiny_config(**{"meta.S": 400, "checkpoint_every": 20, "validation.every": 50})
     job = sweep.write_job([cfg], tmp_path / "jobs")
     proc = subprocess.Popen([sys.executable, "-m", "mplp.sweep", "job", str(job), "--out", str(tmp_path / "a")])
-    ckpt = R.run_dir(tmp_path / "a", cfg) / "checkpoint.pt"
-    for _ in range(600):
-        if ckpt.exists() or proc.poll() is not None:
+    for _ in range(1200):              # until its meta.json says it is mid-run (checkpoint.pt comes first)
+        (row,) = sweep.status([[cfg]], tmp_path / "a")
+        if (row.state == "running" and row.steps_done > 0) or proc.poll() is not None:
             break
         time.sleep(0.1)
     proc.send_signal(signal.SIGKILL)
