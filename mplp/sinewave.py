@@ -8,8 +8,6 @@ read the same numbers.
 
 from __future__ import annotations
 
-import dataclasses
-
 from dataclasses import dataclass
 
 import numpy as np
@@ -140,14 +138,10 @@ class SinewaveStudy:
         if self.long_runs:
             longer = [(r.validation["step"], r.validation["val_loss"], ck)
                       for r, ck in zip(self.long_runs["text"], self.long_checkpoints())]
-        out = verdicts(v["step"], v["val_loss"], self.checkpoint, self.tuned["sgd"].best_metric,
-                       self.tuned["adam"].best_metric, self.corr, self.calibration, longer=longer,
-                       long_agreement=self.long_agreement)
         cont = continuation(self.long_runs["text"]) if self.long_runs else None
-        if cont is not None:             # claims 1, 2 and 4 are judged on the longer runs
-            out = [dataclasses.replace(x, post_hoc="; ".join(filter(None, [x.post_hoc, cont.note()])))
-                   if k in (0, 1, 3) else x for k, x in enumerate(out)]
-        return out
+        return verdicts(v["step"], v["val_loss"], self.checkpoint, self.tuned["sgd"].best_metric,
+                        self.tuned["adam"].best_metric, self.corr, self.calibration, longer=longer,
+                        long_agreement=self.long_agreement, longer_note=cont.note() if cont else "")
 
 
 def long_configs(S: int, script_S: int, validation_every: int = 300,
@@ -226,7 +220,7 @@ def verdicts(steps: np.ndarray, losses: np.ndarray, checkpoint: Checkpoint, sgd:
              corr: dict[str, float], cal: AgreementTrajectory, q: float = 0.95,
              thesis_plateau_end: int = THESIS_PLATEAU_END,
              longer: list[tuple[np.ndarray, np.ndarray, Checkpoint]] | None = None,
-             long_agreement: list[SeedAgreement] | None = None) -> list:
+             long_agreement: list[SeedAgreement] | None = None, longer_note: str = "") -> list:
     """§5.1's claims tested on one run (validation ``losses`` at ``steps``, the chosen
     checkpoint, the tuned baselines' metrics, the learned-vs-SGD correlations and their
     calibration), through the written policy (``claims``): every claim here is about a
@@ -236,7 +230,9 @@ def verdicts(steps: np.ndarray, losses: np.ndarray, checkpoint: Checkpoint, sgd:
     longer; claims 1 and 2 are then judged over those seeds (a majority decided, every
     decided seed agreeing; rule written in ``LONG_RULE_COMMIT`` before those runs started),
     with the chapter's run in the evidence.  ``long_agreement`` (one per ``longer`` run):
-    claim 4 is then judged over those seeds too (rule ``LONG_AGREEMENT_RULE_COMMIT``)."""
+    claim 4 is then judged over those seeds too (rule ``LONG_AGREEMENT_RULE_COMMIT``).
+    ``longer_note``: added to the post-hoc notes of the claims judged on ``longer`` (e.g. that
+    they were continued after being seen, ``analysis.Continuation.note``)."""
     end = plateau_end(steps, losses)
     last = int(steps[-1])
     left = end is not None
@@ -282,13 +278,16 @@ def verdicts(steps: np.ndarray, losses: np.ndarray, checkpoint: Checkpoint, sgd:
     else:
         flat = _flat_outcome(end, last, lo, hi)
         pr1 = ""
+    if longer and longer_note:
+        ph1 += "; " + longer_note
     out = [Verdict("an initial flat phase, ending around 50k outer steps", "§5.1, Fig. 3a", test1, ev1,
                    decide(flat, about_trained=True, reached=reached1), test_outcome=flat, post_hoc=ph1,
                    partly_rule=pr1, steps=steps12)]
     out.append(Verdict("MPLP is better than learning-rate-tuned SGD at T steps", "§5.1, Fig. 3a", test2, ev2,
                        decide(better, about_trained=True, reached=reached2), test_outcome=better, steps=steps12,
                        post_hoc=f"{FALLING_RULE_COMMIT}: rule 1's 'still falling' clause applied to this final-loss "
-                                "claim (written after the longer runs' first plateau exits were seen)"))
+                                "claim (written after the longer runs' first plateau exits were seen)"
+                                + (f"; {longer_note}" if longer and longer_note else "")))
     worse = "yes" if v > adam else "no"
     out.append(Verdict("MPLP is worse than learning-rate-tuned Adam at T steps", "§5.1, Fig. 3a",
                        "validation loss at the chosen checkpoint > tuned Adam's (trivially true when the untrained "
@@ -320,7 +319,7 @@ def verdicts(steps: np.ndarray, losses: np.ndarray, checkpoint: Checkpoint, sgd:
                   f"{len(longer)} longer runs a majority decided, every decided seed agreeing "
                   f"({LONG_AGREEMENT_RULE_COMMIT})")
         ph4 += (f"; {LONG_AGREEMENT_RULE_COMMIT}: judged on the longer runs, a choice made after their plateau exits "
-                "were seen (before their functions were computed)")
+                "were seen (before their functions were computed)") + (f"; {longer_note}" if longer_note else "")
         ev4 = ("longer runs: " + "; ".join(
             f"seed {a.seed}, step {a.step:,}{'' if e is not None else ' (on its plateau)'}: {o}, "
             + ", ".join(f"{k} {a.corr[k]:+.2f} (null {a.null_q[k]:.2f})" for k in names)

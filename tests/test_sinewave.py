@@ -120,3 +120,13 @@ def test_the_study_gives_the_longer_runs_plateau_ends_and_claim_4_per_seed(cpu_s
 def test_without_longer_runs_the_study_has_no_per_seed_data():
     st = SW.SinewaveStudy(*[None] * 8)                     # profiles without longer runs (ci)
     assert st.long_plateau_ends() == [] and st.long_outcomes() == [] and st.long_example() is None
+
+
+def test_a_note_on_the_longer_runs_marks_only_the_claims_judged_on_them():
+    steps, flat = np.arange(0, 1001, 100), np.full(11, 50.0)
+    leaves = np.array([50, 50, 49, 50, 49, 40, 30, 20, 15, 12, 10.0])
+    corr, ck = {"f": -0.9, "g_lin": 0.9}, Checkpoint(1000, 10.0, {}, "")
+    agree = [SW.SeedAgreement(k, 900, {"f": -0.9, "g_lin": -0.8}, {"f": 0.3, "g_lin": 0.3}) for k in range(3)]
+    v = SW.verdicts(steps, flat, Checkpoint(0, 50.0, {}, ""), 18.0, 5.0, corr, _calibration(corr),
+                    thesis_plateau_end=500, longer=[(steps, leaves, ck)] * 3, long_agreement=agree, longer_note="NOTE")
+    assert ["NOTE" in x.post_hoc for x in v] == [True, True, False, True]
