@@ -206,6 +206,26 @@ def plateau_end(steps: np.ndarray, losses: np.ndarray, drop: float = 0.1) -> int
 
 
 @dataclass
+class Crossings:
+    """Where a run first went below its plateau line (90 % of ``initial_level``; None: never)
+    and the validations after that back above it: how many, and the highest (evidence beside
+    ``plateau_end``, which moves with each return)."""
+
+    first_below: int | None
+    n_back: int
+    max_back: float | None
+
+
+def crossings(steps: np.ndarray, losses: np.ndarray, drop: float = 0.1) -> Crossings:
+    line = (1 - drop) * initial_level(losses)
+    below = np.flatnonzero(losses < line)
+    if not len(below):
+        return Crossings(None, 0, None)
+    back = losses[(steps > steps[below[0]]) & (losses >= line)]
+    return Crossings(int(steps[below[0]]), len(back), float(back.max()) if len(back) else None)
+
+
+@dataclass
 class Continuation:
     """How longer runs got their length: continued at outer step ``step`` from finished
     shorter runs, when ``n_left`` of the ``n`` runs counted had left the plateau (what was

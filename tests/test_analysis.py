@@ -163,3 +163,11 @@ def test_continuation_is_where_runs_were_extended_and_how_many_had_left_by_then(
     assert continuation([early, run([5] * 6, [])]) is None and continuation([]) is None   # not every run continued
     assert continuation([early, late], counted=[late]).note("late") == \
         "the runs continued past 300 steps after they were seen there (0 of 1 late off the plateau)"
+
+
+def test_crossings_give_the_first_drop_below_the_plateau_line_and_the_returns():
+    from mplp.analysis import Crossings, crossings, plateau_end
+
+    steps, v = np.arange(6) * 100, np.array([10, 8, 9.5, 8, 20, 7.0])     # line at 9: below at 100, back at 200, 400
+    assert crossings(steps, v) == Crossings(100, 2, 20.0) and plateau_end(steps, v) == 500
+    assert crossings(steps, np.full(6, 10.0)) == Crossings(None, 0, None)
