@@ -21,7 +21,7 @@ import torch
 
 from . import config as C
 from .backward import dense_backward
-from .fast import fast_backward, kernel_backend
+from .fast import engine, fast_backward
 from .learners import LearnerSpec, NeuralLearners, init_theta
 from .optimizee import init_params
 from .outer import meta_gradient
@@ -41,6 +41,9 @@ SETTINGS = {
 }
 
 
+WARMUP = 3   # untimed outer steps after the first (which compiles)
+
+
 @dataclass
 class BenchResult:
     """One ``mplp bench`` measurement (times in milliseconds per outer step)."""
@@ -49,7 +52,7 @@ class BenchResult:
     population: int
     device: str
     threads: int
-    kernel_backend: str
+    engine: str
     fast_ms_per_step: float
     reference_ms_per_step: float
     speedup: float
@@ -119,7 +122,7 @@ def _time(fn, steps, device):
     return statistics.median(times), out
 
 
-def run_bench(name: str, population: int = 1, steps: int = 5, device="cpu",
+def run_bench(name: str, population: int = 1, steps: int = 20, device="cpu",
               reference_steps: int | None = None) -> BenchResult:
     """Measure one setting; the reference runs member by member (it has no population)."""
     if name not in SETTINGS:
@@ -136,6 +139,8 @@ def run_bench(name: str, population: int = 1, steps: int = 5, device="cpu",
     fast_grads = outer_grad(spec, s, *batched, fast_backward)
     _sync(device)
     first = time.perf_counter() - t0
+    for _ in range(WARMUP):          # allocator and caches settle after the first calls
+        outer_grad(spec, s, *batched, fast_backward)
     fast_t, _ = _time(lambda: outer_grad(spec, s, *batched, fast_backward), steps, device)
     fast_mem = _peak_mb(device)
     compile_s = max(0.0, first - fast_t)
@@ -152,24 +157,85 @@ def run_bench(name: str, population: int = 1, steps: int = 5, device="cpu",
             num += float(((f - g[k]) ** 2).sum())
             den += float((g[k] ** 2).sum())
     rel = math.sqrt(num / max(den, 1e-300))
-    machine = f"{platform.machine()} {torch.get_num_threads()} threads"
-    if torch.device(device).type == "cuda":
-        machine = torch.cuda.get_device_name(device)
-    else:
-        try:
-            machine = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")) \
-                + f", {torch.get_num_threads()} threads"
-        except (OSError, StopIteration):
-            pass
-    return BenchResult(name, population, device, torch.get_num_threads(), kernel_backend(),
+    return BenchResult(name, population, device, torch.get_num_threads(), engine(),
                        round(fast_t * 1e3, 2), round(ref_t * 1e3, 2), round(ref_t / fast_t, 1), rel,
-                       round(fast_mem, 1), round(ref_mem, 1), round(compile_s, 1), machine)
+                       round(fast_mem, 1), round(ref_mem, 1), round(compile_s, 1), _machine(device))
 
 
-def format_result(r: BenchResult) -> str:
+def _machine(device) -> str:
+    """The CPU model (or GPU name) and the thread count."""
+    if torch.device(device).type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        name = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
+    except (OSError, StopIteration):
+        name = platform.machine()
+    return f"{name}, {torch.get_num_threads()} threads"
+
+
+def format_result(r) -> str:
     lines = [f"{k}: {v}" for k, v in asdict(r).items()]
     return "\n".join(lines)
 
 
-def to_json(r: BenchResult) -> str:
+def to_json(r) -> str:
     return json.dumps(asdict(r), sort_keys=True)
+
+
+# -- long-run throughput: real training, validation included --------------------------------------
+
+
+def _throughput_configs(name: str, population: int):
+    """The thesis settings as the long runs train them: seeds 0 .. P-1 of §5.1's text setting
+    (Table 3, 300,000 steps), of §5.2's most expensive cell (120,000) and, for MNIST (Table 5,
+    150,000), P/2 seeds with the batch-entropy term and P/2 without, as one population."""
+    from . import ablation, mnist_be, sinewave
+
+    if name == "sinewave":
+        return [sinewave.chapter_config(s, 300_000, 300, 3000, "prediction_target", [1.0, 1.0], False)
+                for s in range(population)]
+    if name == "ablation":
+        base = ablation.base_config(120_000, 300, 20)
+        cell = ablation.Cell(message_size=8, batch_norm=True, learned_lr=True)
+        return [ablation.cell_config(base, cell, s) for s in range(population)]
+    if name == "mnist":
+        if population % 2:
+            raise ValueError("--population for mnist must be even (half the runs with the term, half without)")
+        cfgs = mnist_be.run_configs(mnist_be.base_config(150_000, 100, 150, 0, adam_bias_correction=False),
+                                    population // 2)
+        return cfgs[False] + cfgs[True]
+    raise ValueError(f"unknown bench config {name!r}; expected one of {tuple(SETTINGS)}")
+
+
+@dataclass
+class ThroughputResult:
+    """Outer steps per hour of one population trained as the long runs train it (``mplp.trainer``,
+    validation and checkpoints included), after ``warmup`` steps that compile."""
+
+    config: str
+    population: int
+    threads: int
+    engine: str
+    steps: int
+    seconds: float
+    population_steps_per_hour: float     # outer steps of the whole population (each member's)
+    run_steps_per_hour: float            # population_steps_per_hour * population
+    machine: str
+
+
+def train_throughput(name: str, population: int = 5, steps: int = 300, warmup: int = 30) -> ThroughputResult:
+    """Train ``population`` runs of setting ``name`` for ``warmup`` then ``steps`` more outer steps
+    in a temporary store; time the second part."""
+    import tempfile
+
+    from .trainer import train_population
+
+    cfgs = _throughput_configs(name, population)
+    with tempfile.TemporaryDirectory() as root:
+        train_population(cfgs, out_root=root, progress=False, max_steps=warmup)
+        t0 = time.perf_counter()
+        train_population(cfgs, out_root=root, resume=True, progress=False, max_steps=warmup + steps)
+        dt = time.perf_counter() - t0
+    rate = steps / dt * 3600
+    return ThroughputResult(name, population, torch.get_num_threads(), engine(), steps, round(dt, 1),
+                            round(rate), round(rate * population), _machine("cpu"))

@@ -13,53 +13,40 @@ over b for f, sum over j for g_lin) is taken *before* it:
     g_lin: msg_bi    = sum_j  relu(A_bj + D_ij) @ W2 + J * b2      (B, I, |m|)
 
 Nothing of size B x I x J x (|m| + 1) is built; the B x I x J x H broadcast-add,
-ReLU and reduction is one small kernel, fused by ``torch.compile`` when it is
-available (no B x I x J x H tensor in memory) and run eagerly otherwise
-(``kernel_backend()`` says which).  Every tensor may carry leading population
-dimensions ``...`` (theta entries ``(..., in, H)``, params ``(..., I, J)``).
-Equal, up to rounding, to ``backward.dense_backward`` (tested).
+ReLU and reduction, and its adjoint, are C++ kernels (``mplp.kernels``).  Every tensor
+may carry leading population dimensions ``...`` (theta entries ``(..., in, H)``, params
+``(..., I, J)``).  Equal, up to rounding, to ``backward.dense_backward`` (tested).
+
+The engine: an outer step's K-step unroll (``unroll.unroll``) runs as one graph compiled
+by ``torch.compile`` with its reverse pass, and a validation rollout as one graph per
+inner step, so that a step costs its arithmetic rather than some 2,000 eager operations
+and their autograd bookkeeping (``MPLP_COMPILE=0`` runs them eagerly; ``engine()`` says
+what runs).  Compiled graphs are cached on disk (inductor's cache, per shape and machine).
 """
 
 from __future__ import annotations
 
+import functools
+import gc
 import os
-import types
 
 import torch
 
-from .backward import loss_features
+from . import kernels
+from .backward import apply_updates, loss_features
+from .batch_entropy import batch_entropy
 from .learners import BN_EPS
-from .optimizee import ForwardCache, LossNode
+from .optimizee import ForwardCache, LossNode, forward, loss_node
 
-# -- the fused kernels -----------------------------------------------------------------------
+# -- the engine: how steps run ------------------------------------------------------------------
 
-
-def _mean_b_relu(A: torch.Tensor, C: torch.Tensor) -> torch.Tensor:
-    """``mean_b relu(A[b, j] + C[b, i])``: A ``(..., B, J, H)``, C ``(..., B, I, H)`` -> ``(..., I, J, H)``."""
-    # sum then divide: inductor vectorises this better than mean (measured 0.16 vs 0.28 ms)
-    return torch.relu(A.unsqueeze(-3) + C.unsqueeze(-2)).sum(-4) / A.shape[-3]
-
-
-def _sum_j_relu(A: torch.Tensor, D: torch.Tensor) -> torch.Tensor:
-    """``sum_j relu(A[b, j] + D[i, j])``: A ``(..., B, J, H)``, D ``(..., I, J, H)`` -> ``(..., B, I, H)``."""
-    return torch.relu(A.unsqueeze(-3) + D.unsqueeze(-4)).sum(-2)
-
-
-_KERNELS: dict[tuple, object] = {}  # (name, grad mode, rank) -> compiled kernel
-_BACKEND = {"name": None, "reason": ""}
+_ENGINE = {"step": None, "reason": ""}
+_STEPS: dict[tuple, object] = {}   # static step configuration -> compiled step
+_SEEN: set = set()                 # (configuration, grad mode, shapes) already run compiled
 
 
 def _compile_wanted() -> bool:
     return os.environ.get("MPLP_COMPILE", "1").lower() not in ("0", "off", "false", "no")
-
-
-def _fresh(fn, tag: str):
-    """A copy of ``fn`` with its own code object, hence its own torch.compile cache."""
-    return types.FunctionType(fn.__code__.replace(co_name=f"{fn.__name__}_{tag}"), fn.__globals__,
-                              f"{fn.__name__}_{tag}")
-
-
-_EAGER = {"mean_b_relu": _mean_b_relu, "sum_j_relu": _sum_j_relu}
 
 
 def tune_allocator() -> bool:
@@ -80,64 +67,54 @@ def tune_allocator() -> bool:
         return False
 
 
-def _select_backend() -> None:
-    """Try torch.compile once on a tiny problem; fall back to eager and say why."""
-    if _BACKEND["name"] is not None:
+def _select() -> None:
+    """Decide once whether inner steps run as compiled graphs (``torch.compile`` of one whole
+    inner step with its reverse pass) or eagerly, and say why."""
+    if _ENGINE["step"] is not None:
         return
     tune_allocator()
+    kernels.load()
     if not _compile_wanted():
-        _BACKEND.update(name="eager", reason="MPLP_COMPILE=0")
+        _ENGINE.update(step="eager", reason="MPLP_COMPILE=0")
         return
     try:
         import torch._dynamo
+        import torch._inductor.config
 
         torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
-        probe = torch.compile(_fresh(_mean_b_relu, "probe"), dynamic=False)
+        probe = torch.compile(lambda a: (a * 2).relu().sum(), dynamic=False, fullgraph=True)
         with torch.enable_grad():  # the first fast-path call may come from a no-grad validation
-            a = torch.randn(2, 3, 4, requires_grad=True)
-            c = torch.randn(2, 5, 4, requires_grad=True)
-            probe(a, c).sum().backward()
-        _BACKEND.update(name="compiled", reason="torch.compile (inductor)")
+            probe(torch.randn(3, requires_grad=True)).backward()
+        _ENGINE.update(step="compiled", reason="torch.compile (inductor)")
     except Exception as e:  # no compiler, unsupported platform, ...
-        _BACKEND.update(name="eager", reason=f"torch.compile unavailable: {type(e).__name__}: {e}"[:300])
+        _ENGINE.update(step="eager", reason=f"torch.compile unavailable: {type(e).__name__}: {e}"[:300])
 
 
-def use_backend(name: str) -> str:
-    """Force the kernel backend ("compiled" or "eager"); returns ``kernel_backend()``."""
-    if name not in ("compiled", "eager"):
-        raise ValueError(f"unknown kernel backend {name!r}; expected 'compiled' or 'eager'")
-    _BACKEND.update(name=None, reason="")
-    _KERNELS.clear()
+def use_engine(step: str) -> str:
+    """Force how inner steps run ("compiled" or "eager"); returns ``engine()``."""
+    if step not in ("compiled", "eager"):
+        raise ValueError(f"unknown step mode {step!r}; expected 'compiled' or 'eager'")
+    _ENGINE.update(step=None, reason="")
+    _STEPS.clear()
+    _SEEN.clear()
     old = os.environ.get("MPLP_COMPILE")
-    os.environ["MPLP_COMPILE"] = "1" if name == "compiled" else "0"
+    os.environ["MPLP_COMPILE"] = "1" if step == "compiled" else "0"
     try:
-        _select_backend()
+        _select()
     finally:
         if old is None:
             os.environ.pop("MPLP_COMPILE")
         else:
             os.environ["MPLP_COMPILE"] = old
-    return kernel_backend()
+    return engine()
 
 
-def kernel_backend() -> str:
-    """How the fused kernels run: ``"compiled: ..."`` or ``"eager: <why>"``."""
-    _select_backend()
-    return f"{_BACKEND['name']}: {_BACKEND['reason']}"
-
-
-def _kernel(name: str, A: torch.Tensor):
-    """The kernel ``name`` for this call context; each (grad mode, rank) gets its own
-    compiled copy, so validation's no-grad, run-batched shapes and the training shapes
-    keep separate compile caches."""
-    _select_backend()
-    if _BACKEND["name"] != "compiled":
-        return _EAGER[name]
-    key = (name, torch.is_grad_enabled(), A.dim())
-    if key not in _KERNELS:
-        tag = f"{'grad' if key[1] else 'nograd'}_{key[2]}d"
-        _KERNELS[key] = torch.compile(_fresh(_EAGER[name], tag), dynamic=False)
-    return _KERNELS[key]
+def engine() -> str:
+    """What computes the fast path: the reduce kernels and how steps run, e.g.
+    ``"kernels cpp, steps compiled"`` or ``"kernels cpp, steps eager (MPLP_COMPILE=0)"``."""
+    _select()
+    step = _ENGINE["step"] if _ENGINE["step"] == "compiled" else f"eager ({_ENGINE['reason']})"
+    return f"kernels {kernels.backend()}, steps {step}"
 
 
 # -- factorised batch-norm ---------------------------------------------------------------------
@@ -186,7 +163,7 @@ class FastLearners:
         if self.spec.batch_norm:
             mean, std = _stats(X, (-3, -2), 1)
             X = _norm(X, mean, std, self.p(name, "bn_scale")[..., None, None, :], self.p(name, "bn_shift")[..., None, None, :])
-        h = torch.relu(_rowmm(X, self.p(name, "w1")) + self.p(name, "b1")[..., None, None, :])
+        h = kernels.relu(_rowmm(X, self.p(name, "w1")) + self.p(name, "b1")[..., None, None, :])
         return _rowmm(h, self.p(name, "w2")) + self.p(name, "b2")[..., None, None, :]
 
     def _message_part(self, name, M, I):
@@ -198,26 +175,29 @@ class FastLearners:
         return _rowmm(M, self.p(name, "w1")[..., :m, :])
 
     def _scalar_part(self, name, v, dims, reps, m):
-        """The last input feature's share (plus b1): ``v (..., P, Q)`` -> ``(..., P, Q, H)``."""
-        if self.spec.batch_norm:
-            mean, std = _stats(v, dims, reps)
-            v = _norm(v, mean, std, self.p(name, "bn_scale")[..., m, None, None], self.p(name, "bn_shift")[..., m, None, None])
-        return v.unsqueeze(-1) * self.p(name, "w1")[..., None, None, m, :] + self.p(name, "b1")[..., None, None, :]
+        """The last input feature's share of the first layer as ``(s, w, c)``: the hidden
+        pre-activation adds ``s * w + c``, with ``s`` ``(..., P, Q)`` the feature normalised
+        without its learned scale and shift, which are folded into the weight row ``w`` and the
+        bias ``c`` ``(..., H)``; so ``s`` is data where ``v`` is (the network's input)."""
+        w1, b1 = self.p(name, "w1")[..., m, :], self.p(name, "b1")
+        if not self.spec.batch_norm:
+            return v, w1, b1
+        mean, std = _stats(v, dims, reps)
+        scale, shift = self.p(name, "bn_scale")[..., m, None], self.p(name, "bn_shift")[..., m, None]
+        return (v - mean) / (std + BN_EPS), scale * w1, shift * w1 + b1
 
     def f_layer(self, M: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """``mean_b f([m_bj, x_bi])``: M ``(..., B, J, m)``, x ``(..., B, I)`` -> ``(..., I, J)``."""
         I, J, m = x.shape[-1], M.shape[-2], M.shape[-1]
         A = self._message_part("f", M, I)
-        C = self._scalar_part("f", x, (-2, -1), J, m)
-        R = _kernel("mean_b_relu", A)(A, C)                       # (..., I, J, H)
+        R = kernels.f_reduce(A, *self._scalar_part("f", x, (-2, -1), J, m))     # (..., I, J, H)
         return _rowmm(R, self.p("f", "w2")).squeeze(-1) + self.p("f", "b2")[..., None, :]
 
     def g_lin_layer(self, M: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         """``sum_j g_lin([m_bj, w_ij])``: M ``(..., B, J, m)``, w ``(..., I, J)`` -> ``(..., B, I, m)``."""
         B, J, m = M.shape[-3], M.shape[-2], M.shape[-1]
         A = self._message_part("g_lin", M, w.shape[-2])
-        D = self._scalar_part("g_lin", w, (-2, -1), B, m)     # (..., I, J, H)
-        S = _kernel("sum_j_relu", A)(A, D)                        # (..., B, I, H)
+        S = kernels.g_reduce(A, *self._scalar_part("g_lin", w, (-2, -1), B, m))  # (..., B, I, H)
         return _rowmm(S, self.p("g_lin", "w2")) + J * self.p("g_lin", "b2")[..., None, None, :]
 
 
@@ -239,3 +219,65 @@ def fast_backward(learners, params: list[torch.Tensor], cache: ForwardCache, nod
         if l > 0:
             msg = fl.g_lin_layer(msg, params[l])[..., :-1, :]            # bias row dropped
     return updates
+
+
+# -- one inner step, compiled whole -------------------------------------------------------------
+
+
+def _step(theta: dict[str, torch.Tensor], params: list[torch.Tensor], x: torch.Tensor, y: torch.Tensor, *,
+          spec, activation: str, loss: str, loss_inputs: str, update: bool, be_formula: str):
+    """One inner step on the fast path (thesis Algorithm 2's body): forward on ``x (..., B, n_in)``,
+    loss node, message-passing backward, MPLP update.  Returns the loss ``(...)``, the new params
+    and the batch entropy of each hidden layer ``(n_hidden, ...)`` (None for a batch of 1)."""
+    learners = FastLearners(theta, spec)
+    cache = forward(params, x, activation)
+    node = loss_node(loss, cache.output, y)
+    if update:
+        ups = fast_backward(learners, params, cache, node, activation, loss, loss_inputs)
+        params = apply_updates(params, ups, learners.lr)
+    if not cache.acts:
+        ent = x.new_zeros((0,) + tuple(node.value.shape))
+    elif x.shape[-2] >= 2:
+        ent = torch.stack([batch_entropy(h, be_formula) for h in cache.acts])
+    else:
+        ent = None
+    return node.value, params, ent
+
+
+def compiled(fn, key: tuple, *args):
+    """``fn(*args)`` as one compiled graph (forward and, under autograd, its reverse pass)
+    when the engine compiles, else eagerly.  ``key`` names ``fn``'s static configuration;
+    ``torch.compile`` keys shapes, dtypes and grad mode itself (``dynamic=False``)."""
+    if torch.compiler.is_compiling():                 # already inside a compiled region
+        return fn(*args)
+    _select()
+    if _ENGINE["step"] != "compiled":
+        return fn(*args)
+    cfn = _STEPS.get(key)
+    if cfn is None:
+        cfn = _STEPS[key] = torch.compile(fn, dynamic=False, fullgraph=True)
+    tensors = [t for t in torch.utils._pytree.tree_leaves(args) if torch.is_tensor(t)]
+    sig = (key, torch.is_grad_enabled(), tuple((t.dtype, tuple(t.shape)) for t in tensors))
+    out = cfn(*args)
+    if sig not in _SEEN:                   # the first call of a shape compiled (or loaded) a graph
+        _SEEN.add(sig)
+        _settle_garbage()
+    return out
+
+
+def step(theta: dict[str, torch.Tensor], spec, params: list[torch.Tensor], x: torch.Tensor, y: torch.Tensor,
+         activation: str, loss: str, loss_inputs: str = "full", update: bool = True, be_formula: str = "code"):
+    """``_step`` as the engine runs it (``compiled``): validation rollouts go step by step."""
+    kw = dict(spec=spec, activation=activation, loss=loss, loss_inputs=loss_inputs, update=update,
+              be_formula=be_formula)
+    if torch.compiler.is_compiling():                 # traced into a compiled unroll
+        return _step(theta, params, x, y, **kw)
+    return compiled(functools.partial(_step, **kw), ("step",) + tuple(kw.items()), theta, params, x, y)
+
+
+def _settle_garbage() -> None:
+    """Move everything alive after a compilation (tens of thousands of objects) out of the
+    garbage collector's sight (``gc.freeze``): otherwise its full collections, triggered by
+    the many small objects each step allocates, walk them all and cost about 10 % of a step."""
+    gc.collect()
+    gc.freeze()

@@ -25,7 +25,7 @@ from . import config as C
 from . import paths
 from . import results as R
 from .backward import dense_backward, sgd_backward
-from .fast import fast_backward, kernel_backend
+from .fast import engine, fast_backward
 from .learners import LearnerSpec, init_theta, make_learners
 from .optimizee import init_params
 from .outer import AdamState, adam_init, adam_update, meta_gradient
@@ -297,7 +297,7 @@ def backward_name(trainer: "MetaTrainer") -> str:
     """What computed a run: "dense" or "fast (<kernel backend>)" (recorded and checked on resume)."""
     if trainer.backward is sgd_backward:
         return "sgd (Table 2 in closed form)"
-    return "dense" if trainer.backward is dense_backward else f"fast ({kernel_backend()})"
+    return "dense" if trainer.backward is dense_backward else f"fast ({engine()})"
 
 
 def final_status(st: TrainState, S: int) -> str:

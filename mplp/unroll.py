@@ -15,21 +15,13 @@ from typing import Callable
 
 import torch
 
+from . import fast
 from .backward import Learners, apply_updates, dense_backward
 from .batch_entropy import batch_entropy
 from .config import MetaConfig, OptimizeeConfig
 from .optimizee import forward, loss_node
 
 Backward = Callable[..., list]
-
-
-def layer_entropies(acts: list[torch.Tensor], formula: str = "code") -> torch.Tensor:
-    """Detached batch entropy of each hidden layer, ``(n_hidden,)``; nan for a batch of 1."""
-    if not acts:
-        return torch.zeros(0)
-    if acts[0].shape[-2] < 2:
-        return torch.full((len(acts),), float("nan"), dtype=acts[0].dtype, device=acts[0].device)
-    return torch.stack([batch_entropy(h.detach(), formula) for h in acts])
 
 
 @dataclass
@@ -53,6 +45,21 @@ def inner_step(learners: Learners, params: list[torch.Tensor], x: torch.Tensor, 
         ups = backward(learners, params, cache, node, opt.activation, opt.loss, loss_inputs)
         params = apply_updates(params, ups, learners.lr)
     return StepResult(node.value, params, cache.acts, cache.output)
+
+
+def _engine_step(learners: Learners, params, x, y, opt: OptimizeeConfig, loss_inputs: str, backward: Backward,
+                 update: bool, be_formula: str):
+    """One inner step as ``(loss, params, entropy (n_hidden, ...) or None)``: the fast engine's
+    (compiled) step for neural learners on the fast backward, else ``inner_step``."""
+    if backward is fast.fast_backward and hasattr(learners, "theta") and learners.spec.kind == "neural":
+        return fast.step(learners.theta, learners.spec, params, x, y, opt.activation, opt.loss, loss_inputs,
+                         update, be_formula)
+    st = inner_step(learners, params, x, y, opt, loss_inputs, backward, update)
+    if not st.acts:
+        return st.loss, st.params, x.new_zeros((0,) + tuple(st.loss.shape))
+    if st.acts[0].shape[-2] < 2:
+        return st.loss, st.params, None
+    return st.loss, st.params, torch.stack([batch_entropy(h, be_formula) for h in st.acts])
 
 
 @dataclass
@@ -82,30 +89,46 @@ def unroll(learners: Learners, params: list[torch.Tensor], xs: torch.Tensor, ys:
 
     The batch-entropy term (Eq. 8) is ``2 * mean_k penalty_k * L_K.detach()`` where
     ``L_K`` is the last step's loss (released code).  ``be_weight`` ``(...)`` scales it
-    per population member (0 switches it off for that member).
+    per population member (0 switches it off for that member).  On the fast path with
+    neural learners the whole unroll is one compiled graph (``fast.compiled``).
     """
+    if backward is fast.fast_backward and hasattr(learners, "theta") and learners.spec.kind == "neural":
+        spec = learners.spec
+
+        def whole(theta, params, xs, ys, be_weight):
+            return _unroll(fast.FastLearners(theta, spec), params, xs, ys, opt, meta, loss_inputs, backward, be_weight)
+
+        key = ("unroll", spec, opt, meta, loss_inputs)
+        return UnrollResult(*fast.compiled(whole, key, learners.theta, params, xs, ys, be_weight))
+    return UnrollResult(*_unroll(learners, params, xs, ys, opt, meta, loss_inputs, backward, be_weight))
+
+
+def _unroll(learners, params, xs, ys, opt, meta, loss_inputs, backward, be_weight) -> tuple:
+    """``unroll``'s loop; returns the fields of an ``UnrollResult`` as a tuple."""
     K = xs.shape[0]
     outer = xs.new_zeros(())
     penalty = xs.new_zeros(())
     losses, ents = [], []
     for i in range(K):
         do_update = meta.unroll == "code" or i < K - 1
-        step = inner_step(learners, params, xs[i], ys[i], opt, loss_inputs, backward, update=do_update)
+        loss, new_params, H = _engine_step(learners, params, xs[i], ys[i], opt, loss_inputs, backward, do_update,
+                                           meta.be_formula)
         if meta.unroll == "text" or i > 0:
-            outer = outer + step.loss
+            outer = outer + loss
+        if H is None:
+            if meta.batch_entropy:
+                raise ValueError("batch entropy needs a batch of at least 2 samples")
+            H = torch.full((len(params) - 1,) + tuple(loss.shape), float("nan"), dtype=loss.dtype, device=loss.device)
         if meta.batch_entropy:  # Eq. 8, from the same entropies that are logged
-            H = torch.stack([batch_entropy(h, meta.be_formula) for h in step.acts])
             penalty = penalty + torch.clamp(meta.be_threshold - H, min=0).mean(0)
-            ents.append(H.detach())
-        else:
-            ents.append(layer_entropies(step.acts, meta.be_formula))
-        losses.append(step.loss.detach())
-        last_loss = step.loss
-        params = step.params
+        ents.append(H.detach())
+        losses.append(loss.detach())
+        last_loss = loss
+        params = new_params
     be_term = 2 * penalty / K * last_loss.detach() if meta.batch_entropy else xs.new_zeros(())
     if be_weight is not None:
         be_term = be_term * be_weight
-    return UnrollResult(outer + be_term, outer, be_term, torch.stack(losses), torch.stack(ents), params)
+    return outer + be_term, outer, be_term, torch.stack(losses), torch.stack(ents), params
 
 
 def outer_metric(curve: torch.Tensor, convention: str) -> torch.Tensor:
@@ -135,8 +158,9 @@ def rollout(learners: Learners, params: list[torch.Tensor], xs: torch.Tensor, ys
     """Run ``len(xs)`` MPLP inner steps, updating after every one (validation, Fig. 3b, 11)."""
     losses, ents = [], []
     for x, y in zip(xs, ys):
-        step = inner_step(learners, params, x, y, opt, loss_inputs, backward)
-        losses.append(step.loss)
-        ents.append(layer_entropies(step.acts, be_formula))
-        params = step.params
+        loss, params, H = _engine_step(learners, params, x, y, opt, loss_inputs, backward, True, be_formula)
+        if H is None:
+            H = torch.full((len(params) - 1,) + tuple(loss.shape), float("nan"), dtype=loss.dtype, device=loss.device)
+        losses.append(loss)
+        ents.append(H)
     return Rollout(torch.stack(losses), torch.stack(ents), params)

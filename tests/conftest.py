@@ -4,7 +4,7 @@ import os
 
 os.environ.setdefault("TQDM_DISABLE", "1")
 os.environ.setdefault("MPLP_OFFLINE", "1")
-os.environ.setdefault("MPLP_COMPILE", "0")   # eager kernels by default; test_fast checks the compiled ones
+os.environ.setdefault("MPLP_COMPILE", "0")   # eager steps by default; test_fast and test_peer check compiled ones
 
 import pytest
 import torch

@@ -6,7 +6,8 @@ import torch
 
 from mplp.backward import apply_updates, dense_backward
 from mplp.config import MetaConfig, OptimizeeConfig
-from mplp.fast import fast_backward, kernel_backend, use_backend
+from mplp import fast, kernels
+from mplp.fast import engine, fast_backward, use_engine
 from mplp.learners import LearnerSpec, NeuralLearners, init_theta
 from mplp.optimizee import init_params
 from mplp.unroll import unroll
@@ -29,11 +30,18 @@ def _problem(loss, sizes, m, bn, learned, seed=0, K=3, B=7):
 
 @pytest.fixture(params=["eager", "compiled"], scope="module")
 def backend(request):
-    got = use_backend(request.param)
-    if request.param == "compiled" and not got.startswith("compiled"):
+    got = use_engine(request.param)
+    if request.param == "compiled" and "compiled" not in got:
         pytest.skip(f"torch.compile unavailable here ({got})")
     yield got
-    use_backend("eager")
+    use_engine("eager")
+
+
+def _compiled_too(backend, m, bn, learned):
+    """Every case runs eagerly; compiling one graph per case would take minutes, so the
+    compiled engine runs the cases that cover its static switches (batch-norm, learned lr)."""
+    if "compiled" in backend and (m, bn, learned) not in ((1, False, False), (8, True, True)):
+        pytest.skip("compiled engine: representative cases only")
 
 
 @pytest.mark.parametrize("loss, sizes", CASES, ids=["mse", "xent"])
@@ -41,6 +49,7 @@ def backend(request):
 @pytest.mark.parametrize("bn", [False, True], ids=["nobn", "bn"])
 @pytest.mark.parametrize("learned", [False, True], ids=["fixedlr", "learnedlr"])
 def test_fast_equals_dense(backend, loss, sizes, m, bn, learned):
+    _compiled_too(backend, m, bn, learned)
     opt, spec, theta, params, xs, ys = _problem(loss, sizes, m, bn, learned)
     meta = MetaConfig(K=3, T=9, batch_entropy=True, be_threshold=2.0)
     out = {}
@@ -84,29 +93,33 @@ def test_population_equals_members_one_by_one():
     assert new[0].shape == params[0].shape
 
 
-def test_backend_is_reported():
-    assert kernel_backend().split(":")[0] in ("compiled", "eager")
-    with pytest.raises(ValueError, match="unknown kernel backend"):
-        use_backend("triton")
+def test_engine_is_reported():
+    assert engine().startswith("kernels ")
+    assert (" steps compiled" in engine()) or (" steps eager" in engine())
+    with pytest.raises(ValueError, match="unknown step mode"):
+        use_engine("triton")
 
 
-def test_backend_choice_does_not_depend_on_the_calling_context():
+def test_engine_choice_does_not_depend_on_the_calling_context():
     """Regression: the first fast-path call of a training run is the no-grad validation;
     the compile probe must still work there (it once fell back to eager silently)."""
-    from mplp import fast
+    import os
 
+    old = os.environ.get("MPLP_COMPILE")
     try:
-        fast._BACKEND.update(name=None, reason="")
-        fast._KERNELS.clear()
-        import os
-        old = os.environ.get("MPLP_COMPILE")
+        fast._ENGINE.update(step=None, reason="")
         os.environ["MPLP_COMPILE"] = "1"
         with torch.no_grad():
-            got = fast.kernel_backend()
-        assert not got.startswith("eager: torch.compile unavailable: RuntimeError: element 0"), got
+            got = fast.engine()
+        assert "torch.compile unavailable: RuntimeError" not in got, got
     finally:
         if old is None:
             os.environ.pop("MPLP_COMPILE", None)
         else:
             os.environ["MPLP_COMPILE"] = old
-        use_backend("eager")
+        use_engine("eager")
+
+
+def test_the_cpp_kernels_are_used_on_the_cpu():
+    """The engine's CPU kernels are the C++ ones wherever g++ is there (CI included)."""
+    assert kernels.backend() == "cpp", kernels.backend()
