@@ -73,23 +73,22 @@ struct Rows {
   }
 };
 
-// NB rows i0 .. i0 + NB - 1 of f_reduce's adjoint for one (p, b): each A row is read once
-// for the NB inputs and dA is written once per j.  dC of those rows is reduced into ds,
-// the partials dw, dc as it is finished.
-template <typename T, int HC, int NB>
-inline void f_backward_rows(const T* G, const T* Aq, const T* s, const T* wp, const T* cp, T* dAq, T* ds, T* dw,
-                            T* dc, int64_t p, int64_t q, int64_t i0, int64_t I, int64_t J, int64_t H_) {
+// The adjoint of NB rows of one reduce at once, over n terms t: term t reads the A row at
+// a_off(t) and the output gradient rows at g_off(t, k), adds the masked gradients into the dA
+// row at a_off(t) (one write for the NB rows) and into d[k]; the NB rows' scalar features are
+// sv[k].  Finished, d[k] gives ds[k] = d[k] . w and adds to the partials dw, dc.
+template <typename T, int HC, int NB, typename AOff, typename GOff>
+inline void adjoint_rows(const T* A, T* dA, const T* G, AOff a_off, GOff g_off, int64_t n, const T* sv,
+                         const T* wp, const T* cp, T* const* ds, T* dw, T* dc, int64_t H_) {
   const int64_t H = HC > 0 ? HC : H_;
   Rows<T, HC, NB> cb(H), d(H);
-  for (int k = 0; k < NB; ++k) {
-    const T sv = s[q * I + i0 + k];
-    for (int64_t h = 0; h < H; ++h) { cb.row[k][h] = sv * wp[h] + cp[h]; d.row[k][h] = T(0); }
-  }
-  for (int64_t j = 0; j < J; ++j) {
-    const T* __restrict a = Aq + j * H;
-    T* __restrict da = dAq + j * H;
+  for (int k = 0; k < NB; ++k)
+    for (int64_t h = 0; h < H; ++h) { cb.row[k][h] = sv[k] * wp[h] + cp[h]; d.row[k][h] = T(0); }
+  for (int64_t t = 0; t < n; ++t) {
+    const T* __restrict a = A + a_off(t);
+    T* __restrict da = dA + a_off(t);
     const T* __restrict g[NB];
-    for (int k = 0; k < NB; ++k) g[k] = G + ((p * I + i0 + k) * J + j) * H;
+    for (int k = 0; k < NB; ++k) g[k] = G + g_off(t, k);
     for (int64_t h = 0; h < H; ++h) {
       const T av = a[h];
       T sum = T(0);
@@ -102,16 +101,27 @@ inline void f_backward_rows(const T* G, const T* Aq, const T* s, const T* wp, co
     }
   }
   for (int k = 0; k < NB; ++k) {
-    const T sv = s[q * I + i0 + k];
     const T* __restrict dk = d.row[k];
     T acc = T(0);
     for (int64_t h = 0; h < H; ++h) {
       acc += dk[h] * wp[h];
-      dw[h] += dk[h] * sv;
+      dw[h] += dk[h] * sv[k];
       dc[h] += dk[h];
     }
-    ds[q * I + i0 + k] = acc;
+    *ds[k] = acc;
   }
+}
+
+// Rows i0 .. i0 + NB - 1 of f_reduce's adjoint for one (p, b) = q: terms j
+template <typename T, int HC, int NB>
+inline void f_backward_rows(const T* G, const T* A, const T* s, const T* wp, const T* cp, T* dA, T* ds, T* dw,
+                            T* dc, int64_t p, int64_t q, int64_t i0, int64_t I, int64_t J, int64_t H) {
+  T sv[NB];
+  T* dsk[NB];
+  for (int k = 0; k < NB; ++k) { sv[k] = s[q * I + i0 + k]; dsk[k] = ds + q * I + i0 + k; }
+  adjoint_rows<T, HC, NB>(A, dA, G, [&](int64_t j) { return (q * J + j) * H; },
+                          [&](int64_t j, int k) { return ((p * I + i0 + k) * J + j) * H; }, J, sv, wp, cp, dsk, dw,
+                          dc, H);
 }
 
 // Adjoint of f_reduce: dA (P,B,J,H); ds (P,B,I); per-(p,b) partials dwp, dcp (P,B,H).
@@ -131,9 +141,9 @@ void f_backward(const T* G, const T* A, const T* s, const T* w, const T* c, T* d
       std::fill(dc, dc + H, T(0));
       int64_t i = 0;
       for (; i + 2 <= I; i += 2)
-        f_backward_rows<T, HC, 2>(G, A + q * J * H, s, w + p * H, c + p * H, dAq, ds, dw, dc, p, q, i, I, J, H);
+        f_backward_rows<T, HC, 2>(G, A, s, w + p * H, c + p * H, dA, ds, dw, dc, p, q, i, I, J, H);
       if (i < I)
-        f_backward_rows<T, HC, 1>(G, A + q * J * H, s, w + p * H, c + p * H, dAq, ds, dw, dc, p, q, i, I, J, H);
+        f_backward_rows<T, HC, 1>(G, A, s, w + p * H, c + p * H, dA, ds, dw, dc, p, q, i, I, J, H);
     }
   });
 }
@@ -278,43 +288,16 @@ void f_backward_shared(const T* G, const T* A, const T* s, const T* w, const T* 
   });
 }
 
-// NB rows i0 .. i0 + NB - 1 of g_reduce's adjoint for one (p, j), as f_backward_rows
+// Rows i0 .. i0 + NB - 1 of g_reduce's adjoint for one (p, j): terms b
 template <typename T, int HC, int NB>
 inline void g_backward_rows(const T* G, const T* A, const T* s, const T* wp, const T* cp, T* dA, T* ds, T* dw,
-                            T* dc, int64_t p, int64_t j, int64_t i0, int64_t B, int64_t I, int64_t J, int64_t H_) {
-  const int64_t H = HC > 0 ? HC : H_;
-  Rows<T, HC, NB> dd(H), d(H);
-  for (int k = 0; k < NB; ++k) {
-    const T sv = s[(p * I + i0 + k) * J + j];
-    for (int64_t h = 0; h < H; ++h) { dd.row[k][h] = sv * wp[h] + cp[h]; d.row[k][h] = T(0); }
-  }
-  for (int64_t b = 0; b < B; ++b) {
-    const T* __restrict a = A + ((p * B + b) * J + j) * H;
-    T* __restrict da = dA + ((p * B + b) * J + j) * H;
-    const T* __restrict g[NB];
-    for (int k = 0; k < NB; ++k) g[k] = G + ((p * B + b) * I + i0 + k) * H;
-    for (int64_t h = 0; h < H; ++h) {
-      const T av = a[h];
-      T sum = T(0);
-      for (int k = 0; k < NB; ++k) {
-        const T v = (av + dd.row[k][h]) > T(0) ? g[k][h] : T(0);
-        d.row[k][h] += v;
-        sum += v;
-      }
-      da[h] += sum;
-    }
-  }
-  for (int k = 0; k < NB; ++k) {
-    const T sv = s[(p * I + i0 + k) * J + j];
-    const T* __restrict dk = d.row[k];
-    T acc = T(0);
-    for (int64_t h = 0; h < H; ++h) {
-      acc += dk[h] * wp[h];
-      dw[h] += dk[h] * sv;
-      dc[h] += dk[h];
-    }
-    ds[(p * I + i0 + k) * J + j] = acc;
-  }
+                            T* dc, int64_t p, int64_t j, int64_t i0, int64_t B, int64_t I, int64_t J, int64_t H) {
+  T sv[NB];
+  T* dsk[NB];
+  for (int k = 0; k < NB; ++k) { sv[k] = s[(p * I + i0 + k) * J + j]; dsk[k] = ds + (p * I + i0 + k) * J + j; }
+  adjoint_rows<T, HC, NB>(A, dA, G, [&](int64_t b) { return ((p * B + b) * J + j) * H; },
+                          [&](int64_t b, int k) { return ((p * B + b) * I + i0 + k) * H; }, B, sv, wp, cp, dsk, dw,
+                          dc, H);
 }
 
 // Adjoint of g_reduce: dA (P,B,J,H); ds (P,I,J); per-(p,j) partials dwp, dcp (P,J,H)
