@@ -61,14 +61,14 @@ def load() -> bool:
 
         build = _cache_dir()
         build.mkdir(parents=True, exist_ok=True)
-        lib = build / "mplp_reduce_relu.so"
-        if not lib.exists():
+        if not (build / "mplp_reduce_relu.so").exists():
             print("mplp: building the C++ kernels for this machine (once, about a minute) ...", flush=True)
-            cpp_extension.load(name="mplp_reduce_relu", sources=[str(_SOURCE)], extra_cflags=FLAGS,
-                               extra_ldflags=["-fopenmp"], build_directory=str(build), is_python_module=False,
-                               verbose=False)
-        else:
-            torch.ops.load_library(str(lib))
+        # also when built: cpp_extension holds a lock on the build directory, so processes that
+        # start together (two long runs, a sweep's workers) wait for one build instead of loading
+        # a library another is still writing
+        cpp_extension.load(name="mplp_reduce_relu", sources=[str(_SOURCE)], extra_cflags=FLAGS,
+                           extra_ldflags=["-fopenmp"], build_directory=str(build), is_python_module=False,
+                           verbose=False)
         _register()
         _STATE.update(loaded=True, reason="C++ kernels")
     except Exception as e:  # no compiler, no ninja, unsupported platform, ...
