@@ -68,8 +68,8 @@ def tune_allocator() -> bool:
 
 
 def _select() -> None:
-    """Decide once whether inner steps run as compiled graphs (``torch.compile`` of one whole
-    inner step with its reverse pass) or eagerly, and say why."""
+    """Decide once whether unrolls and steps run as compiled graphs (``torch.compile``, with
+    their reverse pass) or eagerly, and say why; load the C++ kernels."""
     if _ENGINE["step"] is not None:
         return
     tune_allocator()
@@ -79,7 +79,6 @@ def _select() -> None:
         return
     try:
         import torch._dynamo
-        import torch._inductor.config
 
         torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
         probe = torch.compile(lambda a: (a * 2).relu().sum(), dynamic=False, fullgraph=True)
