@@ -26,17 +26,15 @@ what runs).  Compiled graphs are cached on disk (inductor's cache, per shape and
 
 from __future__ import annotations
 
-import functools
 import gc
 import os
 
 import torch
 
 from . import kernels
-from .backward import apply_updates, loss_features
-from .batch_entropy import batch_entropy
+from .backward import loss_features
 from .learners import BN_EPS
-from .optimizee import ForwardCache, LossNode, forward, loss_node
+from .optimizee import ForwardCache, LossNode
 
 # -- the engine: how steps run ------------------------------------------------------------------
 
@@ -220,27 +218,7 @@ def fast_backward(learners, params: list[torch.Tensor], cache: ForwardCache, nod
     return updates
 
 
-# -- one inner step, compiled whole -------------------------------------------------------------
-
-
-def _step(theta: dict[str, torch.Tensor], params: list[torch.Tensor], x: torch.Tensor, y: torch.Tensor, *,
-          spec, activation: str, loss: str, loss_inputs: str, update: bool, be_formula: str):
-    """One inner step on the fast path (thesis Algorithm 2's body): forward on ``x (..., B, n_in)``,
-    loss node, message-passing backward, MPLP update.  Returns the loss ``(...)``, the new params
-    and the batch entropy of each hidden layer ``(n_hidden, ...)`` (None for a batch of 1)."""
-    learners = FastLearners(theta, spec)
-    cache = forward(params, x, activation)
-    node = loss_node(loss, cache.output, y)
-    if update:
-        ups = fast_backward(learners, params, cache, node, activation, loss, loss_inputs)
-        params = apply_updates(params, ups, learners.lr)
-    if not cache.acts:
-        ent = x.new_zeros((0,) + tuple(node.value.shape))
-    elif x.shape[-2] >= 2:
-        ent = torch.stack([batch_entropy(h, be_formula) for h in cache.acts])
-    else:
-        ent = None
-    return node.value, params, ent
+# -- compiled graphs -------------------------------------------------------------
 
 
 def compiled(fn, key: tuple, *args):
@@ -262,16 +240,6 @@ def compiled(fn, key: tuple, *args):
         _SEEN.add(sig)
         _settle_garbage()
     return out
-
-
-def step(theta: dict[str, torch.Tensor], spec, params: list[torch.Tensor], x: torch.Tensor, y: torch.Tensor,
-         activation: str, loss: str, loss_inputs: str = "full", update: bool = True, be_formula: str = "code"):
-    """``_step`` as the engine runs it (``compiled``): validation rollouts go step by step."""
-    kw = dict(spec=spec, activation=activation, loss=loss, loss_inputs=loss_inputs, update=update,
-              be_formula=be_formula)
-    if torch.compiler.is_compiling():                 # traced into a compiled unroll
-        return _step(theta, params, x, y, **kw)
-    return compiled(functools.partial(_step, **kw), ("step",) + tuple(kw.items()), theta, params, x, y)
 
 
 def _settle_garbage() -> None:

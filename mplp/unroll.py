@@ -47,19 +47,34 @@ def inner_step(learners: Learners, params: list[torch.Tensor], x: torch.Tensor, 
     return StepResult(node.value, params, cache.acts, cache.output)
 
 
+def _uses_engine(learners, backward) -> bool:
+    """Neural learners on the fast backward: run through the fast engine (``fast.compiled``)."""
+    return backward is fast.fast_backward and hasattr(learners, "theta") and learners.spec.kind == "neural"
+
+
+def _step_with_entropy(learners: Learners, params, x, y, opt: OptimizeeConfig, loss_inputs: str,
+                       backward: Backward, update: bool, be_formula: str):
+    """``inner_step`` as ``(loss, params, entropy)``: the batch entropy of each hidden layer
+    ``(n_hidden, ...)``, nan for a batch of 1."""
+    st = inner_step(learners, params, x, y, opt, loss_inputs, backward, update)
+    shape = (len(st.acts),) + tuple(st.loss.shape)
+    if not st.acts or x.shape[-2] < 2:
+        return st.loss, st.params, torch.full(shape, float("nan"), dtype=st.loss.dtype, device=st.loss.device)
+    return st.loss, st.params, torch.stack([batch_entropy(h, be_formula) for h in st.acts])
+
+
 def _engine_step(learners: Learners, params, x, y, opt: OptimizeeConfig, loss_inputs: str, backward: Backward,
                  update: bool, be_formula: str):
-    """One inner step as ``(loss, params, entropy (n_hidden, ...) or None)``: the fast engine's
-    (compiled) step for neural learners on the fast backward, else ``inner_step``."""
-    if backward is fast.fast_backward and hasattr(learners, "theta") and learners.spec.kind == "neural":
-        return fast.step(learners.theta, learners.spec, params, x, y, opt.activation, opt.loss, loss_inputs,
-                         update, be_formula)
-    st = inner_step(learners, params, x, y, opt, loss_inputs, backward, update)
-    if not st.acts:
-        return st.loss, st.params, x.new_zeros((0,) + tuple(st.loss.shape))
-    if st.acts[0].shape[-2] < 2:
-        return st.loss, st.params, None
-    return st.loss, st.params, torch.stack([batch_entropy(h, be_formula) for h in st.acts])
+    """``_step_with_entropy``, as one compiled graph per inner step on the fast engine."""
+    if not _uses_engine(learners, backward) or torch.compiler.is_compiling():
+        return _step_with_entropy(learners, params, x, y, opt, loss_inputs, backward, update, be_formula)
+    spec = learners.spec
+
+    def one(theta, params, x, y):
+        return _step_with_entropy(fast.FastLearners(theta, spec), params, x, y, opt, loss_inputs, backward, update,
+                                  be_formula)
+
+    return fast.compiled(one, ("step", spec, opt, loss_inputs, update, be_formula), learners.theta, params, x, y)
 
 
 @dataclass
@@ -92,7 +107,7 @@ def unroll(learners: Learners, params: list[torch.Tensor], xs: torch.Tensor, ys:
     per population member (0 switches it off for that member).  On the fast path with
     neural learners the whole unroll is one compiled graph (``fast.compiled``).
     """
-    if backward is fast.fast_backward and hasattr(learners, "theta") and learners.spec.kind == "neural":
+    if _uses_engine(learners, backward):
         spec = learners.spec
 
         def whole(theta, params, xs, ys, be_weight):
@@ -106,6 +121,8 @@ def unroll(learners: Learners, params: list[torch.Tensor], xs: torch.Tensor, ys:
 def _unroll(learners, params, xs, ys, opt, meta, loss_inputs, backward, be_weight) -> tuple:
     """``unroll``'s loop; returns the fields of an ``UnrollResult`` as a tuple."""
     K = xs.shape[0]
+    if meta.batch_entropy and xs.shape[-2] < 2:
+        raise ValueError("batch entropy needs a batch of at least 2 samples")
     outer = xs.new_zeros(())
     penalty = xs.new_zeros(())
     losses, ents = [], []
@@ -115,10 +132,6 @@ def _unroll(learners, params, xs, ys, opt, meta, loss_inputs, backward, be_weigh
                                            meta.be_formula)
         if meta.unroll == "text" or i > 0:
             outer = outer + loss
-        if H is None:
-            if meta.batch_entropy:
-                raise ValueError("batch entropy needs a batch of at least 2 samples")
-            H = torch.full((len(params) - 1,) + tuple(loss.shape), float("nan"), dtype=loss.dtype, device=loss.device)
         if meta.batch_entropy:  # Eq. 8, from the same entropies that are logged
             penalty = penalty + torch.clamp(meta.be_threshold - H, min=0).mean(0)
         ents.append(H.detach())
@@ -159,8 +172,6 @@ def rollout(learners: Learners, params: list[torch.Tensor], xs: torch.Tensor, ys
     losses, ents = [], []
     for x, y in zip(xs, ys):
         loss, params, H = _engine_step(learners, params, x, y, opt, loss_inputs, backward, True, be_formula)
-        if H is None:
-            H = torch.full((len(params) - 1,) + tuple(loss.shape), float("nan"), dtype=loss.dtype, device=loss.device)
         losses.append(loss)
         ents.append(H)
     return Rollout(torch.stack(losses), torch.stack(ents), params)
