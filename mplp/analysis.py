@@ -35,17 +35,21 @@ class Checkpoint:
     rule: str
 
 
-def choose_checkpoint(run: RunResult) -> Checkpoint:
-    """Among the outer steps with a stored snapshot, the one with the lowest validation loss."""
+def choose_checkpoint(run: RunResult, window: tuple[int, int] | None = None) -> Checkpoint:
+    """Among the outer steps with a stored snapshot (within ``window`` = [lo, hi] when given:
+    the thesis' §5.1 picks a state between 100,000 and 130,000 steps), the one with the
+    lowest validation loss."""
     snaps = run.snapshots()
     v = run.validation
     loss_at = {int(s): float(l) for s, l in zip(v["step"], v["val_loss"]) if np.isfinite(l)}
-    candidates = [s for s in snaps if s in loss_at]
+    candidates = [s for s in snaps if s in loss_at and (window is None or window[0] <= s <= window[1])]
     if not candidates:
-        raise ValueError(f"{run.path}: no snapshot has a finite validation loss")
+        where = "" if window is None else f" in steps {window[0]:,}-{window[1]:,}"
+        raise ValueError(f"{run.path}: no snapshot{where} has a finite validation loss")
     best = min(candidates, key=lambda s: loss_at[s])
+    within = "" if window is None else f" between steps {window[0]:,} and {window[1]:,}"
     return Checkpoint(best, loss_at[best], snaps[best],
-                      "the stored snapshot (every snapshot_every outer steps) with the lowest validation outer-loss")
+                      f"the stored snapshot (every snapshot_every outer steps){within} with the lowest validation outer-loss")
 
 
 def learned_function(theta: dict[str, torch.Tensor], name: str, spec_batch_norm: bool = False):
@@ -203,6 +207,79 @@ def plateau_end(steps: np.ndarray, losses: np.ndarray, drop: float = 0.1) -> int
         if below[i:].all():
             return int(steps[i])
     return None
+
+
+def plateau_exit(steps: np.ndarray, losses: np.ndarray, window: int, drop: float = 0.1) -> int | None:
+    """The pre-registered end of the flat phase: the first validation step ``s`` whose loss is
+    below ``(1 - drop)`` times the run's ``initial_level`` and where the median of the
+    validations in [s, s + window] is below that line too (a crossing that holds; a later
+    divergence spike does not move it, a lone dip on the plateau does not make it).  Steps
+    closer than ``window`` to the run's last validation are not judged (None: no exit yet)."""
+    steps, losses = np.asarray(steps), np.asarray(losses, dtype=float)
+    line = (1 - drop) * initial_level(losses)
+    for i in np.flatnonzero(losses < line):
+        s = steps[i]
+        if s + window > steps[-1]:
+            return None
+        held = losses[(steps >= s) & (steps <= s + window)]
+        if np.median(held) < line:
+            return int(s)
+    return None
+
+
+def _worst(losses) -> np.ndarray:
+    """Validation losses with NaN (a diverged validation) as +inf: the worst value, ranked last."""
+    a = np.asarray(losses, dtype=float)
+    return np.where(np.isnan(a), np.inf, a)
+
+
+def final_level(steps: np.ndarray, losses: np.ndarray, S: int, tail: float = 0.1) -> float:
+    """The pre-registered final loss of a run of ``S`` outer steps: the median of its
+    validation losses after step ``(1 - tail) S`` (robust to a spike, no checkpoint chosen)."""
+    steps, losses = np.asarray(steps), _worst(losses)
+    late = losses[steps > (1 - tail) * S]
+    if not len(late):
+        raise ValueError(f"no validation after step {(1 - tail) * S:,.0f}: the run has not reached the "
+                         f"last {tail:.0%} of its {S:,} steps")
+    return float(np.median(late))
+
+
+def log_mean_loss(losses: np.ndarray) -> float:
+    """How fast meta-training brings the loss down: the mean log validation loss over the run
+    (the log of the curve's geometric mean; lower is faster; a non-finite loss makes it inf)."""
+    return float(np.mean(np.log(_worst(losses))))
+
+
+def spike_fraction(losses: np.ndarray, factor: float = 2.0) -> float:
+    """Meta-training instability: the fraction of validations (after the first) whose loss is
+    more than ``factor`` times the lowest loss of the validations before it (NaN counts as a spike)."""
+    losses = _worst(losses)
+    if len(losses) < 2:
+        return 0.0
+    best = np.minimum.accumulate(losses)[:-1]
+    return float(np.mean(losses[1:] > factor * best))
+
+
+def rises_at(steps: np.ndarray, values: np.ndarray, at: int | None, window: int) -> bool | None:
+    """Whether ``values`` (e.g. the last hidden layer's batch entropy per validation) are higher
+    on average in the ``window`` outer steps after step ``at`` than in the ``window`` before it
+    (None: no ``at``, or either side without a value)."""
+    if at is None:
+        return None
+    steps, values = np.asarray(steps), np.asarray(values, dtype=float)
+    before = values[(steps >= at - window) & (steps < at)]
+    after = values[(steps > at) & (steps <= at + window)]
+    if not len(before) or not len(after):
+        return None
+    return bool(after.mean() > before.mean())
+
+
+def tail_fraction(values: np.ndarray, tail: float = 0.1) -> float:
+    """The mean of the last ``tail`` of a logged series relative to its first value (Fig. 10b:
+    how far the batch-entropy term fell)."""
+    v = np.asarray(values, dtype=float)
+    n = max(1, int(round(tail * len(v))))
+    return float(v[-n:].mean() / v[0])
 
 
 @dataclass

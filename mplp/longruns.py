@@ -13,6 +13,16 @@ the runs once they are complete.
     python -m mplp.longruns sinewave-300k     # §5.1: the three text-setting runs continued to Table 3's 300,000
     python -m mplp.longruns sinewave-script   # §5.1: the released script's setting, seed 0, 100,000 steps
     python -m mplp.longruns status      # steps done per run
+
+The thesis-budget runs of the pre-registered plan (``book/preregistration.md``), seeds
+``PREREG_SEEDS``, the thesis' own outer steps, in the plan's order:
+
+    python -m mplp.longruns tranche1    # §5.1 sinewave (5 x 300,000), then §5.2's 8 cells (5 x 120,000 each)
+    python -m mplp.longruns tranche2    # §5.3 MNIST, term off and on (5 + 5 x 150,000)
+    python -m mplp.longruns thesis      # tranche 1, then tranche 2: what a worker runs
+
+Start one such worker per core: each takes the next population (5 runs) in order that is
+neither complete nor held by another worker, so two workers share the queue.
 """
 
 from __future__ import annotations
@@ -66,11 +76,44 @@ def mnist_extended_configs() -> list[C.ExperimentConfig]:
     return cfgs[False] + cfgs[True]
 
 
+# The pre-registered thesis-budget runs: seeds never run before in this project, the released code's
+# outer Adam (no bias correction), the validation sets of the chapters.
+PREREG_SEEDS = (100, 101, 102, 103, 104)
+# §5.2's cells in the plan's order: the thesis' best cell first (its claim needs that cell only),
+# then the rest of |m| = 8, then |m| = 1
+GRID_ORDER = (ablation.Cell(8, True, True), ablation.Cell(8, False, True), ablation.Cell(8, True, False),
+              ablation.Cell(8, False, False), ablation.Cell(1, True, True), ablation.Cell(1, False, True),
+              ablation.Cell(1, True, False), ablation.Cell(1, False, False))
+
+
+def thesis_sinewave() -> list[C.ExperimentConfig]:
+    """Table 3 at its 300,000 outer steps in the thesis text's setting (chapter 1's), 5 seeds."""
+    return [sinewave.chapter_config(s, sinewave.THESIS_S, 300, 3000, "prediction_target", [1.0, 1.0], False)
+            for s in PREREG_SEEDS]
+
+
+def thesis_grid() -> list[list[C.ExperimentConfig]]:
+    """§5.2's 8 cells at 120,000 outer steps, 5 seeds each, one population per cell (``GRID_ORDER``)."""
+    base = ablation.base_config(ablation.THESIS_S, 300, 20, adam_bias_correction=False)
+    return [[ablation.cell_config(base, cell, s) for s in PREREG_SEEDS] for cell in GRID_ORDER]
+
+
+def thesis_mnist() -> list[list[C.ExperimentConfig]]:
+    """Table 5 at 150,000 outer steps, the batch-entropy term off (5 seeds), then on (5 seeds)."""
+    base = mnist_be.base_config(mnist_be.THESIS_S, 100, 150, 0, adam_bias_correction=False)
+    return [[base.replace(**{"seed": s, "meta.batch_entropy": be}) for s in PREREG_SEEDS] for be in (False, True)]
+
+
 GROUPS = {"mnist": lambda: [mnist_configs()], "mnist-40k": lambda: [mnist_extended_configs()],
           "ablation": ablation_groups, "ablation-60k": lambda: ablation_groups(ABLATION_LONGER_S),
           "sinewave": lambda: [sinewave_groups()["text"]],
           "sinewave-300k": lambda: [sinewave.long_configs(sinewave.THESIS_S, SINEWAVE_SCRIPT_S)["text"]],
-          "sinewave-script": lambda: [sinewave_groups()["script"]]}
+          "sinewave-script": lambda: [sinewave_groups()["script"]],
+          "sinewave-thesis": lambda: [thesis_sinewave()], "grid-thesis": thesis_grid, "mnist-thesis": thesis_mnist,
+          "tranche1": lambda: [thesis_sinewave(), *thesis_grid()], "tranche2": thesis_mnist,
+          "thesis": lambda: [thesis_sinewave(), *thesis_grid(), *thesis_mnist()]}
+# work queues: a worker skips a population that another worker holds
+QUEUES = ("tranche1", "tranche2", "thesis")
 # groups chosen after the shorter runs of the same configs (at this S) were seen: verdicts judged
 # on them say so (post hoc)
 CHOSEN_AFTER = {"mnist-40k": MNIST_S, "ablation-60k": ABLATION_S, "sinewave-300k": SINEWAVE_S}
@@ -113,7 +156,7 @@ def status(root=None) -> list[tuple[str, "sweep.RunStatus"]]:
     from . import sweep
 
     root = root if root is not None else R.committed_root()
-    return [(name, st) for name, groups in GROUPS.items() for st in sweep.status(groups(), root)]
+    return [(name, st) for name, groups in GROUPS.items() if name not in QUEUES for st in sweep.status(groups(), root)]
 
 
 def main(argv=None) -> int:
@@ -132,8 +175,14 @@ def main(argv=None) -> int:
 
     root = paths.results_root()
     for cfgs in GROUPS[args.group]():
-        runs = train_population(cfgs, out_root=root, resume=True, progress=True,
-                                extend_from=extend_sources(args.group, cfgs, root))
+        try:
+            runs = train_population(cfgs, out_root=root, resume=True, progress=True,
+                                    extend_from=extend_sources(args.group, cfgs, root))
+        except R.RunLockedError as e:
+            if args.group not in QUEUES:
+                raise
+            print(f"skipped (another worker holds it): {e}", flush=True)
+            continue
         for r in runs:
             print(f"{r.path}: {r.meta['status']}, {r.meta['steps_done']} steps, "
                   f"validation {r.validation['val_loss'][0]:.4g} -> {r.validation['val_loss'][-1]:.4g}", flush=True)

@@ -171,3 +171,13 @@ def test_crossings_give_the_first_drop_below_the_plateau_line_and_the_returns():
     steps, v = np.arange(6) * 100, np.array([10, 8, 9.5, 8, 20, 7.0])     # line at 9: below at 100, back at 200, 400
     assert crossings(steps, v) == Crossings(100, 2, 20.0) and plateau_end(steps, v) == 500
     assert crossings(steps, np.full(6, 10.0)) == Crossings(None, 0, None)
+
+
+def test_checkpoint_within_a_window(tmp_path):
+    cfg = tiny_config(**M1, **{"meta.S": 8, "validation.every": 2, "snapshot_every": 2})
+    run = train(cfg, tmp_path, progress=False)
+    ck = choose_checkpoint(run, window=(4, 6))
+    losses = dict(zip(run.validation["step"].astype(int), run.validation["val_loss"]))
+    assert ck.step in (4, 6) and ck.val_loss == min(losses[4], losses[6]) and "between steps 4 and 6" in ck.rule
+    with pytest.raises(ValueError, match="in steps 20-30"):
+        choose_checkpoint(run, window=(20, 30))

@@ -1,7 +1,10 @@
-"""The longer runs of issue 16: their configs and the status report (no training here)."""
+"""The longer runs: their configs, the status report and the work queue (tiny training only)."""
+
+import pytest
 
 from mplp import longruns as L
 from mplp import results as R
+
 
 
 def test_groups_are_the_decisive_comparisons_with_the_codes_adam():
@@ -15,10 +18,26 @@ def test_groups_are_the_decisive_comparisons_with_the_codes_adam():
 
 def test_status_lists_every_run(tmp_path, capsys):
     rows = L.status(tmp_path)
-    assert len(rows) == 4 + 4 + 9 + 9 + 3 + 3 + 1
+    assert len(rows) == 4 + 4 + 9 + 9 + 3 + 3 + 1 + 5 + 40 + 10   # the queues (tranche1, ...) are not listed twice
     assert all(r.state == "queued" and r.steps_done == 0 and r.wall_time_s == 0 for _, r in rows)
     assert [g for g, _ in rows].count("ablation") == 9
     assert L.main(["status"]) == 0 and "mnist" in capsys.readouterr().out
+
+
+def test_the_thesis_budget_groups_follow_the_plan():
+    sine, grid, mnist = L.thesis_sinewave(), L.thesis_grid(), L.thesis_mnist()
+    assert [c.seed for c in sine] == list(L.PREREG_SEEDS) and {c.meta.S for c in sine} == {300_000}
+    assert {c.learner.loss_inputs for c in sine} == {"prediction_target"} and {c.meta.K for c in sine} == {10}
+    assert len(grid) == 8 and {c.meta.S for g in grid for c in g} == {120_000}
+    cells = [(g[0].learner.message_size, g[0].learner.batch_norm, g[0].learner.learned_lr) for g in grid]
+    assert cells[0] == (8, True, True) and len(set(cells)) == 8
+    assert [[c.meta.batch_entropy for c in g] for g in mnist] == [[False] * 5, [True] * 5]
+    everything = [c for g in L.GROUPS["thesis"]() for c in g]
+    assert len(everything) == 55 and all(not c.meta.adam_bias_correction for c in everything)
+    # seeds never run before in this project: no stored result has one
+    assert not set(L.PREREG_SEEDS) & {c.seed for name, groups in L.GROUPS.items() if name not in L.QUEUES
+                                      and "thesis" not in name for g in groups() for c in g}
+    assert L.group_of(sine) == "sinewave-thesis" and L.group_of(grid[0]) == "grid-thesis"
 
 
 def test_sinewave_groups_are_chapter_1s_longer_runs():
@@ -56,3 +75,27 @@ def test_a_chapter_that_reads_missing_longer_runs_names_the_group_that_trains_th
     odd = [L.mnist_configs()[0].replace(seed=7)]
     assert L.group_of(L.mnist_configs()) == "mnist" and L.group_of(odd) is None
     assert L.how_to_train(odd).startswith("no group of python -m mplp.longruns")
+
+
+def test_a_queue_worker_skips_a_population_another_worker_holds(tmp_path, monkeypatch, capsys):
+    from helpers import tiny_config
+
+    held, free = [tiny_config(seed=1, **{"meta.S": 2})], [tiny_config(seed=2, **{"meta.S": 2})]
+    monkeypatch.setitem(L.GROUPS, "tranche1", lambda: [held, free])
+    monkeypatch.setattr(L.paths, "results_root", lambda: tmp_path)
+    lock = R.RunLock(R.run_dir(tmp_path, held[0])).acquire()
+    try:
+        assert L.main(["tranche1"]) == 0
+    finally:
+        lock.release()
+    out = capsys.readouterr().out
+    assert "skipped (another worker holds it)" in out and "complete" in out
+    assert R.find_run(tmp_path, free[0]) is not None and R.find_run(tmp_path, held[0]) is None
+    # outside a queue, a held run is an error, not a skip
+    monkeypatch.setitem(L.GROUPS, "sinewave", lambda: [held])
+    lock = R.RunLock(R.run_dir(tmp_path, held[0])).acquire()
+    try:
+        with pytest.raises(R.RunLockedError):
+            L.main(["sinewave"])
+    finally:
+        lock.release()
