@@ -240,6 +240,11 @@ def find_run(root: str | Path, cfg: C.ExperimentConfig, dtype: str | None = None
         r = load_run(d)
     except FileNotFoundError:
         return None
+    except DamagedResultError:
+        if RunLock.held_elsewhere(d):     # being written by its owner right now, not damaged
+            raise RunLockedError(f"{d} is in use by another process (another mplp train or chapter run); "
+                                 "wait for it to finish or stop it") from None
+        raise
     if not r.finished:
         return None
     if dtype is not None and r.meta.get("dtype", dtype) != dtype:
@@ -363,6 +368,23 @@ class RunLock:
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         self.fd = fd
         return self
+
+    @staticmethod
+    def held_elsewhere(directory: Path) -> bool:
+        """Whether another owner holds ``directory``'s lock now (asks without taking it)."""
+        import fcntl
+
+        path = Path(directory) / ".lock"
+        if not path.is_file() or path.is_symlink():
+            return False
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)          # closing drops a lock taken here
+        return False
 
     def release(self) -> None:
         if self.fd is not None:

@@ -86,7 +86,6 @@ def test_store_records_time_and_machine(tmp_path, monkeypatch):
 
 def test_stored_runs_reads_unfinished_runs_and_names_the_command(tmp_path):
     from mplp import trainer
-    from helpers import tiny_config
 
     cfg = tiny_config(**{"meta.S": 4})
     trainer.train(cfg, out_root=tmp_path, progress=False, max_steps=2)
@@ -95,3 +94,22 @@ def test_stored_runs_reads_unfinished_runs_and_names_the_command(tmp_path):
     assert run.meta["status"] == "running" and run.meta["steps_done"] == 2 and store.records
     with pytest.raises(R.MissingResultError, match="trained outside the notebook: python -m mplp.longruns x"):
         store.stored_runs([cfg.replace(seed=99)], "python -m mplp.longruns x")
+
+
+def test_a_run_being_started_elsewhere_is_in_use_not_damaged(tmp_path):
+    """Another process has locked the directory and not yet written meta.json: find_run says the
+    run is in use (a queue worker skips it), not that it is damaged; once free, damaged again."""
+
+    cfg = tiny_config(**{"meta.S": 2})
+    d = R.run_dir(tmp_path, cfg)
+    lock = R.RunLock(d).acquire()
+    (d / "config.yaml").write_text("partial")
+    try:
+        assert R.RunLock.held_elsewhere(d)
+        with pytest.raises(R.RunLockedError, match="in use"):
+            R.find_run(tmp_path, cfg)
+    finally:
+        lock.release()
+    assert not R.RunLock.held_elsewhere(d)
+    with pytest.raises(R.DamagedResultError):
+        R.find_run(tmp_path, cfg)
