@@ -15,13 +15,16 @@ import numpy as np
 
 from . import config as C
 from . import results as R
-from .analysis import plateau_end
-from .claims import PLATEAU_RULE_COMMIT, POLICY_COMMIT, Verdict, decide, final_loss_reached, median_still_falling
+from . import prereg, stats
+from .analysis import log_mean_loss, plateau_end, plateau_exit, spike_fraction
+from .claims import (MEND_COMMIT, PLATEAU_RULE_COMMIT, POLICY_COMMIT, Verdict, decide, final_loss_reached,
+                     median_still_falling)
 
 LR_FIXED = 1.0e-3          # the fixed learning rate of cells without a learned lr (Table 3)
 LR_LEARNED_INIT = 1.0e-2   # initial value of the learned lr (released code)
 THESIS_S = 120_000         # §5.2's outer steps per run
 DECISIVE_RULE_COMMIT = "913f3c6"   # where the longer runs' rule was written (see verdicts)
+PLATEAU_WINDOW = 0.02      # the plan's plateau exit holds for 2 % of S (book/preregistration.md)
 
 
 @dataclass(frozen=True)
@@ -117,7 +120,28 @@ class AblationStudy:
 
     def verdicts(self) -> list[Verdict]:
         return verdicts(self.table, self.tuned["sgd"].best_metric, self.tuned["adam"].best_metric,
-                        self.decisive_table, self.decisive_after)
+                        self.decisive_table, self.decisive_after, self.adam_note())
+
+    def adam_note(self) -> str:
+        """Which outer Adam each set of runs used, with the best cell's plateau exits under each:
+        a confound of every claim judged on pairs from both sets."""
+        if not self.decisive_table:
+            return ""
+        best = Cell(8, True, True)
+        grid_adam = "bias-corrected" if self.base.meta.adam_bias_correction else "the released code's"
+
+        def ends(runs):
+            return ", ".join("never" if e is None else f"{e:,}" for e in
+                             (plateau_end(r.validation["step"], r.validation["val_loss"]) for r in runs))
+        note = (f"outer Adam: the {self.table[best].steps:,}-step grid used the {grid_adam} Adam, the "
+                f"{self.decisive_steps:,}-step runs the released code's (no bias correction), so pairs judged on "
+                "both compare different Adams")
+        if best in self.decisive:
+            note += (f"; in {best.label} the plateau ends (the census rule) are {ends(self.runs[best])} "
+                     f"({grid_adam}, {self.table[best].steps:,} steps) and {ends(self.decisive[best])} "
+                     f"(released code's; the plan's held exit: "
+                     + ", ".join("never" if e is None else f"{e:,}" for e in self.decisive_table[best].exits) + ")")
+        return note
 
 
 def long_config(S: int, validation_every: int, adam_bias_correction: bool = False) -> C.ExperimentConfig:
@@ -185,6 +209,12 @@ class CellSummary:
     falling: bool = False        # the median curve still falls > 5 % over the run's last quarter
     start_median: float = math.nan   # median step-0 validation loss (the untrained optimizer)
     steps: int = 0               # outer steps run
+    # per seed: mean log validation loss (analysis.log_mean_loss), instability (spike_fraction) and
+    # plateau exit (plateau_exit, the plan's held crossing; None: not left), for the plan's tests
+    log_means: tuple = ()
+    spikes: tuple = ()
+    exits: tuple = ()
+    final_seeds: tuple = ()      # per seed final validation loss
 
     @property
     def left(self) -> bool:
@@ -218,7 +248,9 @@ def summarise(cell: Cell, runs: list[R.RunResult], level: float) -> CellSummary:
     return CellSummary(cell, len(runs), float(np.median(final)), float(final.min()), float(final.max()),
                        float(np.median(np.exp(np.log(L).mean(1)))), med_reach if math.isfinite(med_reach) else math.nan,
                        n_reached, stuck, spread, sum(int(r.meta.get("skipped_outer_updates", 0)) for r in runs),
-                       median_still_falling(L), float(np.median(L[:, 0])), int(steps[-1]))
+                       median_still_falling(L), float(np.median(L[:, 0])), int(steps[-1]),
+                       tuple(log_mean_loss(l) for l in L), tuple(spike_fraction(l) for l in L),
+                       tuple(plateau_exit(steps, l, int(PLATEAU_WINDOW * THESIS_S)) for l in L), tuple(final))
 
 
 def common_level(runs: dict[Cell, list[R.RunResult]], fraction: float = 0.5) -> float:
@@ -259,8 +291,21 @@ def _at(s: CellSummary) -> str:
     return f" at {s.steps:,} steps" if s.steps != THESIS_S else ""
 
 
+def _mw(a: CellSummary, b: CellSummary, field: str = "log_means") -> str:
+    """The exact one-sided Mann-Whitney p that ``a``'s per-seed values lie below ``b``'s (as text;
+    "" when the summaries carry no per-seed values)."""
+    x, y = getattr(a, field), getattr(b, field)
+    return f"p = {stats.mann_whitney(x, y, 'less'):.3g}" if len(x) and len(y) else ""
+
+
+def _seeds(pairs) -> str:
+    counts = sorted({(s.n_seeds, s.steps) for pr in pairs for s in pr}, key=lambda t: t[1])
+    return "; ".join(f"{n} seeds per cell at {st:,} steps" for n, st in counts)
+
+
 def verdicts(rows: dict[Cell, CellSummary], sgd: float, adam: float,
-             longer: dict[Cell, CellSummary] | None = None, longer_after: int | None = None) -> list[Verdict]:
+             longer: dict[Cell, CellSummary] | None = None, longer_after: int | None = None,
+             adam_note: str = "") -> list[Verdict]:
     """The verdicts on §5.2's claims from the cell summaries and the tuned baselines, through
     the written policy (``claims``).  A pair of cells is decided when at least one of its
     two arms has a majority of seeds off the plateau (the same rule both ways); for
@@ -288,11 +333,16 @@ def verdicts(rows: dict[Cell, CellSummary], sgd: float, adam: float,
         test = "yes" if len(decided) == len(pairs) else "partly"
     else:
         test = "partly" if any(faster) else "no"
+    ps = [f"{on.cell.message_size}/{'learned' if on.cell.learned_lr else 'fixed'}: {_mw(on, off)}"
+          for off, on in decided if _mw(on, off)]
     out.append(Verdict("batch-norm converges faster in every configuration", "§5.2",
                        "median geometric-mean validation loss with BN < without, in all 4 (|m|, lr) pairs that are "
                        "decided (an arm off the plateau)",
-                       f"{sum(faster)}/{len(decided)} decided pairs faster ({ev})",
+                       f"{sum(faster)}/{len(decided)} decided pairs faster ({ev})"
+                       + (f"; {adam_note}" if adam_note else ""),
                        decide(test, about_trained=True, reached=bool(decided)), test_outcome=test,
+                       seeds=_seeds(pairs), interval=("one-sided Mann-Whitney per decided pair, " + "; ".join(ps))
+                       if ps else "",
                        steps=max(s.steps for pr in (decided or pairs) for s in pr),
                        partly_rule=f"faster in {sum(faster)} of {len(decided)} decided pairs, "
                                    f"{len(pairs) - len(decided)} of {len(pairs)} pairs not reached",
@@ -312,7 +362,10 @@ def verdicts(rows: dict[Cell, CellSummary], sgd: float, adam: float,
                                              for (m1, m8), r in zip(pairs, ratio)),
                        decide(test, about_trained=True, reached=bool(decided)), test_outcome=test,
                        partly_rule=f"at most half in {sum(much)} of {len(decided)} decided pairs",
-                       steps=max(s.steps for pr in (decided or pairs) for s in pr),
+                       steps=max(s.steps for pr in (decided or pairs) for s in pr), seeds=_seeds(pairs),
+                       interval="; ".join(f"{m8.cell.label.split(', ', 1)[1]}: |m| = 8 / |m| = 1 "
+                                          f"{stats.bootstrap_ratio(m8.final_seeds, m1.final_seeds)}"
+                                          for m1, m8 in pairs if len(m1.final_seeds) and len(m8.final_seeds)),
                        post_hoc="; ".join(filter(None, [f"{POLICY_COMMIT}: 'partly' was 'lower in >= 3 pairs'; settled "
                                                          "pairs only", lp]))))
     # 3. learned lr helps most at |m| = 8 without batch-norm
@@ -327,21 +380,32 @@ def verdicts(rows: dict[Cell, CellSummary], sgd: float, adam: float,
                        ", ".join(f"|m|={m} BN {'on' if bn else 'off'}: {g:.3f}" for (m, bn), g in gain.items())
                        + f"; |m|=8 BN off: {_left(target[0])} (fixed), {_left(target[1])} (learned)",
                        decide(test, about_trained=True, reached=target[0].left or target[1].left), test_outcome=test,
-                       post_hoc=ph, steps=target[0].steps))
-    wider = [on.final_log_spread > off.final_log_spread for off, on in pairs.values()]
+                       post_hoc=ph, steps=target[0].steps, seeds=_seeds(pairs.values()),
+                       interval=f"|m|=8 BN off, fixed slower than learned: one-sided Mann-Whitney "
+                                f"{_mw(target[1], target[0])}" if len(target[0].log_means) else ""))
     more_stuck = sum(on.n_stuck for _, on in pairs.values()) - sum(off.n_stuck for off, _ in pairs.values())
     skip_on = sum(on.skipped for _, on in pairs.values())
     skip_off = sum(off.skipped for off, _ in pairs.values())
-    test = "yes" if sum(wider) >= 3 else ("partly" if sum(wider) == 2 else "no")
+    strata = {f"|m|={m} BN {'on' if bn else 'off'}": (on.spikes, off.spikes) for (m, bn), (off, on) in pairs.items()}
+    d = prereg.stratified_shift(strata, "greater")
     out.append(Verdict("learned lr makes training less stable", "§5.2",
-                       "std over seeds of log final loss larger with learned lr, in at least 3 of 4 pairs "
+                       "the plan's test (prereg.stratified_shift): the fraction of validations more than twice the "
+                       "lowest before them (analysis.spike_fraction) larger with the learned lr, a permutation test "
+                       "within the 4 (|m|, BN) pairs, one-sided at 0.05 (partly: the direction in >= 3 of 4) "
                        "(meta-training stability: decided on the plateau too)",
-                       ", ".join(f"|m|={m} BN {'on' if bn else 'off'}: {off.final_log_spread:.3f} -> "
-                                 f"{on.final_log_spread:.3f}" for (m, bn), (off, on) in pairs.items())
+                       "spike fractions (learned vs fixed) " + d.evidence
+                       + "; the old measure, std over seeds of log final loss (fixed -> learned): "
+                       + ", ".join(f"|m|={m} BN {'on' if bn else 'off'}: {off.final_log_spread:.3f} -> "
+                                   f"{on.final_log_spread:.3f}" for (m, bn), (off, on) in pairs.items())
                        + f"; stuck seeds learned - fixed: {more_stuck:+d}; outer updates skipped for a diverged "
-                         f"inner problem: {skip_on} learned vs {skip_off} fixed",
-                       test, partly_rule="wider in 2 of 4 pairs", steps=max(s.steps for s in rows.values()), post_hoc=f"{POLICY_COMMIT}: stuck = not left the "
-                                                                             "plateau (evidence only)"))
+                         f"inner problem: {skip_on} learned vs {skip_off} fixed; the learned-lr cells also start "
+                         f"with a {LR_LEARNED_INIT / LR_FIXED:.0f}x larger step ({LR_LEARNED_INIT:g} vs {LR_FIXED:g})",
+                       d.outcome if d.outcome != "undecided" else "undecided", partly_rule=d.rule,
+                       steps=max(s.steps for s in rows.values()), seeds=_seeds(pairs.values()),
+                       interval=f"stratified permutation p = {d.p:.3g}",
+                       post_hoc=f"{POLICY_COMMIT}: stuck = not left the plateau (evidence only); {MEND_COMMIT}: the "
+                                "plan's spike fraction and stratified permutation test replace 'std of log final loss "
+                                "wider in >= 3 of 4 pairs' (after the data was seen)"))
     # 4. the best configuration beats tuned SGD but not tuned Adam
     top = min([*rows.values(), *(longer or {}).values()], key=lambda s: s.final_median)
     test = "yes" if adam < top.final_median < sgd else "no"
@@ -352,6 +416,31 @@ def verdicts(rows: dict[Cell, CellSummary], sgd: float, adam: float,
                        f"{'still falling' if top.falling else 'settled'} at {top.steps:,} of {THESIS_S:,} steps; "
                        f"SGD {sgd:.3g}, Adam {adam:.3g}; step 0: {top.start_median:.3g}",
                        decide(test, about_trained=True, reached=top.settled), test_outcome=test, steps=top.steps,
+                       seeds=f"{top.n_seeds} seeds at {top.steps:,} steps",
+                       interval=(f"median / SGD {stats.bootstrap_ratio(top.final_seeds, [sgd])} (95 % bootstrap)"
+                                 if len(top.final_seeds) else ""),
                        post_hoc="; ".join(filter(None, [f"{POLICY_COMMIT}: the Adam half alone no longer makes it "
                                                          "'partly'", lp]))))
+    # 5. with batch-norm, meta-training less often gets stuck at the beginning (the grid's runs)
+    on = [s for c, s in rows.items() if c.batch_norm]
+    off = [s for c, s in rows.items() if not c.batch_norm]
+    n_on, n_off = sum(s.n_seeds for s in on), sum(s.n_seeds for s in off)
+    d = prereg.fewer_events(sum(s.n_stuck for s in on), n_on, sum(s.n_stuck for s in off), n_off,
+                            ("with BN", "without BN"))
+    ev = f"stuck (census rule): {d.evidence}"
+    if all(len(s.exits) for s in rows.values()):
+        held = prereg.fewer_events(sum(e is None for s in on for e in s.exits), n_on,
+                                   sum(e is None for s in off for e in s.exits), n_off, ("with BN", "without BN"))
+        window = int(PLATEAU_WINDOW * THESIS_S)
+        ev += (f"; by the plan's held exit ({window:,}-step window, which confirms only crossings before step "
+               f"{max(s.steps for s in rows.values()) - window:,} in these runs): {held.evidence}")
+    out.append(Verdict("with batch-norm, meta-training less often gets stuck at the beginning", "§5.2",
+                       "prereg.fewer_events: runs that have not left the plateau by the end of the grid's runs "
+                       "(analysis.plateau_end, the census rule), with BN against without, over all 4 (|m|, lr) "
+                       "pairs; Fisher's exact test, one-sided at 0.05 (partly: fewer, not significant) "
+                       "(meta-training dynamics: decided on the plateau too)",
+                       ev, d.outcome, partly_rule=d.rule,
+                       steps=max(s.steps for s in rows.values()), seeds=_seeds([(s,) for s in rows.values()]),
+                       interval=f"Fisher p = {d.p:.3g}",
+                       post_hoc=f"{MEND_COMMIT}: a claim added to the ledger after the grid's data was seen"))
     return out

@@ -24,6 +24,9 @@ numbers are read:
 6. Thesis claims, Metz et al.'s (and Vicol et al.'s) claims and the book's own
    implementation checks are tallied separately; only decided rows (reproduced, partly,
    not reproduced) count.
+7. Rows on the shorter runs are *exploratory*; the pre-registered tests on the thesis-budget
+   runs (``book/preregistration.md``) give *confirmatory* rows, tallied apart.  Every row
+   gives its seeds and, where it has one, its interval or p-value (``stats``, ``prereg``).
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ LABELS = {"yes": "reproduced", "partly": "partly", "no": "not reproduced",
           "not_reached": "not reached at this budget", "trivial": "trivially true (not counted)",
           "undecided": "not decidable"}
 COUNTED = ("yes", "partly", "no")
+STAGES = ("exploratory", "confirmatory")
 KINDS = {"thesis": "thesis claims", "metz": "Metz et al. / Vicol et al. claims", "check": "implementation checks"}
 
 # Rows whose test the policy changed cite its commit.
@@ -44,6 +48,9 @@ POLICY_COMMIT = "c5e5bca"            # the commit that wrote this policy and rel
 # Earlier test changes made after their data was seen.
 PLATEAU_RULE_COMMIT = "8b40ac7"     # a diverged step-0 validation is not the start of the plateau
 CH4_RULES_COMMIT = "7741a92"        # chapter 4: late geometric mean of the lr; three-way gradient growth
+# The ledger mended by the pre-registered plan's rules (book/preregistration.md), applied evenly to
+# the shorter runs after their data was seen: every row it changed says so.
+MEND_COMMIT = "ledger-mend"
 
 POLICY = __doc__.split("numbers are read:", 1)[1].strip()
 
@@ -60,7 +67,11 @@ class Verdict:
     post_hoc: "" or "<commit>: what changed after the data was seen"; test_outcome:
     what the test alone said, before the policy (shown when the policy overrides it);
     steps: outer steps of the meta-training runs the verdict is judged on (0: none), for the
-    report's cost of each claim.
+    report's cost of each claim; seeds: the runs behind the row in words ("3 seeds", "2 + 2
+    seeds"); interval: the quantity's bootstrap interval or the test's p in words
+    (``stats``, ``prereg``); stage: "exploratory" (the shorter runs, tests written or mended
+    after their data) or "confirmatory" (the pre-registered tests on the thesis-budget runs,
+    ``book/preregistration.md``).
     """
 
     claim: str
@@ -73,8 +84,13 @@ class Verdict:
     post_hoc: str = ""
     test_outcome: str = ""
     steps: int = 0
+    seeds: str = ""
+    interval: str = ""
+    stage: str = "exploratory"
 
     def __post_init__(self):
+        if self.stage not in STAGES:
+            raise ValueError(f"stage {self.stage!r} is not one of {STAGES}")
         if self.holds not in OUTCOMES:
             raise ValueError(f"verdict {self.holds!r} is not one of {OUTCOMES}")
         if self.kind not in KINDS:
@@ -133,10 +149,12 @@ def median_still_falling(curves) -> bool:
     return still_falling(np.median(np.stack([np.asarray(c[:n], dtype=float) for c in curves]), 0))
 
 
-def tally(verdicts: list[Verdict]) -> dict[str, dict[str, int]]:
-    """Counts per kind and outcome label (every outcome listed, zeros included)."""
-    return {KINDS[k]: {LABELS[o]: sum(v.kind == k and v.holds == o for v in verdicts) for o in OUTCOMES}
-            for k in KINDS if any(v.kind == k for v in verdicts)}
+def tally(verdicts: list[Verdict], stage: str | None = None) -> dict[str, dict[str, int]]:
+    """Counts per kind and outcome label (every outcome listed, zeros included), of the rows of
+    ``stage`` only when given (exploratory and confirmatory rows are counted apart)."""
+    rows = [v for v in verdicts if stage is None or v.stage == stage]
+    return {KINDS[k]: {LABELS[o]: sum(v.kind == k and v.holds == o for v in rows) for o in OUTCOMES}
+            for k in KINDS if any(v.kind == k for v in rows)}
 
 
 def describe(v: Verdict, number: int | None = None, evidence: bool = True) -> str:
@@ -146,6 +164,8 @@ def describe(v: Verdict, number: int | None = None, evidence: bool = True) -> st
     lines = [f"{head}{v.claim} ({v.where}): {v.label.upper()}", f"   test: {v.test}"]
     if evidence:
         lines.append(f"   ours: {v.evidence}")
+    if v.seeds or v.interval:
+        lines.append(f"   {v.stage}: " + "; ".join(x for x in (v.seeds, v.interval) if x))
     if v.test_outcome != v.holds:
         lines.append(f"   the test alone: {LABELS[v.test_outcome]} (the policy decides: {LABELS[v.holds]})")
     if v.post_hoc:

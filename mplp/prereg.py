@@ -33,7 +33,7 @@ class Decision:
 
 
 def _fmt(values) -> str:
-    return ", ".join("never" if v is None else f"{v:.4g}" for v in values)
+    return ", ".join("never" if v is None else (stats.number(v) if abs(v) >= 1000 else f"{v:.4g}") for v in values)
 
 
 def _censor(exits, S: int) -> np.ndarray:

@@ -127,9 +127,10 @@ class Report:
     missing: dict[str, str]
     census: list[CensusRow] = None
 
-    def tally(self) -> dict[str, dict[str, int]]:
-        """Outcome counts per kind of claim (thesis, Metz et al., implementation checks)."""
-        return tally([r.verdict for r in self.ledger])
+    def tally(self, stage: str | None = None) -> dict[str, dict[str, int]]:
+        """Outcome counts per kind of claim (thesis, Metz et al., implementation checks), of the
+        rows of ``stage`` ("exploratory" or "confirmatory") only when given."""
+        return tally([r.verdict for r in self.ledger], stage)
 
     @property
     def runs_left(self) -> tuple[int, int]:
@@ -362,8 +363,11 @@ def ledger_html(ledger: list[LedgerRow]) -> str:
             extra += (" " if extra else "") + f"(the test alone: {escape(LABELS[v.test_outcome])})"
         if v.post_hoc:
             extra += '<br><em>post hoc</em>'
+        extra += f'<br><span style="color:#666">{escape(v.stage)}</span>'
+        runs = "; ".join(x for x in (v.seeds, v.interval) if x)
         details = (f"<details><summary>test and numbers</summary><p><b>Test.</b> {escape(v.test)}</p>"
                    f"<p><b>Ours.</b> {escape(v.evidence)}</p>"
+                   + (f"<p><b>Runs and statistics.</b> {escape(runs)}</p>" if runs else "")
                    + (f"<p><b>Post hoc.</b> {escape(v.post_hoc)}</p>" if v.post_hoc else "") + "</details>")
         chapter_no = paths.CHAPTERS.index(r.chapter)
         rows.append(f'<tr><td style="vertical-align:top">{k}</td><td style="vertical-align:top">'
@@ -434,3 +438,41 @@ def claim_costs_markdown(ledger: list[LedgerRow]) -> str:
         lines.append(f"| {paths.CHAPTERS.index(r.chapter)} | {_cell(v.claim)} | {v.steps:,} / {t:,} "
                      f"({v.steps / t:.1%}) | {LABELS[v.holds]} |")
     return "\n".join(lines)
+
+
+@dataclass
+class BudgetGroup:
+    """How far one group of the pre-registered thesis-budget runs (``mplp.longruns``) has got:
+    ``runs`` in it, ``complete`` of them, outer ``steps_done`` over ``steps_total``, the
+    population-time ``wall_time_s`` (each population counted once) and its rate."""
+
+    group: str
+    runs: int
+    complete: int
+    steps_done: int
+    steps_total: int
+    wall_time_s: float
+
+    @property
+    def steps_per_hour(self) -> float:
+        """Outer steps (summed over runs) per hour of the populations' wall time."""
+        return self.steps_done / (self.wall_time_s / 3600) if self.wall_time_s else 0.0
+
+
+BUDGET_GROUPS = ("sinewave-thesis", "grid-thesis", "mnist-thesis")
+
+
+def thesis_budget(root: Path | None = None) -> list[BudgetGroup]:
+    """``BudgetGroup`` per group of the plan (``book/preregistration.md``), read from the stored
+    runs' own files; the runs of a population train together, so its wall time counts once."""
+    from . import longruns, sweep
+
+    root = root if root is not None else R.committed_root()
+    out = []
+    for name in BUDGET_GROUPS:
+        pops = [sweep.status([cfgs], root) for cfgs in longruns.GROUPS[name]()]
+        runs = [st for pop in pops for st in pop]
+        out.append(BudgetGroup(name, len(runs), sum(st.state in ("complete", "diverged") for st in runs),
+                               sum(st.steps_done for st in runs), sum(st.steps_total for st in runs),
+                               sum(max(st.wall_time_s for st in pop) for pop in pops)))
+    return out

@@ -32,7 +32,14 @@ class Interval:
     level: float = 0.95
 
     def __str__(self) -> str:
-        return f"{self.estimate:.3g} [{self.low:.3g}, {self.high:.3g}]"
+        return f"{number(self.estimate)} [{number(self.low)}, {number(self.high)}]"
+
+
+def number(x: float) -> str:
+    """A value as the ledger prints it: thousands with separators (outer steps), else 3 digits."""
+    if np.isfinite(x) and abs(x) >= 1000:
+        return f"{x:,.0f}"
+    return f"{x:.3g}"
 
 
 def _check(alternative: str) -> None:

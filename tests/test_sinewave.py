@@ -27,7 +27,7 @@ def test_over_seeds_needs_a_majority_decided_and_agreement():
 
 def test_claims_1_and_2_are_judged_on_the_longer_runs():
     steps = np.arange(0, 1001, 100)
-    kw = dict(thesis_plateau_end=500)
+    kw = dict(thesis_plateau_end=500, plateau_window=200)
     chapter_run = np.full(11, 50.0)                                        # the chapter's own run: flat
     leaves_at_500 = np.array([50, 50, 49, 50, 49, 40, 30, 20, 15, 12, 10.0])
     corr = {"f": -0.9, "g_lin": 0.9}
@@ -35,7 +35,8 @@ def test_claims_1_and_2_are_judged_on_the_longer_runs():
     ck = Checkpoint(1000, 10.0, {}, "")
     longer = [(steps, leaves_at_500, ck), (steps, leaves_at_500, ck), (steps, chapter_run, Checkpoint(0, 50.0, {}, ""))]
     v = SW.verdicts(steps, chapter_run, Checkpoint(0, 50.0, {}, ""), 18.0, 5.0, corr, cal, longer=longer, **kw)
-    assert v[0].holds == "yes" and "seed 2: no plateau end in 1,000 steps" in v[0].evidence
+    assert v[0].holds == "yes" and "plateau exits 500, 500, never (of 1,000 steps)" in v[0].evidence
+    assert v[0].interval.startswith("median exit 500") and v[0].seeds.startswith("3 seeds")
     # 2 of 3 left, but their median curve still falls (12 -> 10): a final-loss claim is not reached (rule 1)
     assert v[1].holds == "not_reached" and v[1].test_outcome == "yes" and "median 10 vs SGD 18" in v[1].evidence
     assert "still falling at 1,000 of 300,000" in v[1].evidence and v[1].post_hoc.startswith(SW.FALLING_RULE_COMMIT)
@@ -43,10 +44,16 @@ def test_claims_1_and_2_are_judged_on_the_longer_runs():
     v = SW.verdicts(steps, chapter_run, Checkpoint(0, 50.0, {}, ""), 18.0, 5.0, corr, cal, **kw,
                     longer=[(steps, settled, ck), (steps, settled, ck), (steps, chapter_run, ck)])
     assert v[1].holds == "yes" and "settled" in v[1].evidence
-    early = np.array([50, 40] + [30.0] * 9)                                   # leaves at 100: too early
+    early = np.array([50, 50, 40] + [30.0] * 8)                               # leaves at 200: before 250
     v = SW.verdicts(steps, chapter_run, ck, 18.0, 5.0, corr, cal, **kw,
-                    longer=[(steps, leaves_at_500, ck), (steps, early, ck), (steps, chapter_run, ck)])
-    assert v[0].holds == "partly" and v[0].partly_rule == "ending in the window in 1 of 2 decided seeds"
+                    longer=[(steps, early, ck), (steps, early, ck), (steps, chapter_run, ck)])
+    assert v[0].holds == "partly" and v[0].partly_rule.startswith("median exit outside [250, 1,000]")
+    # a spike after the exit does not move it (the old rule's end did)
+    spiky = leaves_at_500.copy()
+    spiky[8] = 500.0
+    v = SW.verdicts(steps, chapter_run, ck, 18.0, 5.0, corr, cal, **kw,
+                    longer=[(steps, spiky, ck), (steps, spiky, ck), (steps, chapter_run, ck)])
+    assert v[0].holds == "yes" and "old rule (stays below for good, moved by later spikes): 900, 900" in v[0].evidence
     alone = SW.verdicts(steps, chapter_run, Checkpoint(0, 50.0, {}, ""), 18.0, 5.0, corr, cal, **kw)
     assert [x.holds for x in alone[:2]] == ["not_reached", "not_reached"]
 
@@ -68,7 +75,7 @@ def test_the_script_run_is_read_against_sgd_tuned_on_its_own_task(cpu_study):
 
 def test_claim_4_is_judged_on_the_longer_runs_that_left_the_plateau():
     steps = np.arange(0, 1001, 100)
-    kw = dict(thesis_plateau_end=500)
+    kw = dict(thesis_plateau_end=500, plateau_window=200)
     flat = np.full(11, 50.0)
     leaves = np.array([50, 50, 49, 50, 49, 40, 30, 20, 15, 12, 10.0])
     names = ("f", "g_lin")

@@ -130,11 +130,17 @@ def test_landscape_rows_count_jumps_and_basins():
 def test_truncation_verdicts_from_constructed_results():
     rows = [Tr.LandscapeRow(10, 0, 5.0, 0.0), Tr.LandscapeRow(1000, 6, 500.0, 0.3)]
     lg = Tr.LrGradient(torch.tensor([0.01]), [1, 100], torch.tensor([[1.0, 50.0]]), torch.tensor([[1.0, 50.0]]))
-    tr = lambda lr: Tr.OuterTrace("x", 1, np.array([1]), np.array([lr]), 0.0, 1)
+    tr = lambda lr: Tr.OuterTrace("x", 1, np.array([1, 2]), np.array([1e-3, lr]), 0.0, 1)   # starts at 1e-3
     grid = Tr.LrGrid(np.array([1e-3, 4e-3]), np.array([1.0, 0.5]), 4e-3)
+    tg = lambda total: Tr.TruncationGradients(10, 1e-3, np.array([10]), np.array([total]), np.array([total]))
     vs = Tr.verdicts(rows, lg, [2.0, 900.0], {"tbptt-10": tr(5e-4), "tbptt-1000": tr(3e-3), "pes-10": tr(5e-3)},
-                     grid, 10, 1000)
-    assert [v.holds for v in vs] == ["yes", "yes", "yes", "yes"]
+                     grid, 10, 1000, {10: tg(+0.4), 1000: tg(-0.1)})
+    assert [v.holds for v in vs] == ["yes", "yes", "yes", "yes", "yes"]
+    assert "anti-correlated" in vs[3].claim and vs[3].seeds
+    # the short truncation's lr below the full unroll's but rising from its start: the ordering alone
+    rising = Tr.verdicts(rows, lg, [2.0, 900.0], {"tbptt-10": tr(2e-3), "tbptt-1000": tr(3e-3)}, grid, 10, 1000,
+                         {10: tg(-0.4), 1000: tg(-0.1)})
+    assert rising[2].holds == "partly" and "rises" in rising[2].partly_rule and rising[3].holds == "no"
     vs = Tr.verdicts(rows[::-1], lg, [900.0, 2.0],
                      {"tbptt-10": tr(3e-3), "tbptt-1000": tr(5e-4), "pes-10": tr(1e-4)}, grid, 10, 1000)
     assert [v.holds for v in vs] == ["no", "no", "no", "no"]
