@@ -50,7 +50,7 @@ PLATEAU_RULE_COMMIT = "8b40ac7"     # a diverged step-0 validation is not the st
 CH4_RULES_COMMIT = "7741a92"        # chapter 4: late geometric mean of the lr; three-way gradient growth
 # The ledger mended by the pre-registered plan's rules (book/preregistration.md), applied evenly to
 # the shorter runs after their data was seen: every row it changed says so.
-MEND_COMMIT = "ledger-mend"
+MEND_COMMIT = "6b95b39"
 
 POLICY = __doc__.split("numbers are read:", 1)[1].strip()
 
