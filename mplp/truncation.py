@@ -8,6 +8,8 @@ leading dimension of outer parameters and runs in float64.
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -366,9 +368,24 @@ def landscape(momenta: torch.Tensor, horizons: list[int], lr: float, jump: float
     return rows
 
 
+MINIMA = (0.0, (21 + math.sqrt(21 ** 2 - 4 * 4 * 24)) / 8)     # l'(w) = 0: w = 0 and w = 3.57 (minima)
+RIDGE = (21 - math.sqrt(21 ** 2 - 4 * 4 * 24)) / 8              # and w = 1.68, the maximum between them
+
+
+def basin_reading(momenta, trajectories) -> dict:
+    """Fig. 3b read from the toy's trajectories ``(M, T + 1)``: per momentum, the minimum its
+    run ends nearest to (0 or 1, None when it diverged) and how often it crossed the ridge
+    between the two basins (w = 1.68)."""
+    w = np.asarray(trajectories, dtype=float)
+    final = w[:, -1]
+    ends = [None if not np.isfinite(f) else int(abs(f - MINIMA[1]) < abs(f - MINIMA[0])) for f in final]
+    crossings = [int(np.sum(np.diff(np.sign(row[np.isfinite(row)] - RIDGE)) != 0)) for row in w]
+    return {"momenta": np.asarray(momenta, dtype=float), "ends": ends, "crossings": crossings}
+
+
 def verdicts(rows: list[LandscapeRow], lr_grad: LrGradient, momentum_grad_max, traces: dict[str, OuterTrace],
              grid: LrGrid, shortest: int, longest: int,
-             truncation_grads: dict[int, "TruncationGradients"] | None = None) -> list:
+             truncation_grads: dict[int, "TruncationGradients"] | None = None, basins: dict | None = None) -> list:
     """The toy chapter's claims: landscape pathology and exploding gradients with T (Metz
     et al. §2.3), truncation bias shrinking the learned lr (§2.4), PES removing it (Vicol
     et al.).  ``momentum_grad_max``: max |d l(w_T) / d momentum| over the grid at each of
@@ -380,6 +397,26 @@ def verdicts(rows: list[LandscapeRow], lr_grad: LrGradient, momentum_grad_max, t
                        f"jumps {first.jumps} -> {last.jumps}; max slope {first.max_slope:.3g} -> {last.max_slope:.3g}",
                        "yes" if last.jumps > first.jumps else ("partly" if last.max_slope > first.max_slope else "no"),
                        kind="metz", partly_rule="no more jumps, but a steeper largest slope"))
+    if basins is not None:
+        m, ends, cross = basins["momenta"], basins["ends"], basins["crossings"]
+        low = ends[0] == 0
+        second = [k for k, e in enumerate(ends) if e == 1]
+        higher = bool(second) and all(e == 0 for e in ends[:second[0]])
+        oscillate = bool(second) and any(c >= 2 for c in cross[second[0]:])
+        holds = [low, higher, oscillate]
+        out.append(Verdict("on the toy, low momenta settle in the first minimum, higher ones in the second, and "
+                           "larger ones oscillate between them first", "Metz et al. §2.3, Fig. 3b",
+                           f"over the {len(m)} momenta of Fig. 3 (T = {rows[-1].T}): the lowest ends at w = 0; the "
+                           f"first to end at w = {MINIMA[1]:.2f} comes after a run of momenta that all end at 0; some "
+                           f"momentum above it crosses the ridge between the basins (w = {RIDGE:.2f}) at least twice "
+                           "(partly: two of the three)",
+                           f"lowest momentum {m[0]:.3g} ends at the "
+                           f"{'first' if low else 'second' if ends[0] == 1 else 'no'} minimum; first at the second "
+                           f"minimum: {f'momentum {m[second[0]]:.3g}' if second else 'none'}; momenta crossing the "
+                           f"ridge twice or more: {sum(c >= 2 for c in cross)}; diverged: {sum(e is None for e in ends)}",
+                           "yes" if all(holds) else ("partly" if sum(holds) == 2 else "no"), kind="metz",
+                           partly_rule="two of the three patterns", seeds="deterministic (no seeds)",
+                           post_hoc=f"{MEND_COMMIT}: a claim added to the ledger after Fig. 3b was seen"))
     g = np.asarray(momentum_grad_max, dtype=float)
     decays = lr_grad.autograd.abs().amax(0)
     peak = int(np.argmax(g))
@@ -409,6 +446,20 @@ def verdicts(rows: list[LandscapeRow], lr_grad: LrGradient, momentum_grad_max, t
                        seeds=f"1 seed, {len(traces[f'tbptt-{shortest}'].lr)} outer updates per truncation length",
                        post_hoc=f"{CH4_RULES_COMMIT}: late geometric mean replaced the final value; {MEND_COMMIT}: the "
                                 "'decreases' half of the claim tested (after the data was seen)"))
+    if truncation_grads is not None and shortest in truncation_grads:
+        tg = truncation_grads[shortest]
+        late = float(np.median(tg.grads[len(tg.grads) // 2:]))
+        first_neg, late_pos = tg.grads[0] < 0, late > 0
+        out.append(Verdict("truncated outer-gradients are negative early in inner training and positive later",
+                           "Metz et al. §2.4, Fig. 4b",
+                           f"the k = {shortest} truncations' gradients (d loss / d log lr) along one inner problem at "
+                           f"lr {tg.lr:.3g}: the first negative and the median over the second half positive "
+                           "(partly: one of the two)",
+                           f"first {tg.grads[0]:+.3g}; median over the second half {late:+.3g}; last {tg.grads[-1]:+.3g}",
+                           "yes" if first_neg and late_pos else ("partly" if first_neg or late_pos else "no"),
+                           kind="metz", partly_rule="early negative, not positive later" if first_neg else
+                           "positive later, not negative early", seeds="1 inner problem at one lr (1 seed)",
+                           post_hoc=f"{MEND_COMMIT}: a claim added to the ledger after Fig. 4b was seen"))
     if truncation_grads is not None and shortest in truncation_grads and longest in truncation_grads:
         summed, true = float(truncation_grads[shortest].cumulative[-1]), float(truncation_grads[longest].cumulative[-1])
         out.append(Verdict("the sum of truncated outer-gradients is anti-correlated with the true outer-gradient",
@@ -492,7 +543,7 @@ class TruncationStudy:
     def verdicts(self) -> list[Verdict]:
         t = self.truncations
         out = verdicts(self.rows, self.lr_grad, self.momentum_grad, self.traces, self.grid, min(t), max(t),
-                       self.truncation_grads)
+                       self.truncation_grads, basin_reading(self.momenta, self.trajectories))
         return out + (self.control.verdicts() if self.control is not None else [])
 
 

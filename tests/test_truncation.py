@@ -135,12 +135,34 @@ def test_truncation_verdicts_from_constructed_results():
     tg = lambda total: Tr.TruncationGradients(10, 1e-3, np.array([10]), np.array([total]), np.array([total]))
     vs = Tr.verdicts(rows, lg, [2.0, 900.0], {"tbptt-10": tr(5e-4), "tbptt-1000": tr(3e-3), "pes-10": tr(5e-3)},
                      grid, 10, 1000, {10: tg(+0.4), 1000: tg(-0.1)})
-    assert [v.holds for v in vs] == ["yes", "yes", "yes", "yes", "yes"]
-    assert "anti-correlated" in vs[3].claim and vs[3].seeds
+    assert [v.holds for v in vs] == ["yes", "yes", "yes", "partly", "yes", "yes"]
+    assert "positive later" in vs[3].claim and vs[3].partly_rule == "positive later, not negative early"
+    assert "anti-correlated" in vs[4].claim and vs[4].seeds
     # the short truncation's lr below the full unroll's but rising from its start: the ordering alone
     rising = Tr.verdicts(rows, lg, [2.0, 900.0], {"tbptt-10": tr(2e-3), "tbptt-1000": tr(3e-3)}, grid, 10, 1000,
                          {10: tg(-0.4), 1000: tg(-0.1)})
-    assert rising[2].holds == "partly" and "rises" in rising[2].partly_rule and rising[3].holds == "no"
+    assert rising[2].holds == "partly" and "rises" in rising[2].partly_rule and rising[4].holds == "no"
+
+
+def test_fig_3b_reading_of_the_toy_basins():
+    """Low momenta end at w = 0, higher ones at 3.57 after a run ending at 0, larger ones cross the
+    ridge (w = 1.68) more than once: the three patterns of Metz et al.'s Fig. 3b."""
+    T = 6
+    to_zero = np.linspace(-1.2, 0.0, T + 1)
+    to_far = np.linspace(-1.2, 3.57, T + 1)
+    swinging = np.array([-1.2, 3.0, 1.0, 3.5, 3.6, 3.57, 3.57])
+    traj = np.stack([to_zero, to_zero, to_far, swinging])
+    b = Tr.basin_reading([0.1, 0.5, 0.7, 0.9], traj)
+    assert b["ends"] == [0, 0, 1, 1] and b["crossings"] == [0, 0, 1, 3]
+    rows = [Tr.LandscapeRow(10, 0, 5.0, 0.0), Tr.LandscapeRow(1000, 6, 500.0, 0.3)]
+    lg = Tr.LrGradient(torch.tensor([0.01]), [1, 100], torch.tensor([[1.0, 50.0]]), torch.tensor([[1.0, 50.0]]))
+    tr = lambda lr: Tr.OuterTrace("x", 1, np.array([1, 2]), np.array([1e-3, lr]), 0.0, 1)
+    grid = Tr.LrGrid(np.array([1e-3, 4e-3]), np.array([1.0, 0.5]), 4e-3)
+    traces = {"tbptt-10": tr(5e-4), "tbptt-1000": tr(3e-3)}
+    v = Tr.verdicts(rows, lg, [2.0, 900.0], traces, grid, 10, 1000, basins=b)[1]
+    assert "oscillate" in v.claim and v.holds == "yes"
+    no_swing = Tr.basin_reading([0.1, 0.5, 0.7, 0.9], np.stack([to_zero, to_zero, to_far, to_far]))
+    assert Tr.verdicts(rows, lg, [2.0, 900.0], traces, grid, 10, 1000, basins=no_swing)[1].holds == "partly"
     vs = Tr.verdicts(rows[::-1], lg, [900.0, 2.0],
                      {"tbptt-10": tr(3e-3), "tbptt-1000": tr(5e-4), "pes-10": tr(1e-4)}, grid, 10, 1000)
     assert [v.holds for v in vs] == ["no", "no", "no", "no"]
