@@ -1,0 +1,99 @@
+"""The confirmatory rows: the plan's tests on synthetic runs shaped like the thesis, and a dry
+run on the stored shorter runs (the functions the thesis-budget runs will be fed to)."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mplp import ablation as A
+from mplp import confirm
+from mplp import results as R
+
+from helpers import tiny_config
+
+EVERY = 300
+
+
+def _run(seed, exit_at, S, start=250.0, end=100.0, spike_at=None, entropy=None, be_term=None):
+    """A stored-run stand-in: flat at ``start`` until ``exit_at`` (None: never), then ``end``."""
+    steps = np.arange(0, S + 1, EVERY)
+    losses = np.full(len(steps), start)
+    if exit_at is not None:
+        losses[steps >= exit_at] = end
+    if spike_at is not None:
+        losses[steps == spike_at] = 10 * start
+    v = {"step": steps, "val_loss": losses, "entropy_l0": np.zeros(len(steps)),
+         "entropy_l1": entropy if entropy is not None else (steps >= (exit_at or S + 1)).astype(float)}
+    t = {"step": np.arange(10), "be_term": np.asarray(be_term if be_term is not None else np.zeros(10), float)}
+    return R.RunResult(Path("."), tiny_config(seed=seed), v, t, {}, {})
+
+
+def test_sinewave_rows_follow_the_plan():
+    S = 30_000
+    runs = [_run(s, 5_000 + 500 * s, S, start=50.0, end=15.0, spike_at=20_100) for s in range(5)]
+    readings = [confirm.SinewaveReading(True, True)] * 5
+    rows = confirm.sinewave_rows(runs, sgd=18.5, adam=5.1, S=S, readings=readings, lo=2_500, hi=10_000)
+    assert [v.claim.split(":")[0] for v in rows] == [f"P1.{k}" for k in range(1, 8)]
+    assert all(v.stage == "confirmatory" and v.seeds.startswith("5 seeds") for v in rows)
+    got = {v.claim.split(":")[0]: v.holds for v in rows}
+    # exits 5,000-7,000 in [2,500, 10,000]; a spike after every exit; 15 vs Adam 5.1 (step 0 already above:
+    # trivial); 15 < SGD 18.5 in all 5; 15 within [12.5, 50]
+    assert got == {"P1.1": "yes", "P1.2": "yes", "P1.3": "trivial", "P1.4": "yes", "P1.5": "yes", "P1.6": "yes",
+                   "P1.7": "yes"}
+    assert "p = 0.0312" in rows[3].interval
+
+
+def test_grid_rows_on_a_grid_shaped_like_the_thesis():
+    S = 12_000
+
+    def cell_runs(c):
+        # BN leaves earlier, |m| = 8 ends 4x lower, the learned lr helps at |m| = 8 without BN
+        exit_at = 1_200 if c.batch_norm else (6_000 if c.message_size == 8 else None)
+        if c.learned_lr and c.message_size == 8 and not c.batch_norm:
+            exit_at = 3_000
+        end = 100.0 / (4 if c.message_size == 8 else 1) / (1.1 if c.learned_lr else 1) / (1.2 if c.batch_norm else 1)
+        return [_run(s, exit_at, S, end=end * (1 + 0.01 * s), spike_at=9_000 if c.learned_lr else None)
+                for s in range(5)]
+    cells = {c: cell_runs(c) for c in A.GRID}
+    rows = confirm.grid_rows(cells, sgd=141.0, adam=10.0, S=S)
+    got = {v.claim.split(":")[0]: v.holds for v in rows}
+    assert list(got) == [f"P2.{k}" for k in range(1, 17)]
+    assert got["P2.3"] == "yes" and got["P2.7"] == "yes" and got["P2.8"] == "yes" and got["P2.11"] == "yes"
+    assert got["P2.10"] == "yes" and got["P2.13"] == "yes" and got["P2.12"] == "trivial"
+    assert got["P2.16"] == "partly"          # the |m| = 1 cells without BN never leave
+
+
+def test_mnist_rows_follow_the_plan():
+    S = 15_000
+    steps = np.arange(0, S + 1, EVERY)
+    off = [_run(s, e, S, start=230.0, end=100.0) for s, e in enumerate([3_000, 9_000, None, 6_000, None])]
+    # with the term: out at 1,200 steps (the fourth validation; a drop within the first three would
+    # make the step-0 validation count as a diverged start), later than 1 % of S, earlier than without
+    on = [_run(s, 1_200, S, start=230.0, end=80.0, be_term=np.r_[1.0, np.full(9, 0.01)]) for s in range(5)]
+    inner = [confirm.InnerReading(1.0, 1.0, 5.0, 0.3)] * 5
+    rows = confirm.mnist_rows(off, on, S=S, inner=inner)
+    got = {v.claim.split(":")[0]: v.holds for v in rows}
+    assert got == {"P3.1": "yes", "P3.2": "yes", "P3.3": "yes", "P3.4": "partly", "P3.5": "yes", "P3.6": "yes",
+                   "P3.7": "yes", "P3.8": "yes"}
+    assert len(steps) == len(off[0].validation["step"])
+
+
+@pytest.fixture(scope="module")
+def studies():
+    from mplp import report
+
+    return {ch: report.chapter_study(ch, "cpu")[0] for ch in ("sinewave", "ablation", "mnist")}
+
+
+def test_a_dry_run_of_the_plan_on_the_stored_shorter_runs(studies):
+    """The functions the thesis-budget runs will be fed to, run on today's shorter runs with their
+    own S: every row is made, labelled and carries its seeds and statistics."""
+    sw, ab, mn = studies["sinewave"], studies["ablation"], studies["mnist"]
+    rows = confirm.sinewave_rows(sw.long_runs["text"], sw.tuned["sgd"].best_metric, sw.tuned["adam"].best_metric,
+                                 S=150_000)
+    rows += confirm.grid_rows(ab.runs, ab.tuned["sgd"].best_metric, ab.tuned["adam"].best_metric,
+                              S=int(ab.table[A.GRID[0]].steps))
+    rows += confirm.mnist_rows(mn.long_runs[False], mn.long_runs[True], S=40_000)
+    assert len(rows) == 5 + 16 + 6
+    assert all(v.holds in ("yes", "partly", "no", "undecided", "trivial") and v.seeds for v in rows)
