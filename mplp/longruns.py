@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass
 
 from . import ablation, mnist_be, paths, sinewave
 from . import config as C
@@ -149,6 +150,63 @@ def how_to_train(cfgs: list[C.ExperimentConfig]) -> str:
     if name is None:
         return "no group of python -m mplp.longruns holds these configs; train them with mplp train"
     return f"python -m mplp.longruns {name} (resumable, several sessions on 2 CPU cores)"
+
+
+@dataclass
+class GroupProgress:
+    """The plan's runs of one group as far as they got (``book/preregistration.md``):
+    ``planned`` configs per population, ``populations`` the stored runs ([] for one not
+    started).  A chapter shows them and decides nothing from them until all are finished."""
+
+    group: str
+    planned: list[list[C.ExperimentConfig]]
+    populations: list[list[R.RunResult]]
+
+    @property
+    def runs(self) -> list[R.RunResult]:
+        return [r for pop in self.populations for r in pop]
+
+    def curves(self):
+        """Per started population: (its first config, validation steps ``(V,)``, losses ``(n, V)``),
+        cut to the validations every run has (runs of a population are written one after another,
+        so a live read can catch one a validation ahead); a diverged validation counts as inf."""
+        import numpy as np
+
+        for pop in self.populations:
+            if not pop:
+                continue
+            n = min(len(r.validation["step"]) for r in pop)
+            L = np.stack([np.asarray(r.validation["val_loss"][:n], dtype=float) for r in pop])
+            yield pop[0].config, np.asarray(pop[0].validation["step"][:n]), np.where(np.isnan(L), np.inf, L)
+
+    @property
+    def complete(self) -> bool:
+        return all(pop and all(r.finished for r in pop) for pop in self.populations)
+
+    def status(self) -> str:
+        """Where the group stands, in words, for a chapter's text."""
+        n = sum(len(p) for p in self.planned)
+        S = self.planned[0][0].meta.S
+        done = sum(int(r.meta.get("steps_done", 0)) for r in self.runs)
+        if not self.runs:
+            return f"not started (0 of {n} runs; {S:,} outer steps each)"
+        started = sorted({int(r.meta.get("steps_done", 0)) for r in self.runs})
+        reach = f"{started[0]:,}" if len(started) == 1 else f"{started[0]:,} to {started[-1]:,}"
+        return (f"{'complete' if self.complete else 'in progress'}: {len(self.runs)} of {n} runs started, at "
+                f"{reach} of {S:,} outer steps ({done / (n * S):.1%} of the group's {n * S:,})")
+
+
+def progress(group: str, root=None) -> GroupProgress:
+    """``GroupProgress`` of ``group`` read from ``root`` (the results store; nothing is trained)."""
+    root = root if root is not None else paths.results_root()
+    planned = GROUPS[group]()
+    pops = []
+    for cfgs in planned:
+        try:
+            pops.append([R.load_run(R.run_dir(root, c)) for c in cfgs])
+        except FileNotFoundError:
+            pops.append([])
+    return GroupProgress(group, planned, pops)
 
 
 def status(root=None) -> list[tuple[str, "sweep.RunStatus"]]:

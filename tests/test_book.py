@@ -232,13 +232,17 @@ _NUMBER = re.compile(r"(?<![\w.])(\d{1,3}(,\d{3})+|\d+\.\d+|\d+\s?%|\d{3,})(?![\
 ALLOWED = {
     "*": {"90 %": "the plateau rule (analysis.plateau_end)", "10 %": "the plateau rule",
           "95 %": "the calibration quantile", "784": "MNIST's input size",
-          "1,000": "Metz et al. Fig. 4's 1,000-step horizon (a setting)"},
+          "1,000": "Metz et al. Fig. 4's 1,000-step horizon (a setting)",
+          "300,000": "Table 3's S", "120,000": "§5.2's S", "150,000": "Table 5's S (and the longer runs' S)",
+          "100": "the plan's first seed (100-104)", "104": "the plan's last seed",
+          "2 %": "the plan's plateau window", "6,000": "idem, for Table 3's S"},
+    "intro": {"100,000": "the script-setting run's S (a setting)"},
     "00_sgd": {"100": "the steps at which outer.code_step_ratio is evaluated", "1000": "idem"},
     "01_sinewave": {"0.001": "Table 3's fixed lr", "100,000": "the thesis' checkpoint window (§5.1)",
                     "130,000": "idem", "50,000": "§5.1: 'flat until around 50000 steps'"},
     "04_truncation": {"128": "the MLP's batch (Metz et al.)", "10,000": "Metz et al.'s inner steps",
                       "0.01": "discussion_values' agreement threshold", "100": "its 'exploded' threshold"},
-    "deviations": {"0.99": "thesis Tables 3-5", "0.9": "the released script's default", "0.1307": "MNIST mean",
+    "deviations": {"100,000": "the script-setting run's S (a setting)", "0.99": "thesis Tables 3-5", "0.9": "the released script's default", "0.1307": "MNIST mean",
                    "0.3081": "MNIST std", "60,000": "MNIST's training set", "255": "byte range",
                    "256": "the released code's divisor"},
 }
@@ -268,7 +272,13 @@ def test_the_number_rule_flags_results_and_passes_settings(tmp_path):
     assert hand_typed_numbers(p) == ["254.8", "234.0", "12 %", "2,000"]
 
 
-@pytest.mark.parametrize("page", sorted(p.stem for p in (ROOT / "book").iterdir() if p.suffix in (".ipynb", ".md")))
+# Pages whose numbers are not results: the plan (settings, thresholds and seeds fixed before the runs)
+# and the claims appendix (the papers' own words, quoted, and counts of its own rows).
+NOT_RESULTS = {"preregistration": "the plan, written before the runs", "claims": "quotes and the table's counts"}
+
+
+@pytest.mark.parametrize("page", sorted(p.stem for p in (ROOT / "book").iterdir()
+                                        if p.suffix in (".ipynb", ".md") and p.stem not in NOT_RESULTS))
 def test_no_page_holds_a_hand_typed_result_number(page):
     path = next(p for p in (ROOT / "book").iterdir() if p.stem == page and p.suffix in (".ipynb", ".md"))
     assert hand_typed_numbers(path) == [], f"{path.name}: glue these numbers from the data (or allow a setting)"
@@ -287,3 +297,15 @@ def test_every_figure_is_captioned_and_referenced_from_the_text(chapter):
         assert fig and fig.get("name") and fig.get("caption"), f"{chapter}: a figure without caption or name"
         assert re.match(r"(Thesis Figs?\.|Metz et al\.|No thesis counterpart)", fig["caption"]), fig["caption"][:60]
         assert re.search(r"\{numref\}`[^`]*" + re.escape(fig["name"]), text), f"{chapter}: {fig['name']} is never referenced"
+
+
+def test_the_claims_appendix_counts_its_own_rows_and_names_real_plan_rows():
+    text = (ROOT / "book" / "claims.md").read_text()
+    ids = re.findall(r"^\| ((?:T|M)-[\w.]+-?\d*) \|", text, re.M)
+    assert len(ids) == len(set(ids)) > 100
+    total = re.search(r"^\| \*\*all\*\* \| \*\*(\d+)\*\*", text, re.M)
+    assert total and int(total.group(1)) == len(ids)
+    plan = (ROOT / "book" / "preregistration.md").read_text()
+    planned = set(re.findall(r"^\| (P[\dM]\.\d+) \|", plan, re.M))
+    cited = set(re.findall(r"\bP[\dM]\.\d+\b", text))
+    assert len(planned) == 34 and cited <= planned, sorted(cited - planned)

@@ -99,3 +99,20 @@ def test_a_queue_worker_skips_a_population_another_worker_holds(tmp_path, monkey
             L.main(["sinewave"])
     finally:
         lock.release()
+
+
+def test_progress_reads_a_group_as_far_as_it_got(tmp_path, monkeypatch):
+    from helpers import tiny_config
+
+    from mplp.trainer import train_population
+
+    started = [tiny_config(seed=s, **{"meta.S": 4, "validation.every": 1, "checkpoint_every": 1}) for s in (1, 2)]
+    waiting = [tiny_config(seed=s, **{"meta.S": 4, "validation.every": 1}) for s in (3, 4)]
+    monkeypatch.setitem(L.GROUPS, "grid-thesis", lambda: [started, waiting])
+    assert "not started (0 of 4 runs" in L.progress("grid-thesis", tmp_path).status()
+    train_population(started, out_root=tmp_path, progress=False, max_steps=2)
+    p = L.progress("grid-thesis", tmp_path)
+    assert len(p.runs) == 2 and not p.complete and p.populations[1] == []
+    assert p.status().startswith("in progress: 2 of 4 runs started, at 2 of 4 outer steps (25.0% of the group's 16)")
+    (cfg, steps, losses), = list(p.curves())
+    assert cfg.seed == 1 and losses.shape == (2, len(steps)) and steps[-1] == 2
