@@ -109,7 +109,10 @@ def load_reference(path: Path | None = None) -> dict[str, GoldenCase]:
     if not path.is_file():
         raise ReferenceError(f"golden reference {path} is missing; it is committed with the repository "
                              "(regenerate it with tests/data/reduce_golden.py from shared/golden)")
-    d = torch.load(io.BytesIO(lzma.decompress(path.read_bytes())), weights_only=False)
+    from .results import SAFE_GLOBALS
+
+    with torch.serialization.safe_globals([*SAFE_GLOBALS, torch.torch_version.TorchVersion]):   # data only
+        d = torch.load(io.BytesIO(lzma.decompress(path.read_bytes())), weights_only=True)
     pool, stream = d["pool"], d["mnist_stream"]
     get = lambda key: pool[key]
     cases = {}

@@ -122,10 +122,24 @@ def save_torch(path: Path, obj) -> None:
     _atomic_write_bytes(Path(path), buf.getvalue())
 
 
+def _numpy_globals() -> list:
+    """What numpy arrays of numbers need to be rebuilt by ``torch.load(weights_only=True)``: the
+    array constructor and the numeric dtypes (no object arrays)."""
+    core = getattr(np, "_core", None) or np.core
+    dtypes = [getattr(np.dtypes, n) for n in dir(np.dtypes) if n.endswith("DType") and n != "ObjectDType"]
+    return [core.multiarray._reconstruct, np.ndarray, np.dtype, *dtypes]
+
+
+SAFE_GLOBALS = _numpy_globals()
+
+
 def load_torch(path: Path):
-    """``torch.load`` of a stored file; an unreadable one is a ``DamagedResultError`` naming it."""
+    """A stored file read as data only (``torch.load(weights_only=True)``: tensors, numeric numpy
+    arrays and plain containers; nothing in the file can run code); an unreadable or foreign one
+    is a ``DamagedResultError`` naming it."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        with torch.serialization.safe_globals(SAFE_GLOBALS):
+            return torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise
     except Exception as e:  # truncated, empty or foreign files raise many kinds of errors
