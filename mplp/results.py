@@ -343,6 +343,28 @@ def _read_result(d: Path, key: dict, cls: type):
         raise DamagedResultError(f"{d / 'result.pt'} does not hold a {cls.__name__} ({e}); delete {d}") from None
 
 
+def refuse_links(directory: Path) -> None:
+    """A run directory that is (or sits inside a run experiment directory that is) a symbolic
+    link is refused: the store writes and deletes only inside itself."""
+    d = Path(directory)
+    for p in (d, d.parent):
+        if p.is_symlink():
+            raise StoreError(f"{p} is a symbolic link; the store neither follows nor writes through links: "
+                             "replace it with a directory (or pass another --out)")
+        if p.exists() and not p.is_dir():
+            raise StoreError(f"{p} is a file where the store needs a directory: move it away (or pass another --out)")
+
+
+def own_files(directory: Path) -> list[Path]:
+    """The regular files in a run directory that the store writes (``RUN_FILES``, its
+    checkpoint, manifest and leftover ``*.tmp``): what ``--restart`` may delete, nothing else."""
+    names = {*RUN_FILES, "checkpoint.pt", MANIFEST}
+    return [f for f in Path(directory).iterdir()
+            if not f.is_symlink() and f.is_file() and (f.name in names or
+                                                        (f.name.endswith(".tmp") and f.name.split(".")[0] in
+                                                         {n.split(".")[0] for n in names}))]
+
+
 def check_writable(directory: Path) -> None:
     """Refuse, before any work, a results root that cannot be written."""
     p = Path(directory)
@@ -368,9 +390,16 @@ class RunLock:
         import fcntl
 
         check_writable(self.directory)
+        refuse_links(self.directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         path = self.directory / ".lock"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        except OSError as e:
+            if path.is_symlink():
+                raise StoreError(f"{path} is a symbolic link; the store neither follows nor writes through links: "
+                                 "remove it") from None
+            raise StoreError(f"{path} cannot be opened ({e.strerror}): check the results directory") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -340,13 +340,14 @@ class _Run:
     """One run's bookkeeping inside the training loop: validation, logs, checkpoints."""
 
     def __init__(self, trainer: MetaTrainer, out_root, resume: bool, restart: bool = False,
-                 extend_from: Path | None = None):
+                 extend_from: Path | None = None, lock: R.RunLock | None = None):
         cfg = self.cfg = trainer.cfg
         self.extend_from = Path(extend_from) if extend_from is not None else None
         self.population_size = 1       # runs sharing this run's wall time (set by train_population)
         self.trainer, self.out = trainer, R.run_dir(out_root, cfg)
         self.ckpt = self.out / "checkpoint.pt"
-        self.lock = R.RunLock(self.out).acquire()      # one owner at a time, until finish() / close()
+        # one owner at a time, until finish() / close(); a population takes every lock first
+        self.lock = lock if lock is not None else R.RunLock(self.out).acquire()
         try:
             self._open(trainer, resume, restart)
         except BaseException:
@@ -356,11 +357,11 @@ class _Run:
 
     def _open(self, trainer: MetaTrainer, resume: bool, restart: bool) -> None:
         for tmp in self.out.glob("*.tmp"):            # left by a process killed mid-write
-            tmp.unlink()
-        if restart:
-            for f in self.out.iterdir():
-                if f.name != ".lock":
-                    f.unlink()
+            if tmp in R.own_files(self.out):
+                tmp.unlink()
+        if restart:                                    # only what the store wrote
+            for f in R.own_files(self.out):
+                f.unlink()
         if self.ckpt.exists():
             if not resume:
                 raise RunExistsError(f"{self.out} holds an unfinished run; pass --resume (resume=True) to "
@@ -562,14 +563,20 @@ def train_population(cfgs: list[C.ExperimentConfig], out_root=None, resume: bool
     dtype_name = str(dtype).replace("torch.", "")
     results: dict[int, R.RunResult] = {}
     runs: dict[int, _Run] = {}
+    locks: dict[int, R.RunLock] = {}
     try:
+        pending = []
         for i, cfg in enumerate(cfgs):
             done = None if restart else R.find_run(out_root, cfg, dtype=dtype_name)
             if done is not None:
                 results[i] = done
             else:
-                runs[i] = _Run(MetaTrainer(cfg, dtype, dev, backward), out_root, resume, restart,
-                               (extend_from or [None] * len(cfgs))[i])
+                pending.append(i)
+        for i in pending:                             # every lock before anything is deleted or written
+            locks[i] = R.RunLock(R.run_dir(out_root, cfgs[i])).acquire()
+        for i in pending:
+            runs[i] = _Run(MetaTrainer(cfgs[i], dtype, dev, backward), out_root, resume, restart,
+                           (extend_from or [None] * len(cfgs))[i], lock=locks.pop(i))
         groups: dict[int, list[int]] = {}
         for i, r in runs.items():
             groups.setdefault(r.st.step, []).append(i)
@@ -609,6 +616,8 @@ def train_population(cfgs: list[C.ExperimentConfig], out_root=None, resume: bool
     finally:
         for r in runs.values():
             r.close()
+        for lock in locks.values():                   # taken, but their runs never opened
+            lock.release()
     return [results[i] for i in range(len(cfgs))]
 
 

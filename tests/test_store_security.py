@@ -72,3 +72,57 @@ def test_numeric_numpy_arrays_still_load(tmp_path):
     R.save_torch(tmp_path / "a.pt", {"x": np.arange(3.0), "i": np.arange(2), "t": torch.zeros(1)})
     got = R.load_torch(tmp_path / "a.pt")
     assert got["x"].tolist() == [0.0, 1.0, 2.0] and got["i"].dtype == np.int64
+
+
+def test_a_lock_linked_outside_the_store_is_refused_and_the_target_untouched(tmp_path):
+    cfg = tiny_config(**{"meta.S": 2})
+    d = R.run_dir(tmp_path / "store", cfg)
+    d.mkdir(parents=True)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    (d / ".lock").symlink_to(victim)
+    with pytest.raises(R.StoreError, match="symbolic link"):
+        train(cfg, tmp_path / "store", progress=False)
+    assert victim.read_text() == "keep me"
+
+
+def test_a_run_directory_that_is_a_link_is_refused_even_with_restart(tmp_path):
+    cfg = tiny_config(**{"meta.S": 2})
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "theta.pt").write_text("not the store's")
+    (elsewhere / "x.tmp").write_text("not the store's")
+    d = R.run_dir(tmp_path / "store", cfg)
+    d.parent.mkdir(parents=True)
+    d.symlink_to(elsewhere, target_is_directory=True)
+    with pytest.raises(R.StoreError, match="symbolic link"):
+        train(cfg, tmp_path / "store", progress=False, restart=True)
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["theta.pt", "x.tmp"]
+
+
+def test_restart_deletes_only_what_the_store_wrote(tmp_path):
+    cfg = tiny_config(**{"meta.S": 2})
+    run = train(cfg, tmp_path / "store", progress=False)
+    (run.path / "notes.txt").write_text("the user's")
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    (run.path / "link.tmp").symlink_to(victim)
+    with pytest.raises(Exception, match="notes.txt"):          # not the store's: left, and named
+        train(cfg, tmp_path / "store", progress=False, restart=True)
+    assert (run.path / "notes.txt").exists() and victim.read_text() == "keep me"
+
+
+def test_a_multi_seed_restart_takes_every_lock_before_deleting_anything(tmp_path):
+    """Seed 1 is held by another process: restarting seeds 0 and 1 must not delete seed 0's
+    finished run and then fail."""
+    from mplp.trainer import train_population
+
+    cfgs = [tiny_config(seed=s, **{"meta.S": 2}) for s in (0, 1)]
+    done = train(cfgs[0], tmp_path / "store", progress=False)
+    held = R.RunLock(R.run_dir(tmp_path / "store", cfgs[1])).acquire()
+    try:
+        with pytest.raises(R.RunLockedError):
+            train_population(cfgs, tmp_path / "store", restart=True, progress=False)
+    finally:
+        held.release()
+    assert R.find_run(tmp_path / "store", cfgs[0]) is not None and (done.path / "theta.pt").exists()
