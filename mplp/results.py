@@ -258,6 +258,8 @@ def find_run(root: str | Path, cfg: C.ExperimentConfig, dtype: str | None = None
         if RunLock.held_elsewhere(d):     # being written by its owner right now, not damaged
             raise RunLockedError(f"{d} is in use by another process (another mplp train or chapter run); "
                                  "wait for it to finish or stop it") from None
+        if (d / "checkpoint.pt").is_file() and not (d / "checkpoint.pt").is_symlink():
+            return None                   # stopped mid-write (e.g. before its manifest): resumable from its checkpoint
         raise
     if not r.finished:
         return None

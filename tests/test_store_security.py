@@ -126,3 +126,20 @@ def test_a_multi_seed_restart_takes_every_lock_before_deleting_anything(tmp_path
     finally:
         held.release()
     assert R.find_run(tmp_path / "store", cfgs[0]) is not None and (done.path / "theta.pt").exists()
+
+
+def test_a_crash_between_meta_and_manifest_resumes_from_the_checkpoint(tmp_path):
+    """The process died after meta.json said "complete" and before manifest.json: the run's intact
+    checkpoint finishes it on --resume, the same as an uninterrupted run."""
+    import json
+
+    cfg = tiny_config(**{"meta.S": 4, "validation.every": 1, "checkpoint_every": 1})
+    whole = train(cfg, tmp_path / "whole", progress=False)
+    part = train(cfg, tmp_path / "store", progress=False, max_steps=3)
+    meta = json.loads((part.path / "meta.json").read_text())
+    (part.path / "meta.json").write_text(json.dumps({**meta, "status": "complete"}))
+    (part.path / R.MANIFEST).unlink()
+    assert R.find_run(tmp_path / "store", cfg) is None
+    done = train(cfg, tmp_path / "store", resume=True, progress=False)
+    assert done.meta["status"] == "complete" and not (done.path / "checkpoint.pt").exists()
+    assert list(done.validation["val_loss"]) == list(whole.validation["val_loss"])
