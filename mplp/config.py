@@ -318,15 +318,45 @@ def from_dict(data: dict) -> ExperimentConfig:
     return validate(_build(ExperimentConfig, data, ""))
 
 
+MAX_YAML_BYTES = 1_000_000       # a config or profile is a few hundred bytes; anything this large is not one
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a mapping with a key given twice (YAML keeps the last, silently)."""
+
+
+def _unique_mapping(loader, node, deep=False):
+    seen = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(None, None, f"key {key!r} is given twice", key_node.start_mark)
+        seen.add(key)
+    return yaml.SafeLoader.construct_mapping(loader, node, deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+
+
+def read_yaml(text: str):
+    """YAML data from a config or profile: safe types only, no key twice, no oversized or alias-heavy
+    document (``yaml.YAMLError`` otherwise)."""
+    if len(text) > MAX_YAML_BYTES:
+        raise yaml.YAMLError(f"{len(text):,} bytes: larger than any config ({MAX_YAML_BYTES:,})")
+    if text.count("*") > 1000:     # alias bombs: many references to anchors
+        raise yaml.YAMLError("too many aliases")
+    return yaml.load(text, Loader=_UniqueKeyLoader)
+
+
 def load(path: str | Path) -> ExperimentConfig:
     """Load and validate a YAML experiment file."""
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"config file not found: {p}")
     try:
-        data = yaml.safe_load(p.read_text())
+        data = read_yaml(p.read_text())
     except yaml.YAMLError as e:
-        raise ConfigError(f"{p}: not valid YAML ({e})") from None
+        raise ConfigError(f"{p}: not valid YAML ({' '.join(str(e).split())})") from None
     if data is None:
         raise ConfigError(f"{p} is empty: an experiment config needs at least its fields that differ from the "
                           "defaults (see mplp/configs/)")

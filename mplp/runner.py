@@ -14,6 +14,7 @@ from pathlib import Path
 
 import yaml
 
+from . import config as C
 from . import paths
 
 
@@ -38,9 +39,9 @@ def load_profile(chapter: str, profile: str) -> dict:
     if not p.exists():
         raise ProfileError(f"{p.relative_to(paths.repo_root())} is missing")
     try:
-        values = yaml.safe_load(p.read_text()) or {}
+        values = C.read_yaml(p.read_text()) or {}
     except yaml.YAMLError as e:
-        raise ProfileError(f"{p}: not valid YAML ({e})") from None
+        raise ProfileError(f"{p}: not valid YAML ({' '.join(str(e).split())})") from None
     if not isinstance(values, dict):
         raise ProfileError(f"{p}: expected a mapping of parameter names to values")
     expected = notebook_parameters(chapter)

@@ -95,3 +95,18 @@ def test_the_codes_adam_is_never_served_a_bias_corrected_result():
     long = cfg.replace(**{"meta.S": 20000, "validation.every": 500, "meta.adam_bias_correction": True})
     assert R.find_run(R.committed_root(), long) is not None
     assert R.find_run(R.committed_root(), long.replace(**{"meta.adam_bias_correction": False})) is None
+
+
+def test_a_key_given_twice_is_refused_not_silently_overwritten(tmp_path):
+    p = tmp_path / "twice.yaml"
+    p.write_text("experiment: x\nseed: 0\nseed: 1\n")
+    with pytest.raises(C.ConfigError, match="key 'seed' is given twice"):
+        C.load(p)
+    nested = tmp_path / "nested.yaml"
+    nested.write_text("experiment: x\nmeta: {K: 5, K: 10}\n")
+    with pytest.raises(C.ConfigError, match="key 'K' is given twice"):
+        C.load(nested)
+    big = tmp_path / "big.yaml"
+    big.write_text("experiment: x\n" + "# pad\n" * 300_000)
+    with pytest.raises(C.ConfigError, match="larger than any config"):
+        C.load(big)
