@@ -225,9 +225,10 @@ def load_run(path: str | Path) -> RunResult:
 
 
 def verify_run(run: RunResult) -> None:
-    """The run is the one its directory names, and a complete run is whole: config.yaml hashes to
-    the directory's name, meta.json says the same hash, a complete run's steps are its S and its
-    last validation is at S, and its files match the manifest."""
+    """The run is the one its directory names, and it is whole: config.yaml hashes to the
+    directory's name, meta.json says the same hash, a complete run's steps are its S and its last
+    validation is at S, and its files match the manifest (an unfinished run's too, unless its
+    owner is writing it right now)."""
     d, name = run.path, run.path.name
     if run.config.hash() != name:
         raise DamagedResultError(f"{d / 'config.yaml'} hashes to {run.config.hash()}, not to its directory {name}: "
@@ -241,6 +242,8 @@ def verify_run(run: RunResult) -> None:
             raise DamagedResultError(f"{d}: marked complete, but its steps ({run.meta.get('steps_done')}, last "
                                      f"validation {None if steps is None or not len(steps) else int(steps[-1])}) are "
                                      f"not its config's S = {S}; delete the directory to train it again")
+        verify_manifest(d, required=("config.yaml", "meta.json", "validation.csv", "train.csv", "theta.pt"))
+    elif not RunLock.held_elsewhere(d):       # an unfinished run at rest: its last checkpoint's files
         verify_manifest(d, required=("config.yaml", "meta.json", "validation.csv", "train.csv", "theta.pt"))
 
 

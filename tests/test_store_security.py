@@ -143,3 +143,18 @@ def test_a_crash_between_meta_and_manifest_resumes_from_the_checkpoint(tmp_path)
     done = train(cfg, tmp_path / "store", resume=True, progress=False)
     assert done.meta["status"] == "complete" and not (done.path / "checkpoint.pt").exists()
     assert list(done.validation["val_loss"]) == list(whole.validation["val_loss"])
+
+
+def test_an_unfinished_run_at_rest_is_verified_against_its_manifest(tmp_path):
+    cfg = tiny_config(**{"meta.S": 4, "validation.every": 1, "checkpoint_every": 1})
+    part = train(cfg, tmp_path / "store", progress=False, max_steps=2)
+    R.load_run(part.path)                                   # whole: served
+    csv = part.path / "validation.csv"
+    csv.write_text(csv.read_text().replace("\n1,", "\n1,0.0,", 1) if "\n1," in csv.read_text() else csv.read_text() + "\n")
+    with pytest.raises(R.DamagedResultError, match="validation.csv"):
+        R.load_run(part.path)
+    lock = R.RunLock(part.path).acquire()                   # its owner writing it now: read as it stands
+    try:
+        assert R.load_run(part.path).path == part.path
+    finally:
+        lock.release()
