@@ -98,7 +98,9 @@ def plan(chapter: str, profile: str) -> list[list[C.ExperimentConfig]]:
 @dataclass
 class RunStatus:
     """One run of a sweep, from its files: "queued" (nothing stored), "running" (a checkpoint
-    or partial curves), "complete", "diverged", or "failed" (the last job's log ends in an error)."""
+    or partial curves), "complete" or "diverged" (verified: manifest, hash, files), "damaged"
+    (marked finished but not whole, or an unreadable meta.json), or "failed" (the last job's log
+    ends in an error)."""
 
     run: Path
     state: str
@@ -121,10 +123,18 @@ def status(pops: list[list[C.ExperimentConfig]], root: Path | None = None) -> li
         failed = log.exists() and "Traceback" in log.read_text()[-20000:]
         for cfg in cfgs:
             d = R.run_dir(root, cfg)
-            meta = json.loads((d / "meta.json").read_text()) if (d / "meta.json").exists() else {}
+            try:
+                meta = json.loads((d / "meta.json").read_text()) if (d / "meta.json").exists() else {}
+            except (OSError, ValueError):
+                meta = {"status": "damaged"}
             st = meta.get("status")
-            state = st if st in ("complete", "diverged") else ("failed" if failed else
-                                                               "running" if st else "queued")
+            state = st if st in ("complete", "diverged", "damaged") else ("failed" if failed else
+                                                                         "running" if st else "queued")
+            if state in ("complete", "diverged"):      # one truth: the store's verified reading, not meta.json alone
+                try:
+                    R.load_run(d)
+                except (R.StoreError, OSError):
+                    state = "damaged"
             out.append(RunStatus(d, state, int(meta.get("steps_done", 0)), cfg.meta.S, log if log.exists() else None,
                                  float(meta.get("wall_time_s", 0.0))))
     return out

@@ -158,3 +158,15 @@ def test_an_unfinished_run_at_rest_is_verified_against_its_manifest(tmp_path):
         assert R.load_run(part.path).path == part.path
     finally:
         lock.release()
+
+
+def test_a_sweep_does_not_take_a_damaged_finished_run_for_complete(tmp_path):
+    from mplp import sweep
+
+    cfgs = [tiny_config(seed=s, **{"meta.S": 2}) for s in (0, 1)]
+    for c in cfgs:
+        train(c, tmp_path, progress=False)
+    (R.run_dir(tmp_path, cfgs[0]) / "theta.pt").unlink()
+    (R.run_dir(tmp_path, cfgs[1]) / "meta.json").write_text("{not json")
+    states = [s.state for s in sweep.status([cfgs], tmp_path)]
+    assert states == ["damaged", "damaged"] and sweep.pending([cfgs], tmp_path) == [cfgs]
