@@ -293,7 +293,45 @@ def validate(c: ExperimentConfig) -> ExperimentConfig:
     _check(c.checkpoint_every >= 1, "checkpoint_every", f"must be >= 1 (got {c.checkpoint_every})")
     _check(len(o.sizes) >= 3 or m.batch_entropy is False, "meta.batch_entropy",
            "needs at least one hidden (activation) layer")
+    for name, value in _sizes(c):
+        limit = MAX_SIZES[name.split("[")[0]]
+        _check(value <= limit, name, f"must be <= {limit:,} (got {value:,}): larger than any setting this "
+                                     "library is built or tested for")
+    need = step_bytes(c)
+    _check(need <= MAX_STEP_BYTES, "learner.hidden",
+           f"with task.batch_size {t.batch_size}, optimizee.sizes {list(o.sizes)}, learner.hidden {lc.hidden} and "
+           f"meta.K {m.K}, one outer step would hold about {need / 2**30:,.0f} GiB (the limit is "
+           f"{MAX_STEP_BYTES / 2**30:,.0f} GiB): make them smaller")
     return c
+
+
+# Upper bounds of every size field, checked at validation (the thesis' settings are far below them).
+MAX_SIZES = {"optimizee.sizes": 100_000, "learner.message_size": 1_024, "learner.hidden": 8_192,
+             "task.batch_size": 65_536, "task.subset": 60_000, "meta.K": 100_000, "meta.T": 10_000_000,
+             "meta.S": 100_000_000, "meta.es_pairs": 4_096, "validation.n_runs": 10_000,
+             "validation.every": 100_000_000, "log_every": 100_000_000, "snapshot_every": 100_000_000,
+             "checkpoint_every": 100_000_000}
+MAX_STEP_BYTES = 64 * 2**30
+
+
+def _sizes(c) -> list[tuple[str, int]]:
+    o, lc, t, m, v = c.optimizee, c.learner, c.task, c.meta, c.validation
+    return ([(f"optimizee.sizes[{i}]", n) for i, n in enumerate(o.sizes)]
+            + [("learner.message_size", lc.message_size), ("learner.hidden", lc.hidden),
+               ("task.batch_size", t.batch_size), ("task.subset", t.subset), ("meta.K", m.K), ("meta.T", m.T),
+               ("meta.S", m.S), ("meta.es_pairs", m.es_pairs), ("validation.n_runs", v.n_runs),
+               ("validation.every", v.every), ("log_every", c.log_every), ("snapshot_every", c.snapshot_every),
+               ("checkpoint_every", c.checkpoint_every)])
+
+
+def step_bytes(c) -> int:
+    """A bound on what one outer step holds for its reverse pass (float32): the update learner's
+    broadcast layer, batch x inputs x outputs x hidden per layer, over K inner steps and every
+    ES particle (the dense reference materialises it; the fast engine holds less)."""
+    o, lc, t, m = c.optimizee, c.learner, c.task, c.meta
+    widest = max((a + 1) * b for a, b in zip(o.sizes[:-1], o.sizes[1:]))
+    particles = 2 * m.es_pairs + 1 if m.estimator != "tbptt" else 1
+    return 4 * t.batch_size * widest * max(lc.hidden, lc.message_size) * m.K * particles
 
 
 MAX_SEED = 2**62     # seeds are offset by a few million for the separate generators (trainer.init_state)

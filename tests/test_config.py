@@ -110,3 +110,15 @@ def test_a_key_given_twice_is_refused_not_silently_overwritten(tmp_path):
     big.write_text("experiment: x\n" + "# pad\n" * 300_000)
     with pytest.raises(C.ConfigError, match="larger than any config"):
         C.load(big)
+
+
+def test_every_size_has_an_upper_bound_with_the_memory_it_would_need():
+    base = C.shipped("mnist_table5")
+    for field, value in (("learner.hidden", 10**9), ("task.batch_size", 10**6), ("validation.n_runs", 10**9),
+                         ("meta.es_pairs", 10**6), ("learner.message_size", 10**6)):
+        with pytest.raises(C.ConfigError, match=f"{field}: must be <= "):
+            C.validate(base.replace(**{field: value}))
+    with pytest.raises(C.ConfigError, match=r"about [\d,]+ GiB"):
+        C.validate(base.replace(**{"learner.hidden": 8000, "task.batch_size": 4096}))
+    for name in ("sinewave_table3", "ablation", "mnist_table5"):      # the thesis' settings are far below
+        assert C.step_bytes(C.shipped(name)) < C.MAX_STEP_BYTES / 50
