@@ -17,6 +17,7 @@ the chapter from the store without training.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -147,11 +148,37 @@ def pending(pops: list[list[C.ExperimentConfig]], root: Path | None = None) -> l
     return [cfgs for cfgs in pops if any(R.run_dir(root, c) not in done for c in cfgs)]
 
 
+def open_for_writing(path: Path):
+    """A sweep file (job or log) opened for writing inside the store: neither it nor the folders
+    it sits in (``sweep_logs``, ``jobs``) may be a symbolic link, so nothing outside is written."""
+    path = Path(path)
+    for p in (path.parent, path.parent.parent):
+        if p.is_symlink():
+            raise R.StoreError(f"{p} is a symbolic link; the store neither follows nor writes through links: "
+                               "replace it with a directory")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+    except OSError:
+        if path.is_symlink():
+            raise R.StoreError(f"{path} is a symbolic link; the store neither follows nor writes through links: "
+                               "remove it") from None
+        raise
+    return os.fdopen(fd, "w")
+
+
+def _check_device(device: str) -> None:
+    """The device every job will ask for, checked once before anything is submitted."""
+    from .trainer import resolve_device
+
+    resolve_device(device)
+
+
 def write_job(cfgs: list[C.ExperimentConfig], directory: Path) -> Path:
     """A job file: the population's configs, one YAML document each."""
-    directory.mkdir(parents=True, exist_ok=True)
-    f = directory / f"{cfgs[0].experiment}-{cfgs[0].hash()}.yaml"
-    f.write_text("\n---\n".join(C.dump(c) for c in cfgs))
+    f = Path(directory) / f"{cfgs[0].experiment}-{cfgs[0].hash()}.yaml"
+    with open_for_writing(f) as fh:
+        fh.write("\n---\n".join(C.dump(c) for c in cfgs))
     return f
 
 
@@ -181,8 +208,7 @@ def _job_command(job_file: Path, root: Path, device: str, threads: int) -> list[
 
 def _run_logged(cmd: list[str], log: str) -> int:
     """Run one job's command with its output in ``log`` (inside a Ray worker or a Slurm task)."""
-    Path(log).parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "w") as fh:
+    with open_for_writing(Path(log)) as fh:
         return subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT).returncode
 
 
@@ -195,6 +221,7 @@ def run_ray(pops: list[list[C.ExperimentConfig]], root: Path | None = None, max_
 
     if max_parallel < 1:
         raise ValueError(f"--max-parallel: must be >= 1 (got {max_parallel})")
+    _check_device(device)
     root = Path(root).resolve() if root is not None else paths.results_root()
     todo = pending(pops, root)
     jobs_dir = root / "sweep_logs" / "jobs"
@@ -228,6 +255,7 @@ def run_slurm(pops: list[list[C.ExperimentConfig]], root: Path | None = None, ma
 
     if max_parallel < 1:
         raise ValueError(f"--max-parallel: must be >= 1 (got {max_parallel})")
+    _check_device(device)
     root = Path(root).resolve() if root is not None else paths.results_root()
     todo = pending(pops, root)
     folder = Path(folder) if folder is not None else root / "sweep_logs" / "submitit"
@@ -252,6 +280,7 @@ def run_local(pops: list[list[C.ExperimentConfig]], root: Path | None = None, ma
     ``max_parallel`` at once, each logging to ``<root>/sweep_logs/``; returns the status after."""
     if max_parallel < 1:
         raise ValueError(f"--max-parallel: must be >= 1 (got {max_parallel})")
+    _check_device(device)
     root = Path(root).resolve() if root is not None else paths.results_root()
     todo = pending(pops, root)
     jobs_dir = root / "sweep_logs" / "jobs"
@@ -259,9 +288,7 @@ def run_local(pops: list[list[C.ExperimentConfig]], root: Path | None = None, ma
     for cfgs in todo:
         while len(running) >= max_parallel:
             running = _reap(running)
-        log = _log_path(root, cfgs)
-        log.parent.mkdir(parents=True, exist_ok=True)
-        fh = open(log, "w")
+        fh = open_for_writing(_log_path(root, cfgs))
         cmd = _job_command(write_job(cfgs, jobs_dir), root, device, threads)
         running.append((subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT), fh))
     while running:

@@ -170,3 +170,31 @@ def test_a_sweep_does_not_take_a_damaged_finished_run_for_complete(tmp_path):
     (R.run_dir(tmp_path, cfgs[1]) / "meta.json").write_text("{not json")
     states = [s.state for s in sweep.status([cfgs], tmp_path)]
     assert states == ["damaged", "damaged"] and sweep.pending([cfgs], tmp_path) == [cfgs]
+
+
+def test_a_sweep_writes_no_job_or_log_through_a_link(tmp_path):
+    from mplp import sweep
+
+    cfgs = [tiny_config(seed=0, **{"meta.S": 2})]
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    jobs = tmp_path / "store" / "sweep_logs" / "jobs"
+    jobs.mkdir(parents=True)
+    (jobs / f"{cfgs[0].experiment}-{cfgs[0].hash()}.yaml").symlink_to(victim)
+    with pytest.raises(R.StoreError, match="symbolic link"):
+        sweep.write_job(cfgs, jobs)
+    log = sweep._log_path(tmp_path / "store", cfgs)
+    log.symlink_to(victim)
+    with pytest.raises(R.StoreError, match="symbolic link"):
+        sweep.open_for_writing(log)
+    assert victim.read_text() == "keep me"
+
+
+def test_a_sweep_checks_its_device_before_submitting_anything(tmp_path):
+    from mplp import sweep
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is there")
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        sweep.run_local([[tiny_config(**{"meta.S": 2})]], tmp_path, device="cuda")
+    assert not (tmp_path / "sweep_logs").exists()
