@@ -150,7 +150,7 @@ def _sweep(args) -> int:
     for r in rows:
         extra = f"  log: {r.log}" if r.state == "failed" and r.log else ""
         print(f"{r.state:9s} {r.steps_done:>7,} / {r.steps_total:,}  {r.run}{extra}")
-    return 1 if any(r.state == "failed" for r in rows) else 0
+    return 1 if any(r.state in ("failed", "interrupted", "damaged") for r in rows) else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -199,8 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--profile", default="cpu", help="ci, cpu or paper (default: cpu)")
     w.add_argument("--executor", default="local", choices=("local", "ray", "slurm"))
     w.add_argument("--max-parallel", type=int, default=1, help="jobs running at once (default 1)")
-    w.add_argument("--status", action="store_true", help="only show each run's state: queued, running, complete, "
-                                                          "diverged or failed")
+    w.add_argument("--status", action="store_true", help="only show each run's state: queued, running, interrupted, "
+                                                          "complete, diverged, damaged or failed")
     w.add_argument("--out", default=None, help="results root (default: the repository's results/)")
     w.add_argument("--device", default="cpu")
     w.add_argument("--threads", type=int, default=1, help="torch threads per job (default 1)")

@@ -100,8 +100,9 @@ def plan(chapter: str, profile: str) -> list[list[C.ExperimentConfig]]:
 class RunStatus:
     """One run of a sweep, from its files: "queued" (nothing stored), "running" (a checkpoint
     or partial curves), "complete" or "diverged" (verified: manifest, hash, files), "damaged"
-    (marked finished but not whole, or an unreadable meta.json), or "failed" (the last job's log
-    ends in an error)."""
+    (marked finished but not whole, or an unreadable meta.json), "interrupted" (its job started
+    and stopped short without an error: killed; a sweep again resumes it), or "failed" (the last
+    job's log ends in an error)."""
 
     run: Path
     state: str
@@ -131,6 +132,8 @@ def status(pops: list[list[C.ExperimentConfig]], root: Path | None = None) -> li
             st = meta.get("status")
             state = st if st in ("complete", "diverged", "damaged") else ("failed" if failed else
                                                                          "running" if st else "queued")
+            if state in ("running", "queued") and log.exists() and not R.RunLock.held_elsewhere(d):
+                state = "interrupted"                  # its job started and stopped short, with no error logged
             if state in ("complete", "diverged"):      # one truth: the store's verified reading, not meta.json alone
                 try:
                     R.load_run(d)

@@ -198,3 +198,21 @@ def test_a_sweep_checks_its_device_before_submitting_anything(tmp_path):
     with pytest.raises(ValueError, match="CUDA is not available"):
         sweep.run_local([[tiny_config(**{"meta.S": 2})]], tmp_path, device="cuda")
     assert not (tmp_path / "sweep_logs").exists()
+
+
+def test_a_killed_job_is_interrupted_not_queued(tmp_path):
+    from mplp import sweep
+
+    cfgs = [tiny_config(seed=0, **{"meta.S": 4, "checkpoint_every": 1})]
+    assert [s.state for s in sweep.status([cfgs], tmp_path)] == ["queued"]
+    with sweep.open_for_writing(sweep._log_path(tmp_path, cfgs)) as fh:    # its job started ...
+        fh.write("training\n")                                               # ... and was killed, silently
+    assert [s.state for s in sweep.status([cfgs], tmp_path)] == ["interrupted"]
+    train(cfgs[0], tmp_path, progress=False, max_steps=2)
+    assert [s.state for s in sweep.status([cfgs], tmp_path)] == ["interrupted"]
+    lock = R.RunLock(R.run_dir(tmp_path, cfgs[0])).acquire()                # a job is on it now
+    try:
+        assert [s.state for s in sweep.status([cfgs], tmp_path)] == ["running"]
+    finally:
+        lock.release()
+    assert sweep.pending([cfgs], tmp_path) == [cfgs]
