@@ -359,8 +359,9 @@ def from_dict(data: dict) -> ExperimentConfig:
 MAX_YAML_BYTES = 1_000_000       # a config or profile is a few hundred bytes; anything this large is not one
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` that refuses a mapping with a key given twice (YAML keeps the last, silently)."""
+class _UniqueKeyLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
+    """A safe YAML loader (libyaml's when PyYAML has it: configs are read for every stored run)
+    that refuses a mapping with a key given twice (YAML keeps the last, silently)."""
 
 
 def _unique_mapping(loader, node, deep=False):
@@ -370,7 +371,7 @@ def _unique_mapping(loader, node, deep=False):
         if key in seen:
             raise yaml.constructor.ConstructorError(None, None, f"key {key!r} is given twice", key_node.start_mark)
         seen.add(key)
-    return yaml.SafeLoader.construct_mapping(loader, node, deep)
+    return yaml.constructor.SafeConstructor.construct_mapping(loader, node, deep)
 
 
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)

@@ -131,6 +131,7 @@ def _numpy_globals() -> list:
 
 
 SAFE_GLOBALS = _numpy_globals()
+torch.serialization.add_safe_globals(SAFE_GLOBALS)     # numeric arrays are data: allowed in every weights_only load
 
 
 def load_torch(path: Path):
@@ -138,8 +139,7 @@ def load_torch(path: Path):
     arrays and plain containers; nothing in the file can run code); an unreadable or foreign one
     is a ``DamagedResultError`` naming it."""
     try:
-        with torch.serialization.safe_globals(SAFE_GLOBALS):
-            return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise
     except Exception as e:  # truncated, empty or foreign files raise many kinds of errors
