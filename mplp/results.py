@@ -501,7 +501,7 @@ class Store:
         if self.read_only:
             runs = []
             for cfg in cfgs:
-                r = find_run(self.base, cfg)
+                r = find_run(self.base, cfg, dtype="float32")     # what the computing store would train
                 if r is None:
                     raise MissingResultError(
                         f"{run_dir(self.base, cfg)}: no complete stored run of {cfg.experiment!r} (seed {cfg.seed}); "

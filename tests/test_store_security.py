@@ -216,3 +216,10 @@ def test_a_killed_job_is_interrupted_not_queued(tmp_path):
     finally:
         lock.release()
     assert sweep.pending([cfgs], tmp_path) == [cfgs]
+
+
+def test_a_read_only_store_does_not_serve_a_float64_run_for_a_float32_one(tmp_path):
+    cfg = tiny_config(**{"meta.S": 2})
+    train(cfg, tmp_path, progress=False, dtype=torch.float64)
+    with pytest.raises(R.StoreError, match="float64, not float32"):
+        R.Store(tmp_path, read_only=True).train([cfg])
