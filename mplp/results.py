@@ -17,6 +17,7 @@ an OS file lock on ``.lock``).
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import json
 import os
@@ -96,13 +97,28 @@ def run_dir(root: str | Path, cfg: C.ExperimentConfig) -> Path:
     return Path(root) / cfg.experiment / cfg.hash()
 
 
+WRITE_ERRORS = {errno.ENOSPC: "the disk is full: free space or pass another --out",
+                errno.EDQUOT: "the disk quota is used up: free space or pass another --out",
+                errno.EROFS: "the file system is read-only: pass a writable --out",
+                errno.EACCES: "it is not writable: pass a writable --out",
+                errno.EPERM: "it is not writable: pass a writable --out",
+                errno.ENAMETOOLONG: "the name is too long for this file system: use a shorter --out or experiment",
+                errno.EISDIR: "a directory is where this file belongs: move it away",
+                errno.ENOTDIR: "a file is where a directory belongs: move it away"}
+
+
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    except OSError as e:
+        raise StoreError(f"{path} cannot be written: {WRITE_ERRORS.get(e.errno, e.strerror)}") from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.replace(tmp, path)
+    except OSError as e:
+        raise StoreError(f"{path} cannot be written: {WRITE_ERRORS.get(e.errno, e.strerror)}") from None
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
@@ -216,11 +232,17 @@ def load_run(path: str | Path) -> RunResult:
     try:
         cfg = C.load(path / "config.yaml")
         meta = json.loads((path / "meta.json").read_text())
-    except (C.ConfigError, ValueError) as e:
-        raise DamagedResultError(f"{path}: config.yaml or meta.json cannot be read ({e})") from None
-    run = RunResult(path, cfg, read_csv(path / "validation.csv"), read_csv(path / "train.csv"),
-                    load_torch(path / "theta.pt"), meta)
-    verify_run(run)
+        if not isinstance(meta, dict):
+            raise ValueError("not a JSON object")
+        run = RunResult(path, cfg, read_csv(path / "validation.csv"), read_csv(path / "train.csv"), {}, meta)
+    except (C.ConfigError, ValueError, UnicodeDecodeError) as e:
+        raise DamagedResultError(f"{path}: config.yaml, meta.json or a curve cannot be read ({e}); restore it "
+                                 "or train the run again with --restart") from None
+    except OSError as e:                  # a directory where a file belongs, an unreadable file, ...
+        raise DamagedResultError(f"{path}: {Path(e.filename or path).name} cannot be read ({e.strerror}); "
+                                 "restore it or train the run again with --restart") from None
+    verify_run(run)                       # the run is whole before anything in it is unpickled
+    run.theta = load_torch(path / "theta.pt")
     return run
 
 

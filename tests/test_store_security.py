@@ -223,3 +223,29 @@ def test_a_read_only_store_does_not_serve_a_float64_run_for_a_float32_one(tmp_pa
     train(cfg, tmp_path, progress=False, dtype=torch.float64)
     with pytest.raises(R.StoreError, match="float64, not float32"):
         R.Store(tmp_path, read_only=True).train([cfg])
+
+
+def test_broken_stores_give_one_line_errors(tmp_path, monkeypatch):
+    import errno
+
+    cfg = tiny_config(**{"meta.S": 2})
+    run = train(cfg, tmp_path / "store", progress=False)
+    (run.path / "meta.json").write_text("[1, 2")                       # malformed JSON
+    with pytest.raises(R.DamagedResultError, match="meta.json or a curve cannot be read"):
+        R.load_run(run.path)
+    (run.path / "meta.json").unlink()
+    (run.path / "meta.json").mkdir()                                   # a directory where a file belongs
+    with pytest.raises(R.DamagedResultError, match="meta.json cannot be read"):
+        R.load_run(run.path)
+    (tmp_path / "long").mkdir()
+    with pytest.raises(R.StoreError, match="name is too long"):
+        R.write_text(tmp_path / "long" / ("x" * 300), "y")
+    (tmp_path / "dir.json").mkdir()
+    with pytest.raises(R.StoreError, match="a directory is where this file belongs"):
+        R.write_text(tmp_path / "dir.json", "y")
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(R.os, "replace", full)
+    with pytest.raises(R.StoreError, match="the disk is full"):
+        R.write_text(tmp_path / "z.txt", "y")
