@@ -60,6 +60,17 @@ def _row(pid: str, claim: str, where: str, test: str, d: prereg.Decision, seeds:
                    steps=S, seeds=seeds, interval=interval, stage="confirmatory")
 
 
+def _baselines(worse: tuple[str, str], better: tuple[str, str], where: str, q: list[RunQuantities], sgd: float,
+               adam: float, seeds: str, S: int) -> list[Verdict]:
+    """The pair of rows "worse than tuned Adam" (trivially true when the step-0 validation already
+    is) and "better than tuned SGD" on the runs' final losses."""
+    finals, start = [x.final for x in q], float(np.median([x.start for x in q]))
+    return [_row(*worse, where, "prereg.above_baseline(final, adam); trivially true if the step-0 validation is "
+                 "above Adam's", prereg.above_baseline(finals, adam, "Adam"), seeds, S, trivial=start > adam),
+            _row(*better, where, "prereg.below_baseline(final, sgd)", prereg.below_baseline(finals, sgd, "SGD"),
+                 seeds, S)]
+
+
 # ---------------------------------------------------------------- §5.1 (group sinewave-thesis)
 
 @dataclass(frozen=True)
@@ -92,12 +103,8 @@ def sinewave_rows(runs: list, sgd: float, adam: float, S: int = 300_000,
                     "prereg.every_seed(a validation after the exit more than twice the best before it)",
                     prereg.every_seed(nonmono, "non-monotone after the exit"), seeds, S))
     finals = [x.final for x in q]
-    start = float(np.median([x.start for x in q]))
-    out.append(_row("P1.3", "worse than learning-rate-tuned Adam", "§5.1.2, Fig. 3a",
-                    "prereg.above_baseline(final, adam); trivially true if the step-0 validation is above Adam's",
-                    prereg.above_baseline(finals, adam, "Adam"), seeds, S, trivial=start > adam))
-    out.append(_row("P1.4", "better than learning-rate-tuned SGD", "§5.1.2, Fig. 3a",
-                    "prereg.below_baseline(final, sgd)", prereg.below_baseline(finals, sgd, "SGD"), seeds, S))
+    out += _baselines(("P1.3", "worse than learning-rate-tuned Adam"), ("P1.4", "better than learning-rate-tuned SGD"),
+                      "§5.1.2, Fig. 3a", q, sgd, adam, seeds, S)
     out.append(_row("P1.5", "the outer-loss is fairly high (around 25)", "§5.1.2",
                     "prereg.within_factor(final, 25, tolerance=1.0)",
                     prereg.within_factor(finals, 25.0, 1.0, "25"), seeds, S))
@@ -192,13 +199,9 @@ def grid_rows(cells: dict, sgd: float, adam: float, S: int = 120_000) -> list[Ve
     out.append(_row("P2.11", "learned lr, batch normalization and |m| = 8 give the best performance", "§5.2.2",
                     "prereg.lowest_of(cells, '|m|=8, BN on, lr learned') on the final loss",
                     prereg.lowest_of(finals, _name(*best)), seeds, S))
-    start = float(np.median([x.start for x in q[best]]))
-    top = [x.final for x in q[best]]
-    out.append(_row("P2.12", "the best configuration is still worse than learning-rate-tuned Adam", "§5.2.2",
-                    "prereg.above_baseline(final, adam); trivially true if the step-0 validation is above Adam's",
-                    prereg.above_baseline(top, adam, "Adam"), seeds, S, trivial=start > adam))
-    out.append(_row("P2.13", "the best configuration performs better than SGD", "§5.2.2",
-                    "prereg.below_baseline(final, sgd)", prereg.below_baseline(top, sgd, "SGD"), seeds, S))
+    out += _baselines(("P2.12", "the best configuration is still worse than learning-rate-tuned Adam"),
+                      ("P2.13", "the best configuration performs better than SGD"), "§5.2.2", q[best], sgd, adam,
+                      seeds, S)
     out.append(_row("P2.14", "batch normalization generally produces a better performing MPLP", "§7",
                     "prereg.stratified_shift({(m, lr): (with BN, without BN)}, 'less') on the final loss",
                     prereg.stratified_shift(_pairs(q, 1, True, "final"), "less"), seeds, S))

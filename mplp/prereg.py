@@ -91,32 +91,30 @@ def long_and_unpredictable(exits: list[int | None], S: int, long: int, spread: f
     return Decision("no", ev, interval=iv)
 
 
+def _against_baseline(values, baseline: float, name: str, alternative: str) -> Decision:
+    x = np.asarray(values, dtype=float)
+    p = stats.sign_test(x, baseline, alternative)
+    iv = stats.bootstrap_ratio(x, [baseline])
+    ev = f"per seed {_fmt(x)} vs {name} {baseline:.4g}; median / {name} {iv}; sign test p = {p:.3g}"
+    if p < ALPHA:
+        return Decision("yes", ev, p, iv)
+    med = np.median(x)
+    if (med < baseline) if alternative == "less" else (med > baseline):
+        side = "below" if alternative == "less" else "above"
+        return Decision("partly", ev, p, iv, rule=f"median {side} {name}, not significant")
+    return Decision("no", ev, p, iv)
+
+
 def below_baseline(values, baseline: float, name: str = "baseline") -> Decision:
     """"Better than a tuned baseline": each seed's value against the baseline's one number, exact
     sign test (one-sided, below).  p < alpha (with 5 seeds: all 5 below) -> yes; median below,
     p >= alpha -> partly; median not below -> no.  Interval: median / baseline."""
-    x = np.asarray(values, dtype=float)
-    p = stats.sign_test(x, baseline, "less")
-    iv = stats.bootstrap_ratio(x, [baseline])
-    ev = f"per seed {_fmt(x)} vs {name} {baseline:.4g}; median / {name} {iv}; sign test p = {p:.3g}"
-    if p < ALPHA:
-        return Decision("yes", ev, p, iv)
-    if np.median(x) < baseline:
-        return Decision("partly", ev, p, iv, rule=f"median below {name}, not significant")
-    return Decision("no", ev, p, iv)
+    return _against_baseline(values, baseline, name, "less")
 
 
 def above_baseline(values, baseline: float, name: str = "baseline") -> Decision:
     """"Worse than a tuned baseline": ``below_baseline`` mirrored (every seed above: p = 1/32 with 5)."""
-    x = np.asarray(values, dtype=float)
-    p = stats.sign_test(x, baseline, "greater")
-    iv = stats.bootstrap_ratio(x, [baseline])
-    ev = f"per seed {_fmt(x)} vs {name} {baseline:.4g}; median / {name} {iv}; sign test p = {p:.3g}"
-    if p < ALPHA:
-        return Decision("yes", ev, p, iv)
-    if np.median(x) > baseline:
-        return Decision("partly", ev, p, iv, rule=f"median above {name}, not significant")
-    return Decision("no", ev, p, iv)
+    return _against_baseline(values, baseline, name, "greater")
 
 
 def within_factor(values, baseline: float, tolerance: float = 0.25, name: str = "baseline") -> Decision:
