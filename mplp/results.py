@@ -146,8 +146,10 @@ def _numpy_globals() -> list:
     return [core.multiarray._reconstruct, np.ndarray, np.dtype, *dtypes]
 
 
-SAFE_GLOBALS = _numpy_globals()
-torch.serialization.add_safe_globals(SAFE_GLOBALS)     # numeric arrays are data: allowed in every weights_only load
+# Registered once for the process (a ``torch.serialization.safe_globals`` block would remove them
+# again on exit): numeric arrays, and torch's version string, are data in every weights_only load.
+SAFE_GLOBALS = [*_numpy_globals(), torch.torch_version.TorchVersion]
+torch.serialization.add_safe_globals(SAFE_GLOBALS)
 
 
 def load_torch(path: Path):

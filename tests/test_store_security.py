@@ -249,3 +249,13 @@ def test_broken_stores_give_one_line_errors(tmp_path, monkeypatch):
     monkeypatch.setattr(R.os, "replace", full)
     with pytest.raises(R.StoreError, match="the disk is full"):
         R.write_text(tmp_path / "z.txt", "y")
+
+
+def test_reading_the_golden_reference_leaves_the_data_only_globals_in_place(tmp_path):
+    import numpy as np
+
+    from mplp import peer
+
+    peer.load_reference()
+    R.save_torch(tmp_path / "a.pt", {"x": np.arange(3.0)})
+    assert R.load_torch(tmp_path / "a.pt")["x"].tolist() == [0.0, 1.0, 2.0]
