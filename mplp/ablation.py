@@ -333,8 +333,8 @@ def verdicts(rows: dict[Cell, CellSummary], sgd: float, adam: float,
         test = "yes" if len(decided) == len(pairs) else "partly"
     else:
         test = "partly" if any(faster) else "no"
-    ps = [f"{on.cell.message_size}/{'learned' if on.cell.learned_lr else 'fixed'}: {_mw(on, off)}"
-          for off, on in decided if _mw(on, off)]
+    ps = [f"{on.cell.message_size}/{'learned' if on.cell.learned_lr else 'fixed'}: {p}"
+          for off, on in decided if (p := _mw(on, off))]
     out.append(Verdict("batch-norm converges faster in every configuration", "§5.2",
                        "median geometric-mean validation loss with BN < without, in all 4 (|m|, lr) pairs that are "
                        "decided (an arm off the plateau)",

@@ -19,6 +19,7 @@ import numpy as np
 from . import prereg
 from .analysis import final_level, log_mean_loss, plateau_exit, rises_at, spike_fraction, tail_fraction
 from .claims import Verdict, decide
+from .mnist_be import last_hidden_entropy
 
 WINDOW = 0.02        # the plateau exit holds for 2 % of S
 STUCK = 0.10         # stuck: no exit by 10 % of S
@@ -236,11 +237,6 @@ def inner_readings(cmp, T: int) -> InnerReading:
     return InnerReading(float(m[T - w:T].mean()), float(a[T - w:T].mean()), float(m[-w:].mean()), float(a[-w:].mean()))
 
 
-def _entropy(run) -> np.ndarray:
-    cols = sorted(k for k in run.validation if k.startswith("entropy_l"))
-    return np.asarray(run.validation[cols[-1]], dtype=float)
-
-
 def mnist_rows(off: list, on: list, S: int = 150_000, inner: list[InnerReading] | None = None) -> list[Verdict]:
     """P3.1-P3.8 on §5.3's runs without (``off``) and with (``on``) the batch-entropy term
     (``inner``: one reading per run with the term; without them P3.6-P3.7 are not made)."""
@@ -253,7 +249,7 @@ def mnist_rows(off: list, on: list, S: int = 150_000, inner: list[InnerReading] 
            _row("P3.2", "without the term, one run did not start to learn within the budget", "§5.3.2",
                 "prereg.some_run(never)", prereg.some_run([x.exit is None for x in qo], "never left, without the term"),
                 seeds, S)]
-    rises = [rises_at(r.validation["step"], _entropy(r), x.exit, int(S * WINDOW)) for r, x in zip(off, qo)]
+    rises = [rises_at(r.validation["step"], last_hidden_entropy(r), x.exit, int(S * WINDOW)) for r, x in zip(off, qo)]
     out.append(_row("P3.3", "the final layer's batch entropy increases when the optimizer starts to learn", "Fig. 9b",
                     f"prereg.every_seed(rises_at(entropy, exit, {window:,})) over the runs without the term that exit",
                     prereg.every_seed(rises, "batch entropy higher after the exit"), seeds, S))
