@@ -392,8 +392,14 @@ def load(path: str | Path) -> ExperimentConfig:
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"config file not found: {p}")
+    return parse(p.read_text(), p)
+
+
+def parse(text: str, source: str | Path) -> ExperimentConfig:
+    """Validate the YAML experiment ``text`` read from ``source`` (named in errors)."""
+    p = source
     try:
-        data = read_yaml(p.read_text())
+        data = read_yaml(text)
     except yaml.YAMLError as e:
         raise ConfigError(f"{p}: not valid YAML ({' '.join(str(e).split())})") from None
     if data is None:

@@ -3,9 +3,11 @@
 Files: ``config.yaml``; ``validation.csv`` (outer step, validation outer-loss, ...);
 ``train.csv`` (windowed training losses); ``theta.pt`` (final meta-parameters);
 ``snapshots.pt`` (theta at validation steps); ``meta.json`` (status, timings,
-machine); ``checkpoint.pt`` (resume state, not committed); ``manifest.json`` (size and
-sha256 of every file above but the checkpoint, written last).  Every write is atomic
-(temporary file + rename), so an interrupted run never leaves a half-written file.
+machine); ``manifest.json`` (size and sha256 of every file above, written last);
+``checkpoint.pt`` (an unfinished run's resume state) with its own record ``checkpoint.json``.
+Every write is atomic (temporary file + rename), so an interrupted run never leaves a
+half-written file.  The store reads only regular files of bounded size, never through a
+symbolic link, and unpickles nothing but data (``torch.load(weights_only=True)``).
 
 Every read verifies what it returns: the manifest, the stored config's hash against the
 directory (and so against the request), ``meta.json``'s hash and step counts, a result's
@@ -22,6 +24,7 @@ import io
 import json
 import os
 import platform
+import stat
 import tempfile
 import time
 import dataclasses
@@ -41,6 +44,9 @@ Result = TypeVar("Result")
 MANIFEST = "manifest.json"
 RUN_FILES = ("config.yaml", "meta.json", "validation.csv", "train.csv", "theta.pt", "snapshots.pt", "final_state.pt")
 FINAL_STATE = "final_state.pt"    # a finished run's whole training state: a longer run can extend it
+CHECKPOINT, CHECKPOINT_RECORD = "checkpoint.pt", "checkpoint.json"
+MAX_TEXT_BYTES = 256 * 2**20      # a stored CSV, JSON or YAML file (the longest curves are a few MB)
+MAX_TENSOR_BYTES = 64 * 2**30     # a stored tensor file (as large as the largest allowed step, config.MAX_STEP_BYTES)
 
 
 class StoreError(RuntimeError):
@@ -55,8 +61,50 @@ class RunLockedError(StoreError):
     """Another process holds the run directory."""
 
 
+def open_stored(path: Path, limit: int | None = None):
+    """A stored file opened for binary reading, if it is a regular file (not a symbolic link,
+    directory, FIFO or device) of at most ``limit`` bytes; else a ``DamagedResultError`` naming it.
+    A missing file is a ``FileNotFoundError``."""
+    path, limit = Path(path), MAX_TENSOR_BYTES if limit is None else limit
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise
+    except OSError as e:
+        why = "it is a symbolic link, which the store does not follow" if e.errno == errno.ELOOP else e.strerror
+        raise DamagedResultError(f"{path} cannot be read ({why}): restore the file the store wrote, or delete "
+                                 "the run (train with --restart)") from None
+    info = os.fstat(fd)
+    why = (None if stat.S_ISREG(info.st_mode) and info.st_size <= limit else
+           "it is a directory" if stat.S_ISDIR(info.st_mode) else
+           "it is not a regular file" if not stat.S_ISREG(info.st_mode) else
+           f"{info.st_size:,} bytes, more than any file the store writes ({limit:,})")
+    if why:
+        os.close(fd)
+        raise DamagedResultError(f"{path} cannot be read ({why}): restore the file the store wrote, or delete "
+                                 "the run (train with --restart)")
+    return os.fdopen(fd, "rb")
+
+
+def read_text(path: Path, limit: int | None = None) -> str:
+    """A stored text file (``open_stored``'s checks; at most ``MAX_TEXT_BYTES``), decoded as UTF-8."""
+    with open_stored(path, MAX_TEXT_BYTES if limit is None else limit) as f:
+        data = f.read()
+    try:
+        return data.decode()
+    except UnicodeDecodeError:
+        raise DamagedResultError(f"{path} cannot be read (not UTF-8 text): restore it or delete the run") from None
+
+
+def read_json(path: Path):
+    try:
+        return json.loads(read_text(path))
+    except ValueError as e:
+        raise DamagedResultError(f"{path} cannot be read (not valid JSON: {e}); restore it or delete the run") from None
+
+
 def _sha256(path: Path) -> str:
-    with open(path, "rb") as f:
+    with open_stored(path) as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
@@ -77,20 +125,75 @@ def verify_manifest(directory: Path, required=()) -> None:
         raise DamagedResultError(f"{m} is missing: the result in {d} was not finished or was damaged; "
                                  "delete the directory (or train with --restart) to compute it again")
     try:
-        files = json.loads(m.read_text())["files"]
-    except (ValueError, KeyError, TypeError):
+        files = read_json(m)["files"]
+        if not isinstance(files, dict) or not all(isinstance(r, dict) and {"bytes", "sha256"} <= r.keys()
+                                                  for r in files.values()):
+            raise TypeError
+    except (KeyError, TypeError):
         raise DamagedResultError(f"{m} is not a valid manifest; delete {d} to compute the result again") from None
     for name in required:
         if name not in files:
             raise DamagedResultError(f"{d / name} is not in {m}: the result is incomplete; delete {d} to compute it again")
     for name, rec in files.items():
         f = d / name
-        if not f.exists():
+        if Path(name).name != name or name in ("", ".", ".."):
+            raise DamagedResultError(f"{m} lists {name!r}, which is not a file of the run directory; delete {d}")
+        if not f.exists() and not f.is_symlink():
             raise DamagedResultError(f"{f} is missing (listed in {m}); delete {d} (or train with --restart) "
                                      "to compute the result again")
-        if f.stat().st_size != rec["bytes"] or _sha256(f) != rec["sha256"]:
+        if not _matches(f, rec):
             raise DamagedResultError(f"{f} differs from {m} (edited or damaged); restore it (git checkout) or delete "
                                      f"{d} to compute the result again")
+
+
+def _matches(f: Path, rec: dict) -> bool:
+    """Whether the stored file ``f`` has the size and sha256 that ``rec`` records."""
+    with open_stored(f) as fh:
+        if os.fstat(fh.fileno()).st_size != rec["bytes"]:
+            return False
+        return hashlib.file_digest(fh, "sha256").hexdigest() == rec["sha256"]
+
+
+def save_checkpoint(directory: Path, state: dict) -> None:
+    """``checkpoint.pt`` and its record ``checkpoint.json`` (size and sha256), so that a checkpoint
+    is verified before it is read.  The record vouches for the file at every instant: it first
+    accepts the old and the new checkpoint, then the file is replaced, then only the new one stays."""
+    d = Path(directory)
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    data = buf.getvalue()
+    new = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    try:
+        old = [r for r in read_json(d / CHECKPOINT_RECORD)["accept"] if r != new][:1]
+    except (FileNotFoundError, StoreError, KeyError, TypeError):
+        old = []
+    write_json(d / CHECKPOINT_RECORD, {"accept": [new, *old]})
+    _atomic_write_bytes(d / CHECKPOINT, data)
+    write_json(d / CHECKPOINT_RECORD, {"accept": [new]})
+
+
+def load_checkpoint(directory: Path) -> dict:
+    """The resume state in ``checkpoint.pt``, read as data once it matches its record."""
+    d = Path(directory)
+    ckpt, rec = d / CHECKPOINT, d / CHECKPOINT_RECORD
+    why = f"{rec} is missing"
+    try:
+        accept = read_json(rec)["accept"]
+        if any(_matches(ckpt, r) for r in accept):
+            return load_torch(ckpt)
+        why = f"it differs from {rec} (damaged, edited or not written here)"
+    except FileNotFoundError:
+        pass
+    except (KeyError, TypeError):
+        why = f"{rec} is not a valid checkpoint record"
+    raise DamagedResultError(f"{ckpt} cannot be read: {why}; train with --restart to start the run over")
+
+
+def load_final_state(directory: Path) -> dict:
+    """A finished run's whole training state (``final_state.pt``), read as data once the run's
+    manifest vouches for it."""
+    verify_manifest(directory, required=(FINAL_STATE,))
+    return load_torch(Path(directory) / FINAL_STATE)
 
 
 def run_dir(root: str | Path, cfg: C.ExperimentConfig) -> Path:
@@ -157,8 +260,9 @@ def load_torch(path: Path):
     arrays and plain containers; nothing in the file can run code); an unreadable or foreign one
     is a ``DamagedResultError`` naming it."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
+        with open_stored(path) as f:
+            return torch.load(f, map_location="cpu", weights_only=True)
+    except (FileNotFoundError, DamagedResultError):
         raise
     except Exception as e:  # truncated, empty or foreign files raise many kinds of errors
         raise DamagedResultError(f"{path} cannot be read ({type(e).__name__}: {str(e)[:120]}); it is truncated or "
@@ -177,8 +281,7 @@ def write_csv(path: Path, rows: list[dict]) -> None:
 
 def read_csv(path: Path) -> dict[str, np.ndarray]:
     """Columns of a CSV written by ``write_csv`` as float arrays."""
-    with open(path) as f:
-        rows = list(csv.DictReader(f))
+    rows = list(csv.DictReader(io.StringIO(read_text(path))))
     if not rows:
         return {}
     return {k: np.array([float(r[k]) for r in rows]) for k in rows[0]}
@@ -232,12 +335,12 @@ def load_run(path: str | Path) -> RunResult:
             raise DamagedResultError(f"{path / name} is missing: the run in {path} is incomplete; train it again "
                                      "with --restart (discards the rest) or restore the file")
     try:
-        cfg = C.load(path / "config.yaml")
-        meta = json.loads((path / "meta.json").read_text())
+        cfg = C.parse(read_text(path / "config.yaml"), path / "config.yaml")
+        meta = json.loads(read_text(path / "meta.json"))
         if not isinstance(meta, dict):
             raise ValueError("not a JSON object")
         run = RunResult(path, cfg, read_csv(path / "validation.csv"), read_csv(path / "train.csv"), {}, meta)
-    except (C.ConfigError, ValueError, UnicodeDecodeError) as e:
+    except (C.ConfigError, ValueError) as e:
         raise DamagedResultError(f"{path}: config.yaml, meta.json or a curve cannot be read ({e}); restore it "
                                  "or train the run again with --restart") from None
     except OSError as e:                  # a directory where a file belongs, an unreadable file, ...
@@ -285,7 +388,7 @@ def find_run(root: str | Path, cfg: C.ExperimentConfig, dtype: str | None = None
         if RunLock.held_elsewhere(d):     # being written by its owner right now, not damaged
             raise RunLockedError(f"{d} is in use by another process (another mplp train or chapter run); "
                                  "wait for it to finish or stop it") from None
-        if (d / "checkpoint.pt").is_file() and not (d / "checkpoint.pt").is_symlink():
+        if (d / CHECKPOINT).is_file() and not (d / CHECKPOINT).is_symlink():
             return None                   # stopped mid-write (e.g. before its manifest): resumable from its checkpoint
         raise
     if not r.finished:
@@ -358,8 +461,8 @@ def _read_result(d: Path, key: dict, cls: type):
     match the manifest, its fields are ``cls``'s."""
     kj = d / "key.json"
     try:
-        stored = json.loads(kj.read_text())
-    except (FileNotFoundError, ValueError):
+        stored = read_json(kj)
+    except (FileNotFoundError, DamagedResultError):
         raise DamagedResultError(f"{kj} is missing or unreadable; delete {d} to compute the result again") from None
     if json.loads(json.dumps(key, sort_keys=True, default=str)) != stored:
         raise DamagedResultError(f"{kj} holds another key than the one asked for (a copied or edited result): "
@@ -386,8 +489,8 @@ def refuse_links(directory: Path) -> None:
 
 def own_files(directory: Path) -> list[Path]:
     """The regular files in a run directory that the store writes (``RUN_FILES``, its
-    checkpoint, manifest and leftover ``*.tmp``): what ``--restart`` may delete, nothing else."""
-    names = {*RUN_FILES, "checkpoint.pt", MANIFEST}
+    checkpoint and record, manifest and leftover ``*.tmp``): what ``--restart`` may delete, nothing else."""
+    names = {*RUN_FILES, CHECKPOINT, CHECKPOINT_RECORD, MANIFEST}
     return [f for f in Path(directory).iterdir()
             if not f.is_symlink() and f.is_file() and (f.name in names or
                                                         (f.name.endswith(".tmp") and f.name.split(".")[0] in
@@ -516,7 +619,7 @@ class Store:
         """``load_or_compute`` under this store's root; read-only stores only read."""
         result = load_or_compute(experiment, key, compute, cls, root=self.root, read_only=self.read_only)
         meta = result_dir(experiment, key, self.root) / "meta.json"
-        self.records.append(Record(experiment, meta.parent, json.loads(meta.read_text()) if meta.exists() else {}))
+        self.records.append(Record(experiment, meta.parent, read_json(meta) if meta.exists() else {}))
         return result
 
     def train(self, cfgs: list[C.ExperimentConfig], device="cpu", progress: bool = False) -> list[RunResult]:

@@ -21,6 +21,9 @@ from . import paths
 class ProfileError(ValueError):
     """A profile file is missing, unreadable or does not match its notebook."""
 
+    def _render_traceback_(self) -> list[str]:    # IPython (inside a notebook) shows this one line
+        return [f"{type(self).__name__}: {self}"]
+
 
 def notebook_parameters(chapter: str) -> dict:
     """The parameters cell of a chapter: ``{name: default value as source text}``."""
@@ -90,6 +93,16 @@ def _typed(value, default_source: str, where: str):
     return value
 
 
+def check_parameters(chapter: str, namespace: dict) -> None:
+    """Inside a chapter's notebook, after the values papermill injected: each parameter has its
+    default's type (converted where text stands for a number); a wrong one stops the notebook
+    with a one-line ``ProfileError`` naming it, before anything is computed."""
+    for name, default in notebook_parameters(chapter).items():
+        if name in namespace:
+            namespace[name] = _typed(namespace[name], default,
+                                     f"parameter {name!r} of chapter {chapter!r} (papermill -p / -y, or the profile)")
+
+
 def run_chapter(chapter: str, profile: str = "cpu", device: str | None = None, output: Path | None = None,
                 overrides: dict | None = None, progress: bool = True) -> Path:
     """Execute one chapter with a profile (plus ``device`` and other overrides).
@@ -117,10 +130,11 @@ def run_chapter(chapter: str, profile: str = "cpu", device: str | None = None, o
         elif device != "cpu":
             # CPU-only chapters (e.g. the truncation toy) have no device parameter
             print(f"chapter {chapter!r} has no 'device' parameter; it runs on the CPU")
+    expected = notebook_parameters(chapter)
     for k, v in (overrides or {}).items():
         if k not in params:
             raise ProfileError(f"chapter {chapter!r} has no parameter {k!r}; it has {sorted(params)}")
-        params[k] = v
+        params[k] = _typed(v, expected[k], f"parameter {k!r} of chapter {chapter!r}")
     nb = paths.notebook(chapter)
     out = Path(output) if output is not None else nb
     # execute into a scratch file outside the book and replace the target only on success:

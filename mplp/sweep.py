@@ -16,7 +16,6 @@ the chapter from the store without training.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -116,18 +115,37 @@ def _log_path(root: Path, cfgs: list[C.ExperimentConfig]) -> Path:
     return Path(root) / "sweep_logs" / f"{cfgs[0].experiment}-{cfgs[0].hash()}.log"
 
 
+ATTEMPT = "=== mplp sweep job started"    # heads each job's part of a log (jobs append, never truncate)
+
+
+def _last_attempt(log: Path) -> str:
+    """The part of a job log written by its latest job (after the last ``ATTEMPT`` line)."""
+    text = R.read_text(log)[-200_000:]
+    return text[text.rfind(ATTEMPT):] if ATTEMPT in text else text
+
+
+def _held(root: Path, cfgs: list[C.ExperimentConfig]) -> bool:
+    """Whether a job elsewhere (another sweep, a train) is training a run of this population now."""
+    return any(R.RunLock.held_elsewhere(R.run_dir(root, c)) for c in cfgs)
+
+
 def status(pops: list[list[C.ExperimentConfig]], root: Path | None = None) -> list[RunStatus]:
     """Per run of ``pops``: how far it got under ``root`` (default: the results root)."""
     root = Path(root) if root is not None else paths.results_root()
     out = []
     for cfgs in pops:
         log = _log_path(root, cfgs)
-        failed = log.exists() and "Traceback" in log.read_text()[-20000:]
+        try:
+            failed = log.exists() and "Traceback" in _last_attempt(log)
+        except R.StoreError:                            # not a log this sweep wrote
+            failed = True
         for cfg in cfgs:
             d = R.run_dir(root, cfg)
             try:
-                meta = json.loads((d / "meta.json").read_text()) if (d / "meta.json").exists() else {}
-            except (OSError, ValueError):
+                meta = R.read_json(d / "meta.json") if (d / "meta.json").exists() else {}
+                if not isinstance(meta, dict):
+                    raise ValueError
+            except (R.StoreError, ValueError):
                 meta = {"status": "damaged"}
             st = meta.get("status")
             state = st if st in ("complete", "diverged", "damaged") else ("failed" if failed else
@@ -151,23 +169,32 @@ def pending(pops: list[list[C.ExperimentConfig]], root: Path | None = None) -> l
     return [cfgs for cfgs in pops if any(R.run_dir(root, c) not in done for c in cfgs)]
 
 
-def open_for_writing(path: Path):
-    """A sweep file (job or log) opened for writing inside the store: neither it nor the folders
-    it sits in (``sweep_logs``, ``jobs``) may be a symbolic link, so nothing outside is written."""
-    path = Path(path)
-    for p in (path.parent, path.parent.parent):
+def _refuse_linked(path: Path) -> None:
+    """Neither a sweep file nor the folders it sits in (``sweep_logs``, ``jobs``) may be a
+    symbolic link, so nothing outside the store is written."""
+    for p in (path, path.parent, path.parent.parent):
         if p.is_symlink():
             raise R.StoreError(f"{p} is a symbolic link; the store neither follows nor writes through links: "
-                               "replace it with a directory")
+                               "replace it with a regular file or directory")
+
+
+def open_for_writing(path: Path):
+    """A job log opened for appending inside the store (``_refuse_linked``), headed by an
+    ``ATTEMPT`` line: concurrent sweeps add to one log, none truncates another's."""
+    import time
+
+    path = Path(path)
+    _refuse_linked(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
-    except OSError:
-        if path.is_symlink():
-            raise R.StoreError(f"{path} is a symbolic link; the store neither follows nor writes through links: "
-                               "remove it") from None
-        raise
-    return os.fdopen(fd, "w")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o644)
+    except OSError as e:
+        _refuse_linked(path)
+        raise R.StoreError(f"{path} cannot be written ({e.strerror}): check the results directory") from None
+    fh = os.fdopen(fd, "w")
+    fh.write(f"{ATTEMPT} by process {os.getpid()} at {time.strftime('%Y-%m-%d %H:%M:%S')} ===\n")
+    fh.flush()
+    return fh
 
 
 def _check_device(device: str) -> None:
@@ -180,15 +207,15 @@ def _check_device(device: str) -> None:
 def write_job(cfgs: list[C.ExperimentConfig], directory: Path) -> Path:
     """A job file: the population's configs, one YAML document each."""
     f = Path(directory) / f"{cfgs[0].experiment}-{cfgs[0].hash()}.yaml"
-    with open_for_writing(f) as fh:
-        fh.write("\n---\n".join(C.dump(c) for c in cfgs))
+    _refuse_linked(f)
+    R.write_text(f, "\n---\n".join(C.dump(c) for c in cfgs))    # atomic: a job reading it never sees half
     return f
 
 
 def read_job(path: Path) -> list[C.ExperimentConfig]:
     import yaml
 
-    return [C.from_dict(d) for d in yaml.safe_load_all(Path(path).read_text()) if d]
+    return [C.from_dict(d) for d in yaml.safe_load_all(R.read_text(path, C.MAX_YAML_BYTES)) if d]
 
 
 def run_job(path: Path, root: Path, device: str = "cpu") -> int:
@@ -226,7 +253,7 @@ def run_ray(pops: list[list[C.ExperimentConfig]], root: Path | None = None, max_
         raise ValueError(f"--max-parallel: must be >= 1 (got {max_parallel})")
     _check_device(device)
     root = Path(root).resolve() if root is not None else paths.results_root()
-    todo = pending(pops, root)
+    todo = [cfgs for cfgs in pending(pops, root) if not _held(root, cfgs)]
     jobs_dir = root / "sweep_logs" / "jobs"
     own = not ray.is_initialized()
     if own:
@@ -260,7 +287,7 @@ def run_slurm(pops: list[list[C.ExperimentConfig]], root: Path | None = None, ma
         raise ValueError(f"--max-parallel: must be >= 1 (got {max_parallel})")
     _check_device(device)
     root = Path(root).resolve() if root is not None else paths.results_root()
-    todo = pending(pops, root)
+    todo = [cfgs for cfgs in pending(pops, root) if not _held(root, cfgs)]
     folder = Path(folder) if folder is not None else root / "sweep_logs" / "submitit"
     ex = submitit.AutoExecutor(folder=str(folder), cluster=cluster)
     ex.update_parameters(timeout_min=timeout_min, cpus_per_task=max(1, threads),
@@ -285,7 +312,7 @@ def run_local(pops: list[list[C.ExperimentConfig]], root: Path | None = None, ma
         raise ValueError(f"--max-parallel: must be >= 1 (got {max_parallel})")
     _check_device(device)
     root = Path(root).resolve() if root is not None else paths.results_root()
-    todo = pending(pops, root)
+    todo = [cfgs for cfgs in pending(pops, root) if not _held(root, cfgs)]    # others' jobs are left to them
     jobs_dir = root / "sweep_logs" / "jobs"
     running: list[tuple[subprocess.Popen, object]] = []
     for cfgs in todo:

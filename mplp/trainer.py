@@ -11,7 +11,6 @@ resumed run gives bit-for-bit the result of an uninterrupted one on CPU.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import signal
 import threading
@@ -345,7 +344,7 @@ class _Run:
         self.extend_from = Path(extend_from) if extend_from is not None else None
         self.population_size = 1       # runs sharing this run's wall time (set by train_population)
         self.trainer, self.out = trainer, R.run_dir(out_root, cfg)
-        self.ckpt = self.out / "checkpoint.pt"
+        self.ckpt = self.out / R.CHECKPOINT
         # one owner at a time, until finish() / close(); a population takes every lock first
         self.lock = lock if lock is not None else R.RunLock(self.out).acquire()
         try:
@@ -366,7 +365,7 @@ class _Run:
             if not resume:
                 raise RunExistsError(f"{self.out} holds an unfinished run; pass --resume (resume=True) to "
                                      "continue it, or --restart (restart=True) to discard it and start over")
-            self.st = trainer.load_state_dict(R.load_torch(self.ckpt))
+            self.st = trainer.load_state_dict(R.load_checkpoint(self.out))
             self.st.resumes.append({"step": self.st.step, "dtype": str(trainer.dtype).replace("torch.", ""),
                                     "backward": backward_name(trainer)})
             return
@@ -397,7 +396,7 @@ class _Run:
         if self.cfg.log_every and S0 % self.cfg.log_every:
             raise C.ConfigError(f"--extend-from {src}: its S = {S0:,} is not a multiple of log_every, so its last "
                                 "logged mean covers other steps than an uninterrupted run's")
-        st = trainer.load_state_dict(R.load_torch(src / R.FINAL_STATE), config_hash=shorter.config.hash())
+        st = trainer.load_state_dict(R.load_final_state(src), config_hash=shorter.config.hash())
         # A run validates and snapshots at its last step S0 even off their grids; an uninterrupted
         # run would not, so those records go (validation draws no random numbers: the trajectory
         # is unchanged, tests/test_trainer.py)
@@ -416,13 +415,14 @@ class _Run:
     def _refusal(self, left: list[str]) -> str:
         """Why a directory with files but no checkpoint is not trained over, and what would be lost."""
         try:
-            meta = json.loads((self.out / "meta.json").read_text())
+            meta = R.read_json(self.out / "meta.json")
             what = f"status {meta.get('status')!r}, {meta.get('steps_done')} of {meta.get('steps_total')} outer steps"
-        except (OSError, ValueError):
+        except (OSError, R.StoreError, AttributeError):
             what = "no readable meta.json"
-        rows = 0
-        if (self.out / "validation.csv").exists():
-            rows = max(0, len((self.out / "validation.csv").read_text().splitlines()) - 1)
+        try:
+            rows = max(0, len(R.read_text(self.out / "validation.csv").splitlines()) - 1)
+        except (OSError, R.StoreError):
+            rows = 0
         return (f"{self.out} holds a run that cannot be continued ({what}; no checkpoint.pt to resume from) or is "
                 f"damaged; training again would overwrite {', '.join(sorted(left))} ({rows} validation rows). "
                 "Pass --restart (restart=True) to discard it and start over, or restore the missing files")
@@ -432,7 +432,7 @@ class _Run:
 
     def checkpoint(self, status: str) -> None:
         self.st.elapsed = time.perf_counter() - self.started
-        R.save_torch(self.ckpt, self.trainer.state_dict(self.st))
+        R.save_checkpoint(self.out, self.trainer.state_dict(self.st))
         _write_outputs(self.trainer, self.st, self.out, status, self.population_size)
 
     def maybe_validate(self) -> None:
@@ -462,8 +462,9 @@ class _Run:
             R.save_torch(self.out / R.FINAL_STATE, self.trainer.state_dict(self.st))     # kept: extensible
             _write_outputs(self.trainer, self.st, self.out, final_status(self.st, self.cfg.meta.S),
                            self.population_size)
-            if self.ckpt.exists():
-                self.ckpt.unlink()
+            for f in (self.ckpt, self.out / R.CHECKPOINT_RECORD):
+                if f.exists():
+                    f.unlink()
         else:
             self.checkpoint("running")
         return R.load_run(self.out)

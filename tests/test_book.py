@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from mplp import paths
-from mplp.runner import ProfileError, load_profile, notebook_parameters, run, run_chapter
+from mplp.runner import ProfileError, check_parameters, load_profile, notebook_parameters, run, run_chapter
 
 import browser_check
 
@@ -83,6 +83,23 @@ def test_runner_refuses_bad_input(tmp_path, monkeypatch):
         load_profile("sgd", "ci")
     with pytest.raises(ValueError, match="has no notebook yet"):
         notebook_parameters("mnist")
+
+
+def test_a_notebook_checks_its_parameters_before_computing(tmp_path):
+    ns = {"seed": "3", "steps": 200.0, "device": "cpu"}
+    check_parameters("sgd", ns)                          # text that stands for a number becomes one
+    assert ns["seed"] == 3 and ns["steps"] == 200 and isinstance(ns["steps"], int)
+    with pytest.raises(ProfileError, match=r"parameter 'seed' of chapter 'sgd'.*expected a number, got 'abc'"):
+        check_parameters("sgd", {"seed": "abc"})
+    with pytest.raises(ProfileError, match="expected an integer, got 1.5"):
+        run_chapter("sgd", "ci", output=tmp_path / "x.ipynb", overrides={"seed": 1.5}, progress=False)
+    import papermill                                     # the papermill route, past the runner's checks
+
+    with pytest.raises(papermill.PapermillExecutionError) as e:
+        papermill.execute_notebook(str(paths.notebook("sgd")), str(tmp_path / "x.ipynb"), parameters={"seed": "abc"},
+                                   kernel_name="python3", progress_bar=False, cwd=str(paths.notebook("sgd").parent))
+    assert e.value.ename == "ProfileError" and len(e.value.traceback) == 1 and "'seed'" in e.value.traceback[0]
+    assert not (tmp_path / "results").exists()
 
 
 @pytest.fixture(scope="module")

@@ -53,6 +53,92 @@ def test_a_crafted_checkpoint_is_refused_on_resume(tmp_path):
     assert not marker.exists()
 
 
+def test_a_checkpoint_is_verified_against_its_record_before_it_is_read(tmp_path):
+    cfg = tiny_config(**{"meta.S": 4, "validation.every": 1, "checkpoint_every": 1})
+    run = train(cfg, tmp_path / "store", progress=False, max_steps=2)
+    good = (run.path / R.CHECKPOINT).read_bytes()
+    marker = tmp_path / "marker"
+    plant(run.path / R.CHECKPOINT, marker)
+    with pytest.raises(R.DamagedResultError, match="checkpoint.pt cannot be read: it differs from"):
+        train(cfg, tmp_path / "store", resume=True, progress=False)
+    payload = (run.path / R.CHECKPOINT).read_bytes()      # the record recomputed to vouch for the payload:
+    R.write_json(run.path / R.CHECKPOINT_RECORD,          # still data only, never code
+                 {"accept": [{"bytes": len(payload), "sha256": __import__("hashlib").sha256(payload).hexdigest()}]})
+    with pytest.raises(R.DamagedResultError, match="checkpoint.pt cannot be read"):
+        train(cfg, tmp_path / "store", resume=True, progress=False)
+    (run.path / R.CHECKPOINT).write_bytes(good)
+    (run.path / R.CHECKPOINT_RECORD).unlink()
+    with pytest.raises(R.DamagedResultError, match="checkpoint.json is missing"):
+        train(cfg, tmp_path / "store", resume=True, progress=False)
+    assert not marker.exists()
+
+
+def test_a_crash_while_a_checkpoint_is_replaced_leaves_one_that_resumes(tmp_path, monkeypatch):
+    """The record accepts the old and the new checkpoint while the file is replaced: a process
+    killed in between resumes from the old one."""
+    cfg = tiny_config(**{"meta.S": 4, "validation.every": 1, "checkpoint_every": 1})
+    whole = train(cfg, tmp_path / "whole", progress=False)
+    train(cfg, tmp_path / "store", progress=False, max_steps=2)
+    real = R._atomic_write_bytes
+
+    def killed(path, data):
+        if path.name == R.CHECKPOINT:
+            raise KeyboardInterrupt        # after the record accepts both, before the file is replaced
+        real(path, data)
+    monkeypatch.setattr(R, "_atomic_write_bytes", killed)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path / "store", resume=True, progress=False)
+    monkeypatch.setattr(R, "_atomic_write_bytes", real)
+    assert len(R.read_json(R.run_dir(tmp_path / "store", cfg) / R.CHECKPOINT_RECORD)["accept"]) == 2
+    done = train(cfg, tmp_path / "store", resume=True, progress=False)
+    assert list(done.validation["val_loss"]) == list(whole.validation["val_loss"])
+    assert not (done.path / R.CHECKPOINT_RECORD).exists()
+
+
+def test_an_unlisted_final_state_is_refused_on_extend(tmp_path):
+    cfg = tiny_config(**{"meta.S": 4})
+    done = train(cfg, tmp_path / "store", progress=False)
+    marker = tmp_path / "marker"
+    plant(done.path / R.FINAL_STATE, marker)
+    manifest = R.read_json(done.path / R.MANIFEST)
+    del manifest["files"][R.FINAL_STATE]
+    R.write_json(done.path / R.MANIFEST, manifest)
+    with pytest.raises(R.DamagedResultError, match="final_state.pt is not in"):
+        train(tiny_config(**{"meta.S": 8}), tmp_path / "store", progress=False, extend_from=done.path)
+    assert not marker.exists()
+
+
+def test_the_store_reads_only_its_own_regular_bounded_files(tmp_path, monkeypatch):
+    cfg = tiny_config(**{"meta.S": 2})
+    run = train(cfg, tmp_path / "store", progress=False)
+    secret = tmp_path / "secret.pt"
+    secret.write_bytes((run.path / "theta.pt").read_bytes())
+    (run.path / "theta.pt").unlink()
+    (run.path / "theta.pt").symlink_to(secret)           # a link out of the store, even to matching bytes
+    with pytest.raises(R.DamagedResultError, match="theta.pt cannot be read .it is a symbolic link"):
+        R.load_run(run.path)
+    (run.path / "theta.pt").unlink()
+    os.mkfifo(run.path / "theta.pt")                     # reading a FIFO would block for ever
+    with pytest.raises(R.DamagedResultError, match="theta.pt cannot be read .it is not a regular file"):
+        R.load_run(run.path)
+    (run.path / "theta.pt").unlink()
+    (run.path / "theta.pt").write_bytes(secret.read_bytes())
+    R.load_run(run.path)
+    monkeypatch.setattr(R, "MAX_TEXT_BYTES", 100)        # a text file larger than any the store writes
+    with pytest.raises(R.DamagedResultError, match="more than any file the store writes"):
+        R.read_csv(run.path / "validation.csv")
+
+
+def test_a_manifest_naming_a_path_outside_the_run_is_refused(tmp_path):
+    cfg = tiny_config(**{"meta.S": 2})
+    run = train(cfg, tmp_path / "store", progress=False)
+    manifest = R.read_json(run.path / R.MANIFEST)
+    manifest["files"]["../../outside.txt"] = {"bytes": 1, "sha256": "0" * 64}
+    R.write_json(run.path / R.MANIFEST, manifest)
+    with pytest.raises(R.DamagedResultError, match="not a file of the run directory"):
+        R.load_run(run.path)
+
+
 def test_a_crafted_result_is_refused(tmp_path):
     store = R.Store(tmp_path / "store")
     key = {"what": "x"}
@@ -188,6 +274,17 @@ def test_a_sweep_writes_no_job_or_log_through_a_link(tmp_path):
     with pytest.raises(R.StoreError, match="symbolic link"):
         sweep.open_for_writing(log)
     assert victim.read_text() == "keep me"
+
+
+def test_jobs_sharing_a_log_append_to_it(tmp_path):
+    from mplp import sweep
+
+    log = sweep._log_path(tmp_path, [tiny_config()])
+    for line in ("first job: training\n", "second job: left to the job that holds it\n"):
+        with sweep.open_for_writing(log) as fh:
+            fh.write(line)
+    text = log.read_text()
+    assert text.count(sweep.ATTEMPT) == 2 and "first job" in text and "second job" in sweep._last_attempt(log)
 
 
 def test_a_sweep_checks_its_device_before_submitting_anything(tmp_path):

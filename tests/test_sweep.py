@@ -135,6 +135,8 @@ def test_two_concurrent_sweeps_compute_nothing_twice(tmp_path):
     assert [r.state for r in rows] == ["complete"] * 3
     for r in rows:                      # one uninterrupted training each: never resumed, never restarted
         assert R.load_run(r.run).meta.get("resumes", []) == []
+        log = r.log.read_text()         # each job's lines kept (appended, not truncated), no error
+        assert log.count(sweep.ATTEMPT) >= 1 and "Traceback" not in log
 
 
 def test_report_plan_is_what_the_deviations_study_trains():
