@@ -315,6 +315,32 @@ def test_a_killed_job_is_interrupted_not_queued(tmp_path):
     assert sweep.pending([cfgs], tmp_path) == [cfgs]
 
 
+def test_a_job_killed_for_real_is_interrupted_and_a_sweep_finishes_it(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from mplp import sweep
+
+    cfgs = [tiny_config(seed=0, **{"meta.S": 400, "checkpoint_every": 20, "validation.every": 50})]
+    log = sweep.open_for_writing(sweep._log_path(tmp_path, cfgs))           # as run_local starts a job
+    proc = subprocess.Popen(sweep._job_command(sweep.write_job(cfgs, tmp_path / "sweep_logs" / "jobs"), tmp_path,
+                                               "cpu", 1), stdout=log, stderr=subprocess.STDOUT)
+    for _ in range(1200):
+        (row,) = sweep.status([cfgs], tmp_path)
+        if row.steps_done > 0 or proc.poll() is not None:
+            break
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    log.close()
+    (row,) = sweep.status([cfgs], tmp_path)
+    assert row.state == "interrupted" and 0 < row.steps_done < 400
+    (row,) = sweep.run_local([cfgs], tmp_path)
+    assert row.state == "complete" and R.load_run(row.run).meta["resumes"]
+
+
 def test_a_read_only_store_does_not_serve_a_float64_run_for_a_float32_one(tmp_path):
     cfg = tiny_config(**{"meta.S": 2})
     train(cfg, tmp_path, progress=False, dtype=torch.float64)
