@@ -15,7 +15,7 @@ import torch._inductor.config as inductor_config
 inductor_config.cpp.enable_kernel_profile = True
 
 from mplp import bench  # noqa: E402
-from mplp.fast import fast_backward  # noqa: E402
+from mplp.core.fast import fast_backward  # noqa: E402
 
 
 def main(name="sinewave", P=1, n=10):

@@ -18,7 +18,7 @@ sys.path.insert(0, str(code))
 import torch  # noqa: E402
 
 torch.set_num_threads(1)
-from mplp import report  # noqa: E402
+from mplp.book import report  # noqa: E402
 
 times = []
 for _ in range(3):

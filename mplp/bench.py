@@ -19,14 +19,14 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from . import config as C
-from .backward import dense_backward
-from .fast import engine, fast_backward
-from .learners import LearnerSpec, NeuralLearners, init_theta
-from .optimizee import init_params
-from .outer import meta_gradient
-from .tasks import make_family
-from .unroll import unroll
+from mplp.core import config as C
+from mplp.core.backward import dense_backward
+from mplp.core.fast import engine, fast_backward
+from mplp.core.learners import LearnerSpec, NeuralLearners, init_theta
+from mplp.core.optimizee import init_params
+from mplp.meta.outer import meta_gradient
+from mplp.tasks.families import make_family
+from mplp.core.unroll import unroll
 
 SETTINGS = {
     # Table 3 (§5.1): |m| = 1, H = 80, K = 10, no batch-norm, fixed lr, loss node [pred, target]
@@ -129,7 +129,7 @@ def run_bench(name: str, population: int = 1, steps: int = 20, device="cpu",
         raise ValueError(f"unknown bench config {name!r}; expected one of {tuple(SETTINGS)}")
     if population < 1 or steps < 1:
         raise ValueError(f"--population and --steps must be >= 1 (got {population}, {steps})")
-    from .trainer import resolve_device
+    from mplp.meta.trainer import resolve_device
 
     device = str(resolve_device(device))
     spec, s, batched, members = problem(name, population, device)
@@ -189,7 +189,7 @@ def _throughput_configs(name: str, population: int):
     """The thesis settings as the long runs train them: seeds 0 .. P-1 of §5.1's text setting
     (Table 3, 300,000 steps), of §5.2's most expensive cell (120,000) and, for MNIST (Table 5,
     150,000), P/2 seeds with the batch-entropy term and P/2 without, as one population."""
-    from . import ablation, mnist_be, sinewave
+    from mplp.chapters import ablation, mnist_be, sinewave
 
     if name == "sinewave":
         return [sinewave.chapter_config(s, 300_000, 300, 3000, "prediction_target", [1.0, 1.0], False)
@@ -209,7 +209,7 @@ def _throughput_configs(name: str, population: int):
 
 @dataclass
 class ThroughputResult:
-    """Outer steps per hour of one population trained as the long runs train it (``mplp.trainer``,
+    """Outer steps per hour of one population trained as the long runs train it (``mplp.meta.trainer``,
     validation and checkpoints included), after ``warmup`` steps that compile."""
 
     config: str
@@ -228,7 +228,7 @@ def train_throughput(name: str, population: int = 5, steps: int = 300, warmup: i
     in a temporary store; time the second part."""
     import tempfile
 
-    from .trainer import train_population
+    from mplp.meta.trainer import train_population
 
     cfgs = _throughput_configs(name, population)
     with tempfile.TemporaryDirectory() as root:

@@ -19,12 +19,12 @@ def _train(args) -> int:
     import torch
     import yaml
 
-    from . import config as C
-    from .backward import dense_backward
-    from .fast import fast_backward
-    from .trainer import DIVERGED_SKIP_FRACTION, train_population
+    from mplp.core import config as C
+    from mplp.core.backward import dense_backward
+    from mplp.core.fast import fast_backward
+    from mplp.meta.trainer import DIVERGED_SKIP_FRACTION, train_population
 
-    from . import results as R
+    from mplp.store import results as R
 
     cfg = C.load(args.config)
     changes = {}
@@ -75,7 +75,7 @@ def _train(args) -> int:
 
 
 def _run(args) -> int:
-    from .runner import run
+    from mplp.book.runner import run
 
     for path in run(args.chapters, args.profile, args.device, progress=not args.no_progress):
         print(f"executed {path}")
@@ -85,7 +85,7 @@ def _run(args) -> int:
 def _bench(args) -> int:
     import torch
 
-    from .bench import format_result, run_bench, to_json, train_throughput
+    from mplp.bench import format_result, run_bench, to_json, train_throughput
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -111,8 +111,8 @@ def _threads(text: str) -> int:
 
 
 def _costs(args) -> int:
-    from . import report
-    from .paths import PROFILES
+    from mplp.book import report
+    from mplp.paths import PROFILES
 
     if args.profile not in PROFILES:
         raise ValueError(f"unknown profile {args.profile!r}; valid profiles: {', '.join(PROFILES)}")
@@ -120,7 +120,7 @@ def _costs(args) -> int:
     if args.write_readme:
         import re
 
-        from .paths import repo_root
+        from mplp.paths import repo_root
 
         readme = repo_root() / "README.md"
         start, end = f"<!-- mplp costs --profile {args.profile} -->", "<!-- end mplp costs -->"
@@ -136,7 +136,7 @@ def _costs(args) -> int:
 
 
 def _sweep(args) -> int:
-    from . import sweep
+    from mplp import sweep
 
     pops = sweep.plan(args.chapter, args.profile)
     if args.status:
@@ -214,10 +214,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    from .config import ConfigError
-    from .data import MNISTUnavailableError
-    from .results import StoreError
-    from .runner import ProfileError
+    from mplp.core.config import ConfigError
+    from mplp.tasks.data import MNISTUnavailableError
+    from mplp.store.results import StoreError
+    from mplp.chapters.profiles import ProfileError
 
     args = build_parser().parse_args(argv)
     try:

@@ -1,7 +1,7 @@
 """Where things live: chapters, their notebooks and profiles, and the results root.
 
-Chapter ``c`` with number ``NN`` is the notebook ``book/NN_c.ipynb`` with profiles
-``params/c/{ci,cpu,paper}.yaml``.  Paths are resolved from the repository root
+A chapter is its notebook: chapter ``c`` with number ``NN`` is ``book/NN_c.ipynb``, with
+profiles ``params/c/{ci,cpu,paper}.yaml``.  Paths are resolved from the repository root
 (``$MPLP_ROOT``, else the checkout holding this package), never from the working
 directory, so papermill, nbval and jupyter-book find the same files.
 ``MPLP_CACHE=off`` makes every run compute afresh into a temporary results root.
@@ -14,7 +14,6 @@ import os
 import tempfile
 from pathlib import Path
 
-CHAPTERS = ("sgd", "sinewave", "ablation", "mnist", "truncation", "report")
 PROFILES = ("ci", "cpu", "paper")
 
 
@@ -42,9 +41,19 @@ def results_root() -> Path:
     return repo_root() / "results" if cache_enabled() else _scratch()
 
 
-def notebook(chapter: str) -> Path:
+def chapters() -> list[str]:
+    """The chapters in book order: one per notebook ``book/NN_<name>.ipynb``."""
+    return [p.stem.split("_", 1)[1] for p in sorted((repo_root() / "book").glob("[0-9][0-9]_*.ipynb"))]
+
+
+def number(chapter: str) -> int:
+    """A chapter's number ``NN`` (its place in the book)."""
     check_chapter(chapter)
-    return repo_root() / "book" / f"{CHAPTERS.index(chapter):02d}_{chapter}.ipynb"
+    return chapters().index(chapter)
+
+
+def notebook(chapter: str) -> Path:
+    return repo_root() / "book" / f"{number(chapter):02d}_{chapter}.ipynb"
 
 
 def profile(chapter: str, name: str) -> Path:
@@ -55,10 +64,10 @@ def profile(chapter: str, name: str) -> Path:
 
 
 def available_chapters() -> list[str]:
-    """Chapters whose notebook exists, in book order."""
-    return [c for c in CHAPTERS if notebook(c).exists()]
+    """Chapters whose notebook exists, in book order (every chapter: a chapter is its notebook)."""
+    return chapters()
 
 
 def check_chapter(chapter: str) -> None:
-    if chapter not in CHAPTERS:
-        raise ValueError(f"unknown chapter {chapter!r}; valid chapters: {', '.join(available_chapters() or CHAPTERS)}")
+    if chapter not in chapters():
+        raise ValueError(f"unknown chapter {chapter!r}; valid chapters: {', '.join(chapters())}")

@@ -1,4 +1,4 @@
-"""A chapter's meta-training runs as jobs (issue 18): plan, dispatch, status.
+"""A chapter's meta-training runs as jobs: plan, dispatch, status.
 
 Runs are independent and keyed by config hash, so every training population a chapter's
 study needs maps onto one job: ``mplp train``'s population training with ``resume``, into a
@@ -22,72 +22,25 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import ablation, config as C, controls, mnist_be, paths, sinewave
-from . import results as R
-from .runner import load_profile
+from mplp import chapters as _chapters  # noqa: F401  (every chapter registers its plan)
+from mplp import paths
+from mplp.chapters import registry
+from mplp.chapters.profiles import load_profile
+from mplp.core import config as C
+from mplp.meta.trainer import resolve_device, train_population
+from mplp.store import results as R
 
-# chapters whose study meta-trains (the others compute only seconds-long results on render)
-CHAPTERS = ("sinewave", "ablation", "mnist", "truncation", "report")
-
-
-def _sinewave(p: dict) -> list[list[C.ExperimentConfig]]:
-    pops = [[sinewave.chapter_config(p["seed"], p["S"], p["validation_every"], p["snapshot_every"],
-                                     p.get("loss_inputs", "prediction_target"), p.get("amplitude", [1.0, 1.0]),
-                                     p.get("adam_bias_correction", False))]]
-    if p.get("long_S"):
-        long = sinewave.long_configs(p["long_S"], p["long_script_S"], p["validation_every"], p["snapshot_every"])
-        pops += [long["text"], long["script"]]
-    return pops
-
-
-def _ablation(p: dict) -> list[list[C.ExperimentConfig]]:
-    base = ablation.base_config(p["S"], p["validation_every"], p["validation_runs"], p.get("adam_bias_correction", False))
-    pops = list(ablation.grid_configs(base, p["n_seeds"]).values())
-    if p.get("long_S"):
-        pops.append([ablation.long_config(p["long_S"], p["long_validation_every"], p.get("adam_bias_correction", False))])
-    if p.get("decisive_S"):
-        pops += list(ablation.decisive_configs(p["decisive_S"], p["validation_every"], p["validation_runs"]).values())
-    return pops
-
-
-def _mnist(p: dict) -> list[list[C.ExperimentConfig]]:
-    base = mnist_be.base_config(p["S"], p["T"], p["validation_every"], p["subset"], p.get("adam_bias_correction", False))
-    cfgs = mnist_be.run_configs(base, p["n_seeds"])
-    pops = [cfgs[False] + cfgs[True]]
-    if p.get("long_S"):
-        long = mnist_be.long_configs(p["long_S"], p["T"], p["validation_every"])
-        pops.append(long[False] + long[True])
-    return pops
-
-
-def _truncation(p: dict) -> list[list[C.ExperimentConfig]]:
-    from .truncation import mplp_base_config
-
-    base = mplp_base_config(p["mplp_S"], p["mplp_validation_runs"], p["mplp_pairs"], p["mplp_sigma"], p["seed"],
-                            p.get("mplp_adam_bias_correction", False))
-    pops = [[base.replace(**{"meta.estimator": est})] for est in ("tbptt", "es", "pes")]
-    if p.get("control_S"):
-        pops += [[controls.control_config(e, p["control_S"], s)] for e in controls.ESTIMATORS
-                 for s in range(p["control_seeds"])]
-    return pops
-
-
-def _report(p: dict) -> list[list[C.ExperimentConfig]]:
-    from . import deviations
-
-    return deviations.training_populations(p["alternatives_profile"], p["ablation_seeds"], p["mnist_seeds"])
-
-
-PLANS = {"sinewave": _sinewave, "ablation": _ablation, "mnist": _mnist, "truncation": _truncation,
-         "report": _report}
+def chapters() -> list[str]:
+    """The chapters whose study meta-trains (the others compute only seconds-long results on render)."""
+    return [c.name for c in registry.chapters() if c.plan is not None]
 
 
 def plan(chapter: str, profile: str) -> list[list[C.ExperimentConfig]]:
     """The training populations (each one job) that ``chapter``'s study needs with ``profile``."""
-    if chapter not in PLANS:
-        raise ValueError(f"chapter {chapter!r} has no meta-training runs to sweep; chapters: {', '.join(CHAPTERS)}")
+    if chapter not in chapters():
+        raise ValueError(f"chapter {chapter!r} has no meta-training runs to sweep; chapters: {', '.join(chapters())}")
     pops, seen = [], set()
-    for cfgs in PLANS[chapter](load_profile(chapter, profile)):     # a population the study reads twice is one job
+    for cfgs in registry.chapter(chapter).plan(load_profile(chapter, profile)):     # a population the study reads twice is one job
         key = tuple(c.hash() for c in cfgs)
         if key not in seen:
             seen.add(key)
@@ -199,8 +152,6 @@ def open_for_writing(path: Path):
 
 def _check_device(device: str) -> None:
     """The device every job will ask for, checked once before anything is submitted."""
-    from .trainer import resolve_device
-
     resolve_device(device)
 
 
@@ -222,8 +173,6 @@ def run_job(path: Path, root: Path, device: str = "cpu") -> int:
     """One job: train the population in ``path`` into ``root``, resuming checkpoints.  A run
     that another job is training (its directory is locked) is left to that job: a duplicate
     submission exits at once and computes nothing."""
-    from .trainer import train_population
-
     try:
         train_population(read_job(path), out_root=root, resume=True, device=device, progress=False)
     except R.RunLockedError as e:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from mplp import config as C
-from mplp.learners import LearnerSpec
+from mplp.core import config as C
+from mplp.core.learners import LearnerSpec
 
 
 def tiny_config(**changes) -> C.ExperimentConfig:
@@ -23,7 +23,7 @@ def tiny_config(**changes) -> C.ExperimentConfig:
 
 
 def learner_spec(c: C.ExperimentConfig) -> LearnerSpec:
-    from mplp.trainer import learner_spec as ls
+    from mplp.core.learners import learner_spec as ls
     return ls(c)
 
 

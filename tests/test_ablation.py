@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mplp import ablation as A
-from mplp import config as C
-from mplp import results as R
+from mplp.chapters import ablation as A
+from mplp.core import config as C
+from mplp.store import results as R
+from mplp.meta.source import Store
 
 from helpers import tiny_config
 
@@ -147,14 +148,14 @@ def test_final_loss_claims_wait_while_the_runs_still_fall():
 
 def test_tiny_grid_trains_every_cell_as_a_population(tmp_path):
     base = tiny_config(**{"meta.S": 2, "validation.every": 2, "checkpoint_every": 1})
-    out = A.train_grid(base, 2, R.Store(tmp_path), progress=False)
+    out = A.train_grid(base, 2, Store(tmp_path), progress=False)
     assert set(out) == set(A.GRID)
     for cell, runs in out.items():
         assert [r.config.seed for r in runs] == [0, 1]
         assert all(r.complete and r.config.learner.message_size == cell.message_size for r in runs)
         steps, L = A.curves(runs)
         assert list(steps) == [0, 2] and L.shape == (2, 2) and np.isfinite(L).all()
-    again = A.train_grid(base, 2, R.Store(tmp_path), progress=False)   # stored runs come back as they are
+    again = A.train_grid(base, 2, Store(tmp_path), progress=False)   # stored runs come back as they are
     assert all(np.array_equal(a.validation["val_loss"], b.validation["val_loss"])
                for cell in A.GRID for a, b in zip(out[cell], again[cell]))
 
@@ -200,11 +201,11 @@ def test_longer_runs_replace_the_pairs_they_cover():
 
 
 def test_the_decisive_runs_know_whether_they_were_chosen_after_shorter_ones_were_seen():
-    from mplp import longruns as L
+    from mplp.chapters import registry
 
     flat = lambda S: [c for cs in A.decisive_configs(S).values() for c in cs]
-    assert L.chosen_after(flat(L.ABLATION_S)) is None                      # planned before any ran
-    assert L.chosen_after(flat(L.ABLATION_LONGER_S)) == L.ABLATION_S
+    assert registry.chosen_after(flat(A.DECISIVE_S)) is None                 # planned before any ran
+    assert registry.chosen_after(flat(A.DECISIVE_LONGER_S)) == A.DECISIVE_S
 
 
 def test_decisive_configs_use_the_codes_adam_and_three_seeds():

@@ -2,10 +2,10 @@ import numpy as np
 import pytest
 import torch
 
-from mplp.analysis import (agreement, choose_checkpoint, learned_function, read_activation,
+from mplp.claims.analysis import (agreement, choose_checkpoint, learned_function, read_activation,
                            record_input_ranges)
-from mplp.plotting import sgd_function
-from mplp.trainer import train
+from mplp.book.plotting import sgd_function
+from mplp.meta.trainer import train
 
 from helpers import tiny_config
 
@@ -49,7 +49,7 @@ def test_agreement_sign_and_activation_reading():
 
 
 def test_fit_example_and_plateau(tmp_path):
-    from mplp.analysis import fit_example, plateau_end
+    from mplp.claims.analysis import fit_example, plateau_end
 
     cfg = tiny_config(**M1, **{"meta.S": 2})
     run = train(cfg, tmp_path, progress=False)
@@ -67,7 +67,7 @@ def test_compare_panels():
     import matplotlib
 
     matplotlib.use("Agg")
-    from mplp.plotting import compare_panels
+    from mplp.book.plotting import compare_panels
 
     f = sgd_function("f")
     fig = compare_panels({"f": (f, f), "g_lin": (f, f)}, {"f": ((-1, 1), (-1, 1)), "g_lin": ((-1, 1), (-1, 1))}, n=5)
@@ -75,9 +75,9 @@ def test_compare_panels():
 
 
 def test_inner_comparison_starts_every_optimizer_from_the_same_inits():
-    from mplp.analysis import compare_inner_training
-    from mplp.learners import init_theta
-    from mplp.trainer import learner_spec
+    from mplp.claims.analysis import compare_inner_training
+    from mplp.core.learners import init_theta
+    from mplp.core.learners import learner_spec
 
     cfg = tiny_config(**{"task.name": "mnist", "task.subset": 320, "task.batch_size": 8,
                          "optimizee.sizes": (784, 6, 10), "optimizee.loss": "xent"})
@@ -97,7 +97,7 @@ def test_inner_comparison_starts_every_optimizer_from_the_same_inits():
 
 
 def _calibration(corr, null=0.3):
-    from mplp.analysis import AgreementTrajectory
+    from mplp.claims.analysis import AgreementTrajectory
 
     names = list(corr)
     steps = np.array([0, 500, 1000])
@@ -107,8 +107,8 @@ def _calibration(corr, null=0.3):
 
 
 def test_sinewave_verdicts_follow_the_policy():
-    from mplp.analysis import Checkpoint
-    from mplp.sinewave import verdicts as sinewave_verdicts
+    from mplp.claims.analysis import Checkpoint
+    from mplp.chapters.sinewave import verdicts as sinewave_verdicts
 
     steps = np.arange(0, 1001, 100)
     kw = dict(thesis_plateau_end=500)       # a 1,000-step run standing for the thesis' 50k
@@ -138,7 +138,7 @@ def test_sinewave_verdicts_follow_the_policy():
 
 
 def test_a_diverging_first_validation_is_not_an_escape_from_the_plateau():
-    from mplp.analysis import initial_level, plateau_end
+    from mplp.claims.analysis import initial_level, plateau_end
 
     steps = np.arange(8) * 100
     diverged_first = np.array([668.0, 229, 229, 228, 229, 229, 228, 228])
@@ -150,8 +150,8 @@ def test_a_diverging_first_validation_is_not_an_escape_from_the_plateau():
 def test_continuation_is_where_runs_were_extended_and_how_many_had_left_by_then():
     from pathlib import Path
 
-    from mplp import results as R
-    from mplp.analysis import Continuation, continuation
+    from mplp.store import results as R
+    from mplp.claims.analysis import Continuation, continuation
 
     def run(losses, resumes):
         v = {"step": np.arange(len(losses)) * 100, "val_loss": np.asarray(losses, float)}
@@ -166,7 +166,7 @@ def test_continuation_is_where_runs_were_extended_and_how_many_had_left_by_then(
 
 
 def test_crossings_give_the_first_drop_below_the_plateau_line_and_the_returns():
-    from mplp.analysis import Crossings, crossings, plateau_end
+    from mplp.claims.analysis import Crossings, crossings, plateau_end
 
     steps, v = np.arange(6) * 100, np.array([10, 8, 9.5, 8, 20, 7.0])     # line at 9: below at 100, back at 200, 400
     assert crossings(steps, v) == Crossings(100, 2, 20.0) and plateau_end(steps, v) == 500

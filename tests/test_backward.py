@@ -1,8 +1,8 @@
 import torch
 
-from mplp.backward import apply_updates, dense_backward, loss_rows
-from mplp.learners import LearnerSpec, NeuralLearners, init_theta
-from mplp.optimizee import forward, init_params, loss_node
+from mplp.core.backward import apply_updates, dense_backward, loss_rows
+from mplp.core.learners import LearnerSpec, NeuralLearners, init_theta
+from mplp.core.optimizee import forward, init_params, loss_node
 
 from helpers import random_batch
 

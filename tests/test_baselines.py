@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
-from mplp.baselines import default_grid, grid_text, inner_train, tune
-from mplp.optimizee import init_params, loss_value
+from mplp.meta.baselines import default_grid, grid_text, inner_train, tune
+from mplp.core.optimizee import init_params, loss_value
 
 from helpers import tiny_config
 
@@ -53,8 +53,8 @@ def test_tune_picks_the_best_finite_lr():
 
 
 def test_inner_train_reports_batch_accuracy_for_classification(gen):
-    from mplp.config import OptimizeeConfig
-    from mplp.optimizee import accuracy, forward
+    from mplp.core.config import OptimizeeConfig
+    from mplp.core.optimizee import accuracy, forward
 
     opt = OptimizeeConfig(sizes=(5, 4, 3), loss="xent")
     init = [p[None] for p in init_params(opt.sizes, gen, torch.float64)]

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from mplp.batch_entropy import batch_entropy, entropy_penalty
+from mplp.core.batch_entropy import batch_entropy, entropy_penalty
 
 
 def test_formula_code_and_text(gen):

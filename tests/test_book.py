@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from mplp import paths
-from mplp.runner import ProfileError, check_parameters, load_profile, notebook_parameters, run, run_chapter
+from mplp.book.runner import run, run_chapter
+from mplp.chapters.profiles import ProfileError, check_parameters, load_profile, notebook_parameters
 
 import browser_check
 
@@ -81,7 +82,7 @@ def test_runner_refuses_bad_input(tmp_path, monkeypatch):
     (tmp_path / "params" / "sgd" / "ci.yaml").write_text("seed: 1\n")
     with pytest.raises(ProfileError, match="misses parameter"):
         load_profile("sgd", "ci")
-    with pytest.raises(ValueError, match="has no notebook yet"):
+    with pytest.raises(ValueError, match="unknown chapter 'mnist'; valid chapters: sgd"):   # a chapter is its notebook
         notebook_parameters("mnist")
 
 

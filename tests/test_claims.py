@@ -1,6 +1,6 @@
 import pytest
 
-from mplp.claims import OUTCOMES, Verdict
+from mplp.claims.verdicts import OUTCOMES, Verdict
 
 
 def test_verdict_outcomes_are_a_closed_set():
@@ -9,7 +9,7 @@ def test_verdict_outcomes_are_a_closed_set():
         Verdict("c", "§5.1", "t", "e", "maybe")
 
 
-from mplp.claims import COUNTED, LABELS, POLICY, decide, describe, median_still_falling, still_falling, tally   # noqa: E402
+from mplp.claims.verdicts import COUNTED, LABELS, POLICY, decide, describe, median_still_falling, still_falling, tally   # noqa: E402
 
 
 def test_policy_rules_in_order():

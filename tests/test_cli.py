@@ -1,4 +1,4 @@
-from mplp import config as C
+from mplp.core import config as C
 from mplp.cli import main
 
 from helpers import tiny_config

@@ -1,6 +1,6 @@
 import pytest
 
-from mplp import config as C
+from mplp.core import config as C
 
 from helpers import tiny_config
 
@@ -76,8 +76,8 @@ def test_the_codes_adam_is_never_served_a_bias_corrected_result():
     """Results stored before ``meta.adam_bias_correction`` existed were made with the corrected
     Adam: a config asking for that keeps their hash, one asking for the code's Adam (the new
     default) gets another, so the store cannot serve one for the other."""
-    from mplp import config as C
-    from mplp import results as R
+    from mplp.core import config as C
+    from mplp.store import results as R
 
     cfg = C.shipped("sinewave_m8_bn")
     assert cfg.meta.adam_bias_correction is False

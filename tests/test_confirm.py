@@ -6,9 +6,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mplp import ablation as A
-from mplp import confirm
-from mplp import results as R
+from mplp.chapters import ablation as A
+from mplp.chapters import confirm
+from mplp.store import results as R
 
 from helpers import tiny_config
 
@@ -81,7 +81,7 @@ def test_mnist_rows_follow_the_plan():
 
 @pytest.fixture(scope="module")
 def studies():
-    from mplp import report
+    from mplp.book import report
 
     return {ch: report.chapter_study(ch, "cpu")[0] for ch in ("sinewave", "ablation", "mnist")}
 

@@ -3,10 +3,11 @@
 import numpy as np
 import pytest
 
-from mplp import config as C
-from mplp import controls
-from mplp import results as R
-from mplp.claims import OUTCOMES
+from mplp.core import config as C
+from mplp.chapters import controls
+from mplp.store import results as R
+from mplp.meta.source import Store
+from mplp.claims.verdicts import OUTCOMES
 
 
 def test_control_config_is_table_2_with_a_learned_log_lr():
@@ -21,12 +22,12 @@ def test_control_config_is_table_2_with_a_learned_log_lr():
 
 
 def test_tiny_control_learns_the_lr_upwards_and_gives_verdicts(tmp_path):
-    c = controls.study(30, 1, R.Store(tmp_path))
+    c = controls.study(30, 1, Store(tmp_path))
     assert set(c.lr) == {"tbptt", "pes"} and c.lr["tbptt"].shape == (1, len(c.steps))
     assert c.lr["tbptt"][0, 0] == pytest.approx(1e-3)              # Table 3's fixed lr to start from
     assert c.lr["tbptt"][0, -1] > 1e-3                              # the outer gradient asks for more
     assert 1e-3 <= c.tuned_lr <= 1.0 and len(c.grid.lrs) == controls.GRID[0]
     vs = c.verdicts()
     assert [v.kind for v in vs] == ["check", "metz"] and all(v.holds in OUTCOMES for v in vs)
-    again = controls.study(30, 1, R.Store(tmp_path, read_only=True))   # stored: read back, not recomputed
+    again = controls.study(30, 1, Store(tmp_path, read_only=True))   # stored: read back, not recomputed
     assert np.array_equal(again.lr["pes"], c.lr["pes"])

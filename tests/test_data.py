@@ -3,7 +3,7 @@ import hashlib
 import numpy as np
 import pytest
 
-from mplp import data
+from mplp.tasks import data
 
 
 def test_idx_round_trip(tmp_path):

@@ -4,11 +4,12 @@ import math
 
 import pytest
 
-from mplp import ablation, deviations as D
-from mplp import config as C
+from mplp.chapters import ablation, deviations as D
+from mplp.core import config as C
 from mplp import paths
-from mplp import results as R
-from mplp.runner import load_profile
+from mplp.store import results as R
+from mplp.meta.source import Store
+from mplp.chapters.profiles import load_profile
 
 from helpers import tiny_config
 
@@ -28,10 +29,10 @@ def test_book_side_configs_are_the_chapters_runs():
 
 def test_other_choice_is_trained_and_validated_by_the_book_config(tmp_path):
     cfgs = [tiny_config(seed=s) for s in (0, 1)]
-    ch = D._compare("unroll", "tiny", "code", "text", cfgs, {"meta.unroll": "text"}, R.Store(tmp_path))
+    ch = D._compare("unroll", "tiny", "code", "text", cfgs, {"meta.unroll": "text"}, Store(tmp_path))
     assert ch.steps == 12 and ch.seeds == [0, 1]
     assert all(math.isfinite(v) for v in ch.book + ch.other)
-    others = R.Store(tmp_path, read_only=True).train([c.replace(**{"experiment": "deviations",
+    others = Store(tmp_path, read_only=True).train([c.replace(**{"experiment": "deviations",
                                                                    "meta.unroll": "text"}) for c in cfgs])
     assert [r.config.meta.unroll for r in others] == ["text", "text"]
     # the book side is the stored run of the same config, validated afresh: same number

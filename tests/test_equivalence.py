@@ -1,6 +1,6 @@
 import pytest
 
-from mplp.equivalence import compare_with_sgd
+from mplp.chapters.equivalence import compare_with_sgd
 
 
 @pytest.mark.parametrize("problem, lr", [("sinewave", 0.1), ("mnist", 0.1)])
@@ -20,7 +20,7 @@ def test_bad_arguments():
 
 def test_the_probability_clip_is_what_separates_them_on_mnist():
     """With saturated softmax outputs the clipped loss' autograd gradient is not p - y."""
-    from mplp import optimizee
+    from mplp.core import optimizee
 
     kw = dict(steps=150, lr=0.1, batch_size=8, subset=32)   # 4 batches, memorised: outputs saturate
     clipped = compare_with_sgd("mnist", **kw)
@@ -32,7 +32,7 @@ def test_the_probability_clip_is_what_separates_them_on_mnist():
 
 def test_verdict_is_decided_on_the_unclipped_problems():
     import numpy as np
-    from mplp.equivalence import Equivalence, SgdStudy
+    from mplp.chapters.equivalence import Equivalence, SgdStudy
 
     def eq(loss_gap, weight_gap):
         return Equivalence("p", 0.1, 0.0, np.zeros(5), np.zeros(5), loss_gap, weight_gap)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mplp import estimators as E
+from mplp.meta import estimators as E
 
 
 class Linear:

@@ -4,13 +4,13 @@
 import pytest
 import torch
 
-from mplp.backward import apply_updates, dense_backward
-from mplp.config import MetaConfig, OptimizeeConfig
-from mplp import fast, kernels
-from mplp.fast import engine, fast_backward, use_engine
-from mplp.learners import LearnerSpec, NeuralLearners, init_theta
-from mplp.optimizee import init_params
-from mplp.unroll import unroll
+from mplp.core.backward import apply_updates, dense_backward
+from mplp.core.config import MetaConfig, OptimizeeConfig
+from mplp.core import fast, kernels
+from mplp.core.fast import engine, fast_backward, use_engine
+from mplp.core.learners import LearnerSpec, NeuralLearners, init_theta
+from mplp.core.optimizee import init_params
+from mplp.core.unroll import unroll
 
 from helpers import random_batch, rel_err
 
@@ -78,7 +78,7 @@ def test_population_equals_members_one_by_one():
     theta = {k: stack([p[2][k] for p in probs]) for k in probs[0][2]}
     params = [stack([p[3][l] for p in probs]) for l in range(3)]
     xs, ys = stack([p[4][0] for p in probs]), stack([p[5][0] for p in probs])
-    from mplp.optimizee import forward, loss_node
+    from mplp.core.optimizee import forward, loss_node
 
     cache = forward(params, xs, "relu")
     node = loss_node("xent", cache.output, ys)

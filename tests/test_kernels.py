@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from mplp import kernels
+from mplp.core import kernels
 
 from helpers import rel_err
 

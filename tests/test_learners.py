@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from mplp.learners import LearnerSpec, NeuralLearners, SGDLearners, batch_norm, init_theta, mlp_apply
+from mplp.core.learners import LearnerSpec, NeuralLearners, SGDLearners, batch_norm, init_theta, mlp_apply
 
 SPEC = LearnerSpec(message_size=3, hidden=7, activations=("relu",), loss="mse", batch_norm=True,
                    learned_lr=True, lr=0.01)

@@ -3,17 +3,17 @@
 import pytest
 
 from mplp import longruns as L
-from mplp import results as R
-
+from mplp.chapters import ablation as A, mnist_be, registry, sinewave
+from mplp.store import results as R
 
 
 def test_groups_are_the_decisive_comparisons_with_the_codes_adam():
-    mn = L.mnist_configs()
+    mn = mnist_be.long_population(mnist_be.LONG_S)
     assert [c.meta.batch_entropy for c in mn] == [False, False, True, True] and {c.seed for c in mn} == {0, 1}
-    assert all(c.meta.S == L.MNIST_S and not c.meta.adam_bias_correction for c in mn)
-    groups = L.ablation_groups()
+    assert all(c.meta.S == mnist_be.LONG_S and not c.meta.adam_bias_correction for c in mn)
+    groups = list(A.decisive_configs(A.DECISIVE_S).values())
     assert [(g[0].learner.message_size, g[0].learner.batch_norm) for g in groups] == [(8, True), (8, False), (1, True)]
-    assert all(len(g) == 3 and g[0].meta.S == L.ABLATION_S for g in groups)
+    assert all(len(g) == 3 and g[0].meta.S == A.DECISIVE_S for g in groups)
 
 
 def test_status_lists_every_run(tmp_path, capsys):
@@ -25,7 +25,7 @@ def test_status_lists_every_run(tmp_path, capsys):
 
 
 def test_the_thesis_budget_groups_follow_the_plan():
-    sine, grid, mnist = L.thesis_sinewave(), L.thesis_grid(), L.thesis_mnist()
+    sine, grid, mnist = sinewave.thesis_runs(), A.thesis_grid(), mnist_be.thesis_runs()
     assert [c.seed for c in sine] == list(L.PREREG_SEEDS) and {c.meta.S for c in sine} == {300_000}
     assert {c.learner.loss_inputs for c in sine} == {"prediction_target"} and {c.meta.K for c in sine} == {10}
     assert len(grid) == 8 and {c.meta.S for g in grid for c in g} == {120_000}
@@ -37,26 +37,26 @@ def test_the_thesis_budget_groups_follow_the_plan():
     # seeds never run before in this project: no stored result has one
     assert not set(L.PREREG_SEEDS) & {c.seed for name, groups in L.GROUPS.items() if name not in L.QUEUES
                                       and "thesis" not in name for g in groups() for c in g}
-    assert L.group_of(sine) == "sinewave-thesis" and L.group_of(grid[0]) == "grid-thesis"
+    assert registry.group_of(sine) == "sinewave-thesis" and registry.group_of(grid[0]) == "grid-thesis"
 
 
 def test_sinewave_groups_are_chapter_1s_longer_runs():
-    assert [c.meta.S for c in L.GROUPS["sinewave"]()[0]] == [L.SINEWAVE_S] * 3
+    assert [c.meta.S for c in L.GROUPS["sinewave"]()[0]] == [sinewave.LONG_S] * 3
     assert [c.learner.loss_inputs for c in L.GROUPS["sinewave-script"]()[0]] == ["full"]
 
 
 def test_the_40k_mnist_group_continues_the_finished_20k_runs(tmp_path):
-    cfgs = L.mnist_extended_configs()
-    assert all(c.meta.S == L.MNIST_EXTENDED_S for c in cfgs)
+    cfgs = mnist_be.long_population(mnist_be.LONG_EXTENDED_S)
+    assert all(c.meta.S == mnist_be.LONG_EXTENDED_S for c in cfgs)
     srcs = L.extend_sources("mnist-40k", cfgs, tmp_path)
-    assert srcs == [R.run_dir(tmp_path, c) for c in L.mnist_configs()]     # the same configs, only S differs
-    assert L.extend_sources("mnist", L.mnist_configs(), tmp_path) is None
+    assert srcs == [R.run_dir(tmp_path, c) for c in mnist_be.long_population(mnist_be.LONG_S)]     # the same configs, only S differs
+    assert L.extend_sources("mnist", mnist_be.long_population(mnist_be.LONG_S), tmp_path) is None
 
 
 def test_the_60k_ablation_group_repeats_the_decisive_runs_at_twice_the_steps():
-    longer, short = L.GROUPS["ablation-60k"](), L.ablation_groups()
-    assert all(c.meta.S == L.ABLATION_LONGER_S for g in longer for c in g)
-    assert [[c.replace(**{"meta.S": L.ABLATION_S}) for c in g] for g in longer] == short
+    longer, short = L.GROUPS["ablation-60k"](), list(A.decisive_configs(A.DECISIVE_S).values())
+    assert all(c.meta.S == A.DECISIVE_LONGER_S for g in longer for c in g)
+    assert [[c.replace(**{"meta.S": A.DECISIVE_S}) for c in g] for g in longer] == short
     assert L.extend_sources("ablation-60k", longer[0], R.committed_root()) is None    # from step 0
 
 
@@ -67,14 +67,12 @@ def test_the_300k_sinewave_group_continues_the_finished_150k_runs(tmp_path):
 
 
 def test_a_chapter_that_reads_missing_longer_runs_names_the_group_that_trains_them():
-    from mplp import mnist_be
-
-    assert L.how_to_train(L.mnist_configs()).startswith("python -m mplp.longruns mnist ")
-    assert L.how_to_train(mnist_be.long_configs(L.MNIST_EXTENDED_S)[True]).startswith("python -m mplp.longruns mnist-40k ")
-    assert L.how_to_train(L.GROUPS["sinewave-script"]()[0]).startswith("python -m mplp.longruns sinewave-script ")
-    odd = [L.mnist_configs()[0].replace(seed=7)]
-    assert L.group_of(L.mnist_configs()) == "mnist" and L.group_of(odd) is None
-    assert L.how_to_train(odd).startswith("no group of python -m mplp.longruns")
+    assert registry.how_to_train(mnist_be.long_population(mnist_be.LONG_S)).startswith("python -m mplp.longruns mnist ")
+    assert registry.how_to_train(mnist_be.long_configs(mnist_be.LONG_EXTENDED_S)[True]).startswith("python -m mplp.longruns mnist-40k ")
+    assert registry.how_to_train(L.GROUPS["sinewave-script"]()[0]).startswith("python -m mplp.longruns sinewave-script ")
+    odd = [mnist_be.long_population(mnist_be.LONG_S)[0].replace(seed=7)]
+    assert registry.group_of(mnist_be.long_population(mnist_be.LONG_S)) == "mnist" and registry.group_of(odd) is None
+    assert registry.how_to_train(odd).startswith("no group of python -m mplp.longruns")
 
 
 def test_a_queue_worker_skips_a_population_another_worker_holds(tmp_path, monkeypatch, capsys):
@@ -104,7 +102,7 @@ def test_a_queue_worker_skips_a_population_another_worker_holds(tmp_path, monkey
 def test_progress_reads_a_group_as_far_as_it_got(tmp_path, monkeypatch):
     from helpers import tiny_config
 
-    from mplp.trainer import train_population
+    from mplp.meta.trainer import train_population
 
     started = [tiny_config(seed=s, **{"meta.S": 4, "validation.every": 1, "checkpoint_every": 1}) for s in (1, 2)]
     waiting = [tiny_config(seed=s, **{"meta.S": 4, "validation.every": 1}) for s in (3, 4)]

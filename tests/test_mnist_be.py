@@ -7,10 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mplp import config as C
-from mplp import mnist_be as M
-from mplp import results as R
-from mplp.analysis import InnerComparison
+from mplp.core import config as C
+from mplp.chapters import mnist_be as M
+from mplp.store import results as R
+from mplp.meta.source import Store
+from mplp.claims.analysis import InnerComparison
 
 from helpers import tiny_config
 
@@ -27,7 +28,7 @@ def test_configs_differ_only_by_seed_and_term():
 
 
 def test_tiny_population_on_an_mnist_subset(tmp_path):
-    runs = M.train_runs(tiny_config(**MNIST), 2, R.Store(tmp_path), progress=False)
+    runs = M.train_runs(tiny_config(**MNIST), 2, Store(tmp_path), progress=False)
     assert [r.config.meta.batch_entropy for r in runs[False] + runs[True]] == [False, False, True, True]
     assert all(r.complete for rs in runs.values() for r in rs)
     assert (runs[True][0].train["be_term"] >= 0).all() and (runs[False][0].train["be_term"] == 0).all()
@@ -88,7 +89,7 @@ def test_worse_than_adam_is_trivially_true_for_an_untrained_optimizer():
 
 
 def test_pick_optimizer_takes_the_best_stored_snapshot(tmp_path):
-    runs = M.train_runs(tiny_config(**MNIST, **{"snapshot_every": 2}), 2, R.Store(tmp_path), progress=False)
+    runs = M.train_runs(tiny_config(**MNIST, **{"snapshot_every": 2}), 2, Store(tmp_path), progress=False)
     run, ck = M.pick_optimizer(runs[True])
     best = min(float(v) for r in runs[True] for s, v in zip(r.validation["step"], r.validation["val_loss"])
                if int(s) in r.snapshots())

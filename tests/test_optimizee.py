@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from mplp.optimizee import accuracy, forward, init_params, loss_node, loss_value
+from mplp.core.optimizee import accuracy, forward, init_params, loss_node, loss_value
 
 
 def test_init_matches_nn_linear_bounds(gen):

@@ -1,7 +1,7 @@
 import torch
 
-from mplp.config import MetaConfig
-from mplp.outer import AdamState, adam_init, adam_update
+from mplp.core.config import MetaConfig
+from mplp.meta.outer import AdamState, adam_init, adam_update
 
 
 def test_bias_corrected_adam_matches_torch_optim_when_not_clipped(gen):

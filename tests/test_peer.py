@@ -2,17 +2,17 @@
 paths, the outer Adam and the meta-trainer against tensors computed by the thesis' own
 released code (``tests/data/golden_reduced.pt.xz``, made by ``tests/data/reduce_golden.py``
 from SimonsThijs/MPLP @ 31403b7 run by hand).  Tolerance: ``peer.REL_TOL`` relative in
-float64; tensors zero up to rounding on both sides follow ``peer.ZERO_TOL`` (see mplp.peer)."""
+float64; tensors zero up to rounding on both sides follow ``peer.ZERO_TOL`` (see mplp.chapters.peer)."""
 
 import math
 
 import pytest
 import torch
 
-from mplp import peer
-from mplp.fast import engine, use_engine
-from mplp.tasks import BatchTask
-from mplp.trainer import InnerState, MetaTrainer
+from mplp.chapters import peer
+from mplp.core.fast import engine, use_engine
+from mplp.tasks.families import BatchTask
+from mplp.meta.trainer import InnerState, MetaTrainer
 
 SINE = ("sine64", "sine64_reset")
 MNIST = ("mnist64", "mnist64_beoff", "mnist64_reset")
@@ -150,7 +150,7 @@ def test_missing_reference_is_a_clear_error(tmp_path):
 def test_every_shipped_config_takes_the_codes_outer_adam_steps(cases, config_name):
     """Each shipped config's outer Adam (betas, eps, clip, lr, no bias correction) applied to the
     code's meta-gradients lands on its theta_after_adam, chained over the three truncations."""
-    from mplp import config as C
+    from mplp.core import config as C
 
     meta = C.shipped(config_name).meta
     for name in ("sine64", "mnist64"):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from mplp.plotting import FUNCTIONS, function_panels, grid, grid_panels, overlaid_curves, sgd_function
+from mplp.book.plotting import FUNCTIONS, function_panels, grid, grid_panels, overlaid_curves, sgd_function
 
 
 def test_sgd_functions_are_table_2():
@@ -31,7 +31,7 @@ def test_grid_and_panels():
 
 
 def test_grid_panels_place_cells_by_message_size_and_learned_lr():
-    from mplp.ablation import GRID
+    from mplp.chapters.ablation import GRID
     steps = np.arange(4) * 10
     curves = {c: (steps, np.full((3, 4), 1.0 + c.message_size + 10 * c.learned_lr)) for c in GRID}
     fig = grid_panels(curves, {"Adam": 0.5})
@@ -43,7 +43,7 @@ def test_grid_panels_place_cells_by_message_size_and_learned_lr():
 
 
 def test_grid_panels_clip_a_diverged_seed():
-    from mplp.ablation import GRID
+    from mplp.chapters.ablation import GRID
     steps = np.arange(3) * 10
     curves = {c: (steps, np.array([[200.0, 190, 180], [210, 200, 190], [2e9, 205, 185]])) for c in GRID}
     fig = grid_panels(curves, {"Adam": 60.0})
@@ -57,7 +57,7 @@ def test_one_diverged_value_does_not_set_the_scale_and_is_marked():
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from mplp.plotting import below_axis, mark_clipped, robust_ylim
+    from mplp.book.plotting import below_axis, mark_clipped, robust_ylim
 
     fig, ax = plt.subplots()
     runs = [np.array([668.0, 229, 228, 228]), np.array([230.0, 229, 222, 221])] + [np.full(4, 228.0)] * 50

@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from mplp import report
-from mplp import results as R
-from mplp.claims import OUTCOMES
+from mplp.book import report
+from mplp.store import results as R
+from mplp.claims.verdicts import OUTCOMES
 
 # The claims issue 9 asks the ledger to cover, by a word of each claim.
 REQUIRED = {
@@ -95,7 +95,7 @@ def test_duration_units():
 
 
 def test_chapter_boxes_come_from_the_data():
-    from mplp.runner import load_profile
+    from mplp.chapters.profiles import load_profile
 
     st, _ = report.chapter_study("sinewave", "cpu")
     b = report.chapter_box("sinewave", st, load_profile("sinewave", "cpu"))
@@ -116,7 +116,7 @@ def test_readme_cost_table_is_the_committed_results():
     import re
 
     from mplp import paths
-    from mplp import report as rp
+    from mplp.book import report as rp
 
     text = (paths.repo_root() / "README.md").read_text()
     block = re.search(r"<!-- mplp costs --profile cpu -->\n(.*?)<!-- end mplp costs -->", text, re.S)
@@ -126,7 +126,7 @@ def test_readme_cost_table_is_the_committed_results():
 
 
 def test_the_discussion_names_the_claims_of_each_label_from_the_ledger():
-    from mplp.claims import Verdict
+    from mplp.claims.verdicts import Verdict
 
     def row(chapter, claim, holds, kind="thesis"):
         return report.LedgerRow(chapter, "cpu", Verdict(claim, "§x", "t", "e", holds, kind=kind, partly_rule="r"))

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from mplp import results as R
+from mplp.store import results as R
+from mplp.meta.source import Store
 
 from helpers import tiny_config
 
@@ -57,7 +58,7 @@ def test_load_or_compute(tmp_path, monkeypatch):
 
 
 def test_store_read_only_names_what_is_missing(tmp_path):
-    store = R.Store(tmp_path, read_only=True)
+    store = Store(tmp_path, read_only=True)
     with pytest.raises(R.MissingResultError, match=r"no stored 'thing' result for \{\"a\": 1\}"):
         store.load_or_compute("thing", {"a": 1}, lambda: pytest.fail("a read-only store computed"), R.Record)
     cfg = tiny_config()
@@ -68,16 +69,16 @@ def test_store_read_only_names_what_is_missing(tmp_path):
 
 def test_store_records_time_and_machine(tmp_path, monkeypatch):
     monkeypatch.setenv("MPLP_CACHE", "on")
-    store = R.Store(tmp_path)
+    store = Store(tmp_path)
     got = store.load_or_compute("thing", {"a": 1}, lambda: R.Record("x", None, {"steps_done": 3}), R.Record)
     assert got.meta == {"steps_done": 3}
     rec = store.records[-1]
     assert rec.meta["wall_time_s"] >= 0 and rec.meta["cpu_count"] >= 1 and rec.wall_time_s is not None
-    again = R.Store(tmp_path, read_only=True)              # now stored: a read-only store reads it
+    again = Store(tmp_path, read_only=True)              # now stored: a read-only store reads it
     assert again.load_or_compute("thing", {"a": 1}, None, R.Record).meta == {"steps_done": 3}
-    runs = R.Store(tmp_path).train([tiny_config(seed=s) for s in (0, 1)])
+    runs = Store(tmp_path).train([tiny_config(seed=s) for s in (0, 1)])
     assert [r.meta["population_size"] for r in runs] == [2, 2]
-    recs = R.Store(tmp_path, read_only=True)
+    recs = Store(tmp_path, read_only=True)
     recs.train([tiny_config(seed=0)])
     r = recs.records[-1]
     assert r.outer_steps == 12 and r.wall_time_s == pytest.approx(r.meta["wall_time_s"] / 2)
@@ -85,11 +86,11 @@ def test_store_records_time_and_machine(tmp_path, monkeypatch):
 
 
 def test_stored_runs_reads_unfinished_runs_and_names_the_command(tmp_path):
-    from mplp import trainer
+    from mplp.meta import trainer
 
     cfg = tiny_config(**{"meta.S": 4})
     trainer.train(cfg, out_root=tmp_path, progress=False, max_steps=2)
-    store = R.Store(tmp_path, read_only=True)
+    store = Store(tmp_path, read_only=True)
     (run,) = store.stored_runs([cfg], "python -m mplp.longruns x")
     assert run.meta["status"] == "running" and run.meta["steps_done"] == 2 and store.records
     with pytest.raises(R.MissingResultError, match="trained outside the notebook: python -m mplp.longruns x"):

@@ -15,12 +15,14 @@ import pytest
 import torch
 import yaml
 
-from mplp import config as C
-from mplp import data, paths
-from mplp import results as R
-from mplp import trainer as T
+from mplp.core import config as C
+from mplp.tasks import data
+from mplp import paths
+from mplp.store import results as R
+from mplp.meta import trainer as T
 from mplp.cli import main
-from mplp.runner import ProfileError, load_profile, run_chapter
+from mplp.book.runner import run_chapter
+from mplp.chapters.profiles import ProfileError, load_profile
 
 from helpers import tiny_config
 
@@ -46,7 +48,7 @@ def test_1_a_second_process_cannot_take_a_run_directory_in_use(tmp_path):
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import sys, time
         sys.path.insert(0, {str(ROOT)!r})
-        from mplp import results as R
+        from mplp.store import results as R
         lock = R.RunLock({str(d)!r}).acquire()
         print("locked", flush=True)
         time.sleep(60)
@@ -67,7 +69,7 @@ def test_1_a_finished_run_is_not_rewritten_by_a_second_train(tmp_path):
     cfg = tiny_config()
     first = T.train(cfg, tmp_path, progress=False)
     before = _files(first.path)
-    again = T.train(cfg, tmp_path, progress=False, backward=__import__("mplp.backward").backward.dense_backward)
+    again = T.train(cfg, tmp_path, progress=False, backward=__import__("mplp.core.backward").core.backward.dense_backward)
     assert _files(first.path) == before and again.meta == first.meta
 
 
@@ -141,7 +143,7 @@ def test_3_precision_and_backend_are_checked(tmp_path):
     T.train(cfg, tmp_path, progress=False)
     with pytest.raises(R.StoreError, match="trained in float32, not float64"):
         T.train(cfg, tmp_path, progress=False, dtype=torch.float64)
-    from mplp.backward import dense_backward
+    from mplp.core.backward import dense_backward
 
     T.train(cfg, tmp_path / "b", progress=False, max_steps=5)
     with pytest.raises(R.StoreError, match="written with backward"):

@@ -5,11 +5,11 @@ backward must equal K steps of plain SGD computed with torch.autograd."""
 import pytest
 import torch
 
-from mplp.backward import dense_backward
-from mplp.config import OptimizeeConfig
-from mplp.learners import SGDLearners
-from mplp.optimizee import init_params, loss_value
-from mplp.unroll import inner_step
+from mplp.core.backward import dense_backward
+from mplp.core.config import OptimizeeConfig
+from mplp.core.learners import SGDLearners
+from mplp.core.optimizee import init_params, loss_value
+from mplp.core.unroll import inner_step
 
 from helpers import random_batch, rel_err
 

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from mplp import sinewave as SW
-from mplp.analysis import Checkpoint
+from mplp.chapters import sinewave as SW
+from mplp.claims.analysis import Checkpoint
 
 from test_analysis import _calibration
 
@@ -60,7 +60,7 @@ def test_claims_1_and_2_are_judged_on_the_longer_runs():
 
 @pytest.fixture(scope="module")
 def cpu_study():
-    from mplp import report
+    from mplp.book import report
 
     return report.chapter_study("sinewave", "cpu")[0]
 

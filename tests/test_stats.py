@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from mplp import stats
+from mplp.claims import stats
 
 
 def test_permutation_test_exact_on_a_tiny_example():

@@ -6,9 +6,10 @@ import os
 import pytest
 import torch
 
-from mplp import results as R
-from mplp.stats import Interval
-from mplp.trainer import train
+from mplp.store import results as R
+from mplp.meta.source import Store
+from mplp.claims.stats import Interval
+from mplp.meta.trainer import train
 
 from helpers import tiny_config
 
@@ -140,7 +141,7 @@ def test_a_manifest_naming_a_path_outside_the_run_is_refused(tmp_path):
 
 
 def test_a_crafted_result_is_refused(tmp_path):
-    store = R.Store(tmp_path / "store")
+    store = Store(tmp_path / "store")
     key = {"what": "x"}
     store.load_or_compute("probe", key, lambda: Interval(1.0, 0.0, 2.0), Interval)
     d = next((tmp_path / "store" / "probe").iterdir())
@@ -148,7 +149,7 @@ def test_a_crafted_result_is_refused(tmp_path):
     plant(d / "result.pt", marker)
     R.write_manifest(d, ("result.pt", "key.json", "meta.json"))
     with pytest.raises(R.DamagedResultError, match="result.pt cannot be read"):
-        R.Store(tmp_path / "store", read_only=True).load_or_compute("probe", key, lambda: None, Interval)
+        Store(tmp_path / "store", read_only=True).load_or_compute("probe", key, lambda: None, Interval)
     assert not marker.exists() and not os.path.exists("marker")
 
 
@@ -201,7 +202,7 @@ def test_restart_deletes_only_what_the_store_wrote(tmp_path):
 def test_a_multi_seed_restart_takes_every_lock_before_deleting_anything(tmp_path):
     """Seed 1 is held by another process: restarting seeds 0 and 1 must not delete seed 0's
     finished run and then fail."""
-    from mplp.trainer import train_population
+    from mplp.meta.trainer import train_population
 
     cfgs = [tiny_config(seed=s, **{"meta.S": 2}) for s in (0, 1)]
     done = train(cfgs[0], tmp_path / "store", progress=False)
@@ -345,7 +346,7 @@ def test_a_read_only_store_does_not_serve_a_float64_run_for_a_float32_one(tmp_pa
     cfg = tiny_config(**{"meta.S": 2})
     train(cfg, tmp_path, progress=False, dtype=torch.float64)
     with pytest.raises(R.StoreError, match="float64, not float32"):
-        R.Store(tmp_path, read_only=True).train([cfg])
+        Store(tmp_path, read_only=True).train([cfg])
 
 
 def test_broken_stores_give_one_line_errors(tmp_path, monkeypatch):
@@ -377,7 +378,7 @@ def test_broken_stores_give_one_line_errors(tmp_path, monkeypatch):
 def test_reading_the_golden_reference_leaves_the_data_only_globals_in_place(tmp_path):
     import numpy as np
 
-    from mplp import peer
+    from mplp.chapters import peer
 
     peer.load_reference()
     R.save_torch(tmp_path / "a.pt", {"x": np.arange(3.0)})

@@ -3,10 +3,13 @@ the local executor trains the pending populations as subprocesses, resumably."""
 
 import pytest
 
-from mplp import report, results as R, sweep
+from mplp.book import report
+from mplp.store import results as R
+from mplp.meta.source import Store
+from mplp import sweep
 
 
-class RecordingStore(R.Store):
+class RecordingStore(Store):
     """A store that trains for real (into a scratch root) and records each population asked for."""
 
     def __init__(self, root):
@@ -142,9 +145,9 @@ def test_two_concurrent_sweeps_compute_nothing_twice(tmp_path):
 def test_report_plan_is_what_the_deviations_study_trains():
     """The report chapter's runs of the other choice, checked on the committed cpu results
     (read, not trained)."""
-    from mplp import deviations
+    from mplp.chapters import deviations
 
-    class Recording(R.Store):
+    class Recording(Store):
         asked = []
 
         def train(self, cfgs, device="cpu", progress=False):

@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
-from mplp import config as C
-from mplp.tasks import BatchTask, MNISTFamily, SinewaveFamily, make_family, validation_set
+from mplp.core import config as C
+from mplp.tasks.families import BatchTask, MNISTFamily, SinewaveFamily, make_family, validation_set
 
 from helpers import tiny_config
 

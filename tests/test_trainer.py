@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from mplp import results as R
-from mplp.trainer import MetaTrainer, RunExistsError, resolve_device, train
+from mplp.store import results as R
+from mplp.meta.trainer import MetaTrainer, RunExistsError, resolve_device, train
 
 from helpers import tiny_config
 
@@ -124,7 +124,7 @@ def test_prediction_target_loss_inputs_train(tmp_path):
 
 
 def test_batched_validation_equals_run_by_run_dense():
-    from mplp.backward import dense_backward
+    from mplp.core.backward import dense_backward
 
     cfg = tiny_config(**{"validation.n_runs": 3})
     fast = MetaTrainer(cfg, dtype=torch.float64)
@@ -138,7 +138,7 @@ def test_batched_validation_equals_run_by_run_dense():
 
 
 def test_population_equals_runs_one_by_one(tmp_path):
-    from mplp.trainer import train_population
+    from mplp.meta.trainer import train_population
 
     base = tiny_config(**{"meta.S": 6, "validation.every": 3})
     cfgs = [base.replace(seed=0), base.replace(seed=1), base.replace(**{"seed": 2, "meta.batch_entropy": True})]
@@ -161,8 +161,8 @@ def test_population_equals_runs_one_by_one(tmp_path):
 
 
 def test_population_resumes_and_refuses_mismatched_members(tmp_path):
-    from mplp import config as C
-    from mplp.trainer import train_population
+    from mplp.core import config as C
+    from mplp.meta.trainer import train_population
 
     base = tiny_config(**{"meta.S": 8})
     cfgs = [base.replace(seed=s) for s in (0, 1)]
@@ -181,9 +181,9 @@ def test_population_resumes_and_refuses_mismatched_members(tmp_path):
 def test_es_meta_gradient_points_like_truncated_bptt_on_one_truncation():
     # ES on the smoothed loss of one truncation estimates (for small sigma) the gradient
     # truncated BPTT computes exactly; with many pairs the two must align
-    from mplp.learners import NeuralLearners
-    from mplp.outer import meta_gradient
-    from mplp.unroll import unroll
+    from mplp.core.learners import NeuralLearners
+    from mplp.meta.outer import meta_gradient
+    from mplp.core.unroll import unroll
 
     cfg = tiny_config(**{"meta.estimator": "es", "meta.es_pairs": 3000, "meta.es_sigma": 1e-3,
                          "learner.batch_norm": False})
@@ -213,7 +213,7 @@ def test_es_and_pes_training_runs_and_resumes_bit_for_bit(tmp_path, estimator):
 
 
 def test_estimator_settings_are_checked_and_keep_old_hashes():
-    from mplp.config import ConfigError
+    from mplp.core.config import ConfigError
     with pytest.raises(ConfigError, match="meta.estimator"):
         tiny_config(**{"meta.estimator": "rl"})
     with pytest.raises(ConfigError, match="meta.es_sigma"):
@@ -225,8 +225,8 @@ def test_estimator_settings_are_checked_and_keep_old_hashes():
 def test_a_finished_run_extends_to_a_longer_one_bit_for_bit(tmp_path):
     """Issue 16: a finished run keeps its final state, and a longer run of the same config
     continues from it along the same trajectory as one run trained without stopping."""
-    from mplp import results as R
-    from mplp.trainer import train
+    from mplp.store import results as R
+    from mplp.meta.trainer import train
 
     short, long_ = tiny_config(**{"meta.S": 8}), tiny_config(**{"meta.S": 16})
     done = train(short, out_root=tmp_path / "a", progress=False)
@@ -242,8 +242,8 @@ def test_a_finished_run_extends_to_a_longer_one_bit_for_bit(tmp_path):
 
 
 def test_extension_refuses_a_different_config_or_a_shorter_target(tmp_path):
-    from mplp import config as C
-    from mplp.trainer import train
+    from mplp.core import config as C
+    from mplp.meta.trainer import train
 
     done = train(tiny_config(**{"meta.S": 8}), out_root=tmp_path, progress=False)
     with pytest.raises(C.ConfigError, match="differs from this one in learner"):
@@ -259,7 +259,7 @@ def test_extension_refuses_a_different_config_or_a_shorter_target(tmp_path):
 def test_a_run_that_ended_off_its_validation_grid_extends_bit_for_bit(tmp_path):
     """S = 6 with validations every 4: the run validated (and snapshotted) at its last step;
     the extension drops those records and then equals one run of S = 12, validations included."""
-    from mplp.trainer import train
+    from mplp.meta.trainer import train
 
     extra = {"validation.every": 4, "snapshot_every": 4}
     done = train(tiny_config(**{"meta.S": 6}, **extra), out_root=tmp_path / "a", progress=False)

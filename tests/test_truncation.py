@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from mplp import truncation as Tr
+from mplp.chapters import truncation as Tr
 
 
 def test_toy_has_two_minima_and_consistent_derivatives():
@@ -60,7 +60,7 @@ def test_adam_problem_matches_torch_adam_and_its_lr_gradient_matches_finite_diff
     # the same 5 steps with torch.optim.Adam
     ps = [p.clone().requires_grad_(True) for p in st.params]
     opt = torch.optim.Adam(ps, lr=float(torch.exp(theta)), eps=1e-8)
-    from mplp.optimizee import loss_value
+    from mplp.core.optimizee import loss_value
     for k in range(5):
         x, y = prob._batch(st.order, k)
         opt.zero_grad()
@@ -68,7 +68,7 @@ def test_adam_problem_matches_torch_adam_and_its_lr_gradient_matches_finite_diff
         opt.step()
     assert all(torch.allclose(a, b) for a, b in zip(new.params, ps)) and new.cursor == 5 and new.t == 5
     # d loss / d log-lr by autograd through the unroll vs central differences
-    from mplp.estimators import tbptt
+    from mplp.meta.estimators import tbptt
     est, _ = tbptt(prob, theta, st, 5)
     h = 1e-5
     fd = (prob.unroll(theta + h, st, 5)[0] - prob.unroll(theta - h, st, 5)[0]) / (2 * h)

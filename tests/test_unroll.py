@@ -1,9 +1,9 @@
 import torch
 
-from mplp.config import MetaConfig, OptimizeeConfig
-from mplp.learners import LearnerSpec, NeuralLearners, SGDLearners, init_theta
-from mplp.optimizee import init_params
-from mplp.unroll import inner_step, outer_metric, rollout, unroll
+from mplp.core.config import MetaConfig, OptimizeeConfig
+from mplp.core.learners import LearnerSpec, NeuralLearners, SGDLearners, init_theta
+from mplp.core.optimizee import init_params
+from mplp.core.unroll import inner_step, outer_metric, rollout, unroll
 
 OPT = OptimizeeConfig(sizes=(1, 6, 5, 1), activation="relu", loss="mse")
 SPEC = LearnerSpec(2, 8, ("relu",), "mse", True, True, 0.05)
@@ -89,8 +89,8 @@ def test_meta_gradient_matches_finite_differences_in_random_directions():
     clamp and ReLU kinks make the objective piecewise smooth: a step of 1e-6 stays inside one
     piece here.  (The batch-entropy term is left out: it multiplies by the *detached* last
     loss, as the released code does, so its meta-gradient is not the objective's derivative.)"""
-    from mplp.backward import dense_backward
-    from mplp.fast import fast_backward
+    from mplp.core.backward import dense_backward
+    from mplp.core.fast import fast_backward
 
     params, xs, ys, theta = _setup(K=5, seed=3)
     meta = MetaConfig(K=5, T=10, unroll="code")
@@ -113,8 +113,8 @@ def test_meta_gradient_matches_finite_differences_in_random_directions():
 def test_sgd_kind_closed_form_is_the_dense_message_passing():
     """The positive control's backward (Table 2 in closed form, population dims) equals the dense
     message passing with the Table 2 learners, for MSE and cross-entropy."""
-    from mplp.backward import dense_backward, sgd_backward
-    from mplp.optimizee import forward, loss_node
+    from mplp.core.backward import dense_backward, sgd_backward
+    from mplp.core.optimizee import forward, loss_node
 
     gen = torch.Generator().manual_seed(5)
     for opt, y_of in ((OPT, lambda x: torch.sin(x)),

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from mplp.peer import MNIST_MEAN, MNIST_STD, decode_pixels   # the loader's decoding, checked bit for bit here
+from mplp.chapters.peer import MNIST_MEAN, MNIST_STD, decode_pixels   # the loader's decoding, checked bit for bit here
 
 CASES = ("sine64", "sine64_reset", "mnist64", "mnist64_beoff", "mnist64_reset")
 OUT = Path(__file__).with_name("golden_reduced.pt.xz")

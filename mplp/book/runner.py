@@ -1,0 +1,86 @@
+"""Execute book chapters with papermill, one profile at a time.
+
+``run_chapter("sgd", "cpu")`` executes ``book/00_sgd.ipynb`` in place with the values
+of ``params/sgd/cpu.yaml`` injected after its ``parameters`` cell (visible in the
+notebook).  Profiles are checked against the notebook's parameters first: a profile
+must set every parameter and nothing else.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+from mplp import paths
+from mplp.chapters.profiles import ProfileError, _typed, load_profile, notebook_parameters
+
+
+def run_chapter(chapter: str, profile: str = "cpu", device: str | None = None, output: Path | None = None,
+                overrides: dict | None = None, progress: bool = True) -> Path:
+    """Execute one chapter with a profile (plus ``device`` and other overrides).
+
+    Writes to ``output`` (default: the chapter's notebook itself, in place) and returns it;
+    ``output`` is replaced only when every cell ran.
+    """
+    import papermill
+
+    params = load_profile(chapter, profile)
+    if device is None and "device" in params:       # the profile's own device, checked up front as --device
+        from mplp.meta.trainer import resolve_device
+
+        try:
+            resolve_device(params["device"])
+        except ValueError as e:
+            raise ProfileError(f"profile {profile!r} of chapter {chapter!r} runs on {params['device']!r}: {e}; "
+                               "pass --device cpu to run it here") from None
+    if device is not None:
+        from mplp.meta.trainer import resolve_device
+
+        resolve_device(device)
+        if "device" in params:
+            params["device"] = device
+        elif device != "cpu":
+            # CPU-only chapters (e.g. the truncation toy) have no device parameter
+            print(f"chapter {chapter!r} has no 'device' parameter; it runs on the CPU")
+    expected = notebook_parameters(chapter)
+    for k, v in (overrides or {}).items():
+        if k not in params:
+            raise ProfileError(f"chapter {chapter!r} has no parameter {k!r}; it has {sorted(params)}")
+        params[k] = _typed(v, expected[k], f"parameter {k!r} of chapter {chapter!r}")
+    nb = paths.notebook(chapter)
+    out = Path(output) if output is not None else nb
+    # execute into a scratch file outside the book and replace the target only on success:
+    # a failed or interrupted run leaves the previous notebook as it was
+    with tempfile.TemporaryDirectory(prefix="mplp-run-") as scratch:
+        tmp = Path(scratch) / out.name
+        papermill.execute_notebook(str(nb), str(tmp), parameters=params, kernel_name="python3",
+                                   progress_bar=progress, cwd=str(nb.parent))
+        _hide_parameter_cells(tmp)
+        shutil.move(tmp, out)
+    return out
+
+
+def _hide_parameter_cells(path: Path) -> None:
+    """Tag the parameters cell and papermill's injected one ``hide-cell``: the book shows them
+    folded (still executable, and the injected values one click away)."""
+    import json
+
+    nb = json.loads(Path(path).read_text())
+    for c in nb["cells"]:
+        tags = c.setdefault("metadata", {}).setdefault("tags", [])
+        if ("parameters" in tags or "injected-parameters" in tags) and "hide-cell" not in tags:
+            tags.append("hide-cell")
+    Path(path).write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+
+
+def run(chapters: list[str] | None = None, profile: str = "cpu", device: str | None = None,
+        progress: bool = True) -> list[Path]:
+    """Execute chapters (default: all that exist) in book order; validate everything first."""
+    if profile not in paths.PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; valid profiles: {', '.join(paths.PROFILES)}")
+    chapters = list(chapters or paths.available_chapters())
+    for c in chapters:
+        paths.check_chapter(c)
+        load_profile(c, profile)
+    return [run_chapter(c, profile, device, progress=progress) for c in chapters]

@@ -1,0 +1,276 @@
+"""The confirmatory rows: the pre-registered tests (``book/preregistration.md``) on the
+thesis-budget runs, exactly as the plan writes them, one function per group.
+
+Each function takes the group's stored runs (``results.RunResult``, five seeds per arm),
+the tuned baselines and, for the rows that need a trained optimizer's functions or inner
+training, per-run readings computed by the chapter (``sinewave_readings``,
+``inner_readings``), and returns the plan's rows as ``claims.Verdict`` with stage
+"confirmatory".  At the thesis' own outer steps "not reached" does not apply: a row is
+decided by its test, or trivially true (policy rule 2).  Run on shorter runs (with their own
+``S``), the same functions give a dry run of the plan, which is how they are tested.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from mplp.claims import prereg
+from mplp.claims.analysis import final_level, log_mean_loss, plateau_exit, rises_at, spike_fraction, tail_fraction
+from mplp.claims.verdicts import Verdict, decide
+from mplp.chapters.mnist_be import last_hidden_entropy
+
+WINDOW = 0.02        # the plateau exit holds for 2 % of S
+STUCK = 0.10         # stuck: no exit by 10 % of S
+
+
+@dataclass(frozen=True)
+class RunQuantities:
+    """The plan's per-run quantities of one run of ``S`` outer steps (``preregistration.md``,
+    "Quantities"): plateau ``exit`` (None: never), ``final`` loss, training ``speed``,
+    ``instability``, the step-0 validation ``start``."""
+
+    seed: int
+    exit: int | None
+    final: float
+    speed: float
+    instability: float
+    start: float
+    S: int
+
+    @property
+    def stuck(self) -> bool:
+        return self.exit is None or self.exit > STUCK * self.S
+
+
+def quantities(run, S: int) -> RunQuantities:
+    """``RunQuantities`` of a stored run, judged against ``S`` (the plan's outer steps)."""
+    v = run.validation
+    steps, losses = np.asarray(v["step"]), np.asarray(v["val_loss"], dtype=float)
+    return RunQuantities(run.config.seed, plateau_exit(steps, losses, int(WINDOW * S)), final_level(steps, losses, S),
+                         log_mean_loss(losses), spike_fraction(losses), float(losses[0]), S)
+
+
+def _row(pid: str, claim: str, where: str, test: str, d: prereg.Decision, seeds: str, S: int,
+         trivial: bool = False) -> Verdict:
+    outcome = decide(d.outcome, trivial=trivial)
+    interval = "; ".join(x for x in (str(d.interval) if d.interval is not None else "",
+                                     f"p = {d.p:.3g}" if d.p is not None else "") if x)
+    return Verdict(f"{pid}: {claim}", where, test, d.evidence, outcome, partly_rule=d.rule, test_outcome=d.outcome,
+                   steps=S, seeds=seeds, interval=interval, stage="confirmatory")
+
+
+def _baselines(worse: tuple[str, str], better: tuple[str, str], where: str, q: list[RunQuantities], sgd: float,
+               adam: float, seeds: str, S: int) -> list[Verdict]:
+    """The pair of rows "worse than tuned Adam" (trivially true when the step-0 validation already
+    is) and "better than tuned SGD" on the runs' final losses."""
+    finals, start = [x.final for x in q], float(np.median([x.start for x in q]))
+    return [_row(*worse, where, "prereg.above_baseline(final, adam); trivially true if the step-0 validation is "
+                 "above Adam's", prereg.above_baseline(finals, adam, "Adam"), seeds, S, trivial=start > adam),
+            _row(*better, where, "prereg.below_baseline(final, sgd)", prereg.below_baseline(finals, sgd, "SGD"),
+                 seeds, S)]
+
+
+# ---------------------------------------------------------------- §5.1 (group sinewave-thesis)
+
+@dataclass(frozen=True)
+class SinewaveReading:
+    """P1.6 and P1.7 for one run at the thesis' checkpoint: whether every learned function is
+    beyond chance and the signs agree (``sinewave.resemble_outcome`` == "yes"), and whether tuned
+    SGD ends below the learned MPLP after 3T inner steps."""
+
+    resembles: bool | None
+    sgd_wins_late: bool | None
+
+
+def sinewave_rows(runs: list, sgd: float, adam: float, S: int = 300_000,
+                  readings: list[SinewaveReading] | None = None, lo: int = 25_000, hi: int = 100_000) -> list[Verdict]:
+    """P1.1-P1.7 on the §5.1 runs (``readings``: one per run; without them P1.6-P1.7 are not made)."""
+    q = [quantities(r, S) for r in runs]
+    seeds = f"{len(runs)} seeds, {S:,} outer steps"
+    out = [_row("P1.1", "an initial flat phase, escaping after around 50,000 steps", "§5.1.2, Fig. 3a",
+                f"prereg.exit_in_window(exits, S={S:,}, lo={lo:,}, hi={hi:,})",
+                prereg.exit_in_window([x.exit for x in q], S, lo, hi), seeds, S)]
+    nonmono = []
+    for r, x in zip(runs, q):
+        if x.exit is None:
+            nonmono.append(None)
+            continue
+        v = r.validation
+        after = np.asarray(v["val_loss"], dtype=float)[np.asarray(v["step"]) >= x.exit]
+        nonmono.append(spike_fraction(after) > 0)
+    out.append(_row("P1.2", "the learning curve does not decrease monotonically", "§5.1.2",
+                    "prereg.every_seed(a validation after the exit more than twice the best before it)",
+                    prereg.every_seed(nonmono, "non-monotone after the exit"), seeds, S))
+    finals = [x.final for x in q]
+    out += _baselines(("P1.3", "worse than learning-rate-tuned Adam"), ("P1.4", "better than learning-rate-tuned SGD"),
+                      "§5.1.2, Fig. 3a", q, sgd, adam, seeds, S)
+    out.append(_row("P1.5", "the outer-loss is fairly high (around 25)", "§5.1.2",
+                    "prereg.within_factor(final, 25, tolerance=1.0)",
+                    prereg.within_factor(finals, 25.0, 1.0, "25"), seeds, S))
+    if readings is not None:
+        out.append(_row("P1.6", "the learned optimizer is similar to SGD", "§7; §5.1.2, Figs. 4-7",
+                        "prereg.every_seed(sinewave.resemble_outcome == 'yes' at the thesis' checkpoint)",
+                        prereg.every_seed([r.resembles for r in readings], "every function beyond chance, signs agreeing"),
+                        seeds, S))
+        out.append(_row("P1.7", "run for longer, SGD would eventually outperform the learned MPLP", "§5.1.2",
+                        "prereg.every_seed(tuned SGD below MPLP at 3T)",
+                        prereg.every_seed([r.sgd_wins_late for r in readings], "SGD below MPLP at 3T"), seeds, S))
+    return out
+
+
+# ---------------------------------------------------------------- §5.2 (group grid-thesis)
+
+def _cells(cells: dict, S: int) -> dict:
+    """{(message_size, batch_norm, learned_lr): [RunQuantities]} of the grid's cells."""
+    return {(c.message_size, c.batch_norm, c.learned_lr): [quantities(r, S) for r in rs] for c, rs in cells.items()}
+
+
+def _name(m=None, bn=None, lr=None) -> str:
+    parts = [f"|m|={m}" if m is not None else "", f"BN {'on' if bn else 'off'}" if bn is not None else "",
+             f"lr {'learned' if lr else 'fixed'}" if lr is not None else ""]
+    return ", ".join(p for p in parts if p)
+
+
+def _pairs(q: dict, factor: int, high_first: bool, field: str) -> dict:
+    """Strata of the other two factors: {name: (values with the factor on / 8, values off / 1)}
+    (``high_first``), or the reverse."""
+    out, high = {}, (8 if factor == 0 else True)
+    for key in q:
+        if key[factor] != high:
+            continue
+        low = list(key)
+        low[factor] = 1 if factor == 0 else False
+        others = {i: key[i] for i in range(3) if i != factor}
+        name = _name(**{("m", "bn", "lr")[i]: v for i, v in others.items()})
+        hi_vals = [getattr(x, field) for x in q[key]]
+        lo_vals = [getattr(x, field) for x in q[tuple(low)]]
+        out[name] = (hi_vals, lo_vals) if high_first else (lo_vals, hi_vals)
+    return out
+
+
+def grid_rows(cells: dict, sgd: float, adam: float, S: int = 120_000) -> list[Verdict]:
+    """P2.1-P2.16 on §5.2's eight cells (``cells``: ``ablation.Cell`` -> its five runs)."""
+    q = _cells(cells, S)
+    n = len(next(iter(q.values())))
+    seeds = f"{n} seeds per cell, {len(q)} cells, {S:,} outer steps"
+    best = (8, True, True)
+    out = []
+    bn_speed = _pairs(q, 1, True, "speed")                 # (with BN, without BN) per (m, lr)
+    out.append(_row("P2.1", "batch normalization converges faster under all configurations", "§5.2.2, Fig. 8",
+                    "prereg.every_stratum({(m, lr): (with BN, without BN)}, 'less') on training speed",
+                    prereg.every_stratum(bn_speed, "less"), seeds, S))
+    out.append(_row("P2.2", "a large difference for batch normalization in the bottom-right configuration",
+                    "§5.2.2", "prereg.largest_in({(m, lr): (without BN, with BN)}, '|m|=8, lr fixed', 'greater')",
+                    prereg.largest_in({k: (b, a) for k, (a, b) in bn_speed.items()}, "|m|=8, lr fixed", "greater"),
+                    seeds, S))
+    with_bn = [x.stuck for k, xs in q.items() if k[1] for x in xs]
+    without = [x.stuck for k, xs in q.items() if not k[1] for x in xs]
+    out.append(_row("P2.3", "with batch normalization training less often gets stuck at the beginning", "§5.2.2",
+                    "prereg.fewer_events(stuck with BN, stuck without BN)",
+                    prereg.fewer_events(sum(with_bn), len(with_bn), sum(without), len(without),
+                                        ("with BN", "without BN")), seeds, S))
+    lr_speed = _pairs(q, 2, False, "speed")                # (fixed, learned) per (m, BN)
+    out.append(_row("P2.4", "learning the learning rate generally speeds up convergence", "§5.2.2",
+                    "prereg.stratified_shift({(m, BN): (fixed, learned)}, 'greater') on training speed",
+                    prereg.stratified_shift(lr_speed, "greater"), seeds, S))
+    out.append(_row("P2.5", "at message size 1 the learned lr's speed-up is minimal, if even significant", "§5.2.2",
+                    "prereg.smallest_in(effects, ['|m|=1, BN off', '|m|=1, BN on'], 'greater')",
+                    prereg.smallest_in(lr_speed, ["|m|=1, BN off", "|m|=1, BN on"], "greater"), seeds, S))
+    out.append(_row("P2.6", "learning the lr helps mainly at |m| = 8 without batch normalization", "§5.2.2, Fig. 8",
+                    "prereg.largest_in(effects, '|m|=8, BN off', 'greater')",
+                    prereg.largest_in(lr_speed, "|m|=8, BN off", "greater"), seeds, S))
+    out.append(_row("P2.7", "the learned learning rate makes training more unstable", "§5.2.2; §7",
+                    "prereg.stratified_shift({(m, BN): (learned, fixed)}, 'greater') on instability",
+                    prereg.stratified_shift({k: (b, a) for k, (a, b) in _pairs(q, 2, False, "instability").items()},
+                                            "greater"), seeds, S))
+    m_final = _pairs(q, 0, True, "final")                  # (|m| = 8, |m| = 1) per (BN, lr)
+    out.append(_row("P2.8", "increasing the message size leads to a much lower outer-loss", "§5.2.2, Fig. 8",
+                    "prereg.every_stratum({(BN, lr): (|m|=8, |m|=1)}, 'less', max_ratio=0.5) on the final loss",
+                    prereg.every_stratum(m_final, "less", max_ratio=0.5), seeds, S))
+    out.append(_row("P2.9", "the message size has a large influence on convergence speed", "§7",
+                    "prereg.every_stratum({(BN, lr): (|m|=8, |m|=1)}, 'less') on training speed",
+                    prereg.every_stratum(_pairs(q, 0, True, "speed"), "less"), seeds, S))
+    out.append(_row("P2.10", "with |m| = 8 there are still runs with an initial flat phase", "§5.2.2",
+                    "prereg.some_run(stuck) over the |m| = 8 runs",
+                    prereg.some_run([x.stuck for k, xs in q.items() if k[0] == 8 for x in xs], "stuck with |m| = 8"),
+                    seeds, S))
+    finals = {_name(*k): [x.final for x in xs] for k, xs in q.items()}
+    out.append(_row("P2.11", "learned lr, batch normalization and |m| = 8 give the best performance", "§5.2.2",
+                    "prereg.lowest_of(cells, '|m|=8, BN on, lr learned') on the final loss",
+                    prereg.lowest_of(finals, _name(*best)), seeds, S))
+    out += _baselines(("P2.12", "the best configuration is still worse than learning-rate-tuned Adam"),
+                      ("P2.13", "the best configuration performs better than SGD"), "§5.2.2", q[best], sgd, adam,
+                      seeds, S)
+    out.append(_row("P2.14", "batch normalization generally produces a better performing MPLP", "§7",
+                    "prereg.stratified_shift({(m, lr): (with BN, without BN)}, 'less') on the final loss",
+                    prereg.stratified_shift(_pairs(q, 1, True, "final"), "less"), seeds, S))
+    out.append(_row("P2.15", "learning the learning rate increased performance", "§7",
+                    "prereg.stratified_shift({(m, BN): (learned, fixed)}, 'less') on the final loss",
+                    prereg.stratified_shift({k: (b, a) for k, (a, b) in _pairs(q, 2, False, "final").items()}, "less"),
+                    seeds, S))
+    out.append(_row("P2.16", "every §5.2 run trains without batch-entropy regularisation", "§6",
+                    "prereg.every_seed(a plateau exit before S) over all runs",
+                    prereg.every_seed([x.exit is not None for xs in q.values() for x in xs], "left the plateau"),
+                    seeds, S))
+    return out
+
+
+# ---------------------------------------------------------------- §5.3 (group mnist-thesis)
+
+@dataclass(frozen=True)
+class InnerReading:
+    """P3.6-P3.7 for one run with the term, at its final meta-parameters: mean inner loss over
+    the last tenth of T steps, of the MPLP and of tuned Adam, at T and at 3T."""
+
+    mplp_T: float
+    adam_T: float
+    mplp_3T: float
+    adam_3T: float
+
+
+def inner_readings(cmp, T: int) -> InnerReading:
+    """``InnerReading`` from an ``analysis.InnerComparison`` over at least 3T steps."""
+    w = max(1, T // 10)
+    m, a = cmp.loss["mplp"].mean(0), cmp.loss["adam"].mean(0)
+    return InnerReading(float(m[T - w:T].mean()), float(a[T - w:T].mean()), float(m[-w:].mean()), float(a[-w:].mean()))
+
+
+def mnist_rows(off: list, on: list, S: int = 150_000, inner: list[InnerReading] | None = None) -> list[Verdict]:
+    """P3.1-P3.8 on §5.3's runs without (``off``) and with (``on``) the batch-entropy term
+    (``inner``: one reading per run with the term; without them P3.6-P3.7 are not made)."""
+    qo, qn = [quantities(r, S) for r in off], [quantities(r, S) for r in on]
+    seeds = f"{len(off)} + {len(on)} seeds (term off + on), {S:,} outer steps"
+    window = int(WINDOW * S)
+    out = [_row("P3.1", "without the term, a long initial phase, and hard to predict when it ends", "§5.3.2, Fig. 9a",
+                f"prereg.long_and_unpredictable(exits, S={S:,}, long={S // 10:,})",
+                prereg.long_and_unpredictable([x.exit for x in qo], S, S // 10), seeds, S),
+           _row("P3.2", "without the term, one run did not start to learn within the budget", "§5.3.2",
+                "prereg.some_run(never)", prereg.some_run([x.exit is None for x in qo], "never left, without the term"),
+                seeds, S)]
+    rises = [rises_at(r.validation["step"], last_hidden_entropy(r), x.exit, int(S * WINDOW)) for r, x in zip(off, qo)]
+    out.append(_row("P3.3", "the final layer's batch entropy increases when the optimizer starts to learn", "Fig. 9b",
+                    f"prereg.every_seed(rises_at(entropy, exit, {window:,})) over the runs without the term that exit",
+                    prereg.every_seed(rises, "batch entropy higher after the exit"), seeds, S))
+    out.append(_row("P3.4", "batch-entropy regularisation removes the initial flat phase: immediate training",
+                    "Fig. 10a", f"prereg.exit_within(on, S={S:,}, limit={S // 100:,}, compare=off)",
+                    prereg.exit_within([x.exit for x in qn], S, S // 100, compare=[x.exit for x in qo]), seeds, S))
+    out.append(_row("P3.5", "the batch-entropy loss quickly decreases to close to 0", "Fig. 10b",
+                    "prereg.every_seed(tail_fraction(term) < 0.05)",
+                    prereg.every_seed([tail_fraction(r.train["be_term"]) < 0.05 for r in on], "term below 5 % of its start"),
+                    seeds, S))
+    if inner is not None:
+        out.append(_row("P3.6", "the learned MPLP and Adam show similar convergence speed", "Fig. 11; §7",
+                        "prereg.within_factor(MPLP at T, Adam at T, tolerance=0.25) over the runs with the term",
+                        prereg.within_factor([i.mplp_T / i.adam_T for i in inner], 1.0, 0.25, "Adam"), seeds, S))
+        out.append(_row("P3.7", "run longer, Adam would likely outperform the MPLP", "§5.3.2",
+                        "prereg.every_seed(MPLP / Adam at 3T above MPLP / Adam at T)",
+                        prereg.every_seed([i.mplp_3T / i.adam_3T > i.mplp_T / i.adam_T for i in inner],
+                                          "falls behind Adam past T"), seeds, S))
+    out.append(_row("P3.8", "batch-entropy regularisation was necessary on MNIST", "§6",
+                    "prereg.fewer_events(stuck with the term, stuck without)",
+                    prereg.fewer_events(sum(x.stuck for x in qn), len(qn), sum(x.stuck for x in qo), len(qo),
+                                        ("with the term", "without")), seeds, S))
+    return out
+

@@ -1,0 +1,736 @@
+"""The truncation toy of Metz et al. (2019), §2.3 and Figure 3.
+
+Inner loss ``l(w) = (w - 4)(w - 3) w^2`` (local minimum at w = 0, global at w ~ 3.57),
+from ``w0 = -1.2``, trained by SGD with momentum; the outer parameter is the momentum
+(Fig. 3b-c) or the learning rate (§2.3, Appendix A).  Everything is vectorised over a
+leading dimension of outer parameters and runs in float64.
+"""
+
+from __future__ import annotations
+
+import math
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from mplp.meta.baselines import adam_step
+from mplp.claims.verdicts import CH4_RULES_COMMIT, MEND_COMMIT, Verdict
+from mplp.chapters import controls
+from mplp.chapters.registry import Chapter, register
+from mplp.core import config as C
+from mplp.core.config import MetaConfig
+from mplp.meta.outer import adam_init, adam_update
+
+W0 = -1.2
+DTYPE = torch.float64
+
+
+def toy_loss(w: torch.Tensor) -> torch.Tensor:
+    """l(w) = (w - 4)(w - 3) w^2."""
+    return (w - 4) * (w - 3) * w ** 2
+
+
+def toy_grad(w: torch.Tensor) -> torch.Tensor:
+    """l'(w) = 4 w^3 - 21 w^2 + 24 w."""
+    return 4 * w ** 3 - 21 * w ** 2 + 24 * w
+
+
+def toy_hess(w: torch.Tensor) -> torch.Tensor:
+    """l''(w) = 12 w^2 - 42 w + 24."""
+    return 12 * w ** 2 - 42 * w + 24
+
+
+def momentum_step(momentum, w: torch.Tensor, v: torch.Tensor, lr: float):
+    """One step of SGD with momentum on the toy: ``v <- m v + l'(w)``, ``w <- w - lr v``."""
+    v = momentum * v + toy_grad(w)
+    return w - lr * v, v
+
+
+def momentum_trajectories(momenta: torch.Tensor, T: int, lr: float, w0: float = W0) -> torch.Tensor:
+    """SGD with momentum on the toy, one run per momentum: ``v <- m v + l'(w)``,
+    ``w <- w - lr v``.  Returns ``w (M, T + 1)`` including ``w0``; diverged runs give inf/nan."""
+    m = torch.as_tensor(momenta, dtype=DTYPE)
+    w = torch.full_like(m, w0)
+    v = torch.zeros_like(m)
+    out = [w]
+    with torch.no_grad():
+        for _ in range(T):
+            w, v = momentum_step(m, w, v, lr)
+            out.append(w)
+    return torch.stack(out, 1)
+
+
+def momentum_gradients(momenta: torch.Tensor, T: int, lr: float, w0: float = W0) -> torch.Tensor:
+    """d l(w_T) / d momentum for each momentum ``(M,)``, by backprop through the T steps."""
+    m = torch.as_tensor(momenta, dtype=DTYPE).clone().requires_grad_(True)
+    w = torch.full_like(m, w0)
+    v = torch.zeros_like(m)
+    with torch.enable_grad():
+        for _ in range(T):
+            w, v = momentum_step(m, w, v, lr)
+        (g,) = torch.autograd.grad(toy_loss(w).sum(), m)
+    return g.detach()
+
+
+def final_loss(momenta: torch.Tensor, T: int, lr: float, w0: float = W0) -> torch.Tensor:
+    """``l(w_T)`` for each momentum ``(M,)`` (Fig. 3c)."""
+    return toy_loss(momentum_trajectories(momenta, T, lr, w0)[:, -1])
+
+
+class MomentumToy:
+    """The toy as an unrolled system for the estimators: theta = [momentum], state =
+    (w, v); ``unroll`` runs K steps of SGD with momentum at a fixed ``lr`` and returns the
+    loss at the end, l(w_K) (the objective of Fig. 3c)."""
+
+    def __init__(self, lr: float, w0: float = W0):
+        self.lr, self.w0 = lr, w0
+
+    def init(self, gen=None):
+        return (torch.tensor(self.w0, dtype=DTYPE), torch.tensor(0.0, dtype=DTYPE))
+
+    def unroll(self, theta: torch.Tensor, state, K: int):
+        w, v = state
+        for _ in range(K):
+            w, v = momentum_step(theta[0], w, v, self.lr)
+        return toy_loss(w), (w, v)
+
+
+@dataclass
+class LrGradient:
+    """The outer-gradient d l(w_T) / d lr of T steps of plain gradient descent on the toy,
+    by Appendix A's formula and by autograd, for each lr and T."""
+
+    lrs: torch.Tensor          # (L,)
+    horizons: list[int]
+    formula: torch.Tensor      # (L, len(horizons))
+    autograd: torch.Tensor     # (L, len(horizons))
+
+
+def appendix_a_gradient(lr: torch.Tensor, T: int, w0: float = W0) -> torch.Tensor:
+    """Metz et al. (2019) Appendix A: ``<g_T, -sum_i prod_{j=i+1}^{T-1} (1 - lr H_j) g_i>``
+    for gradient descent ``w <- w - lr l'(w)`` on the toy; ``lr (L,)`` -> ``(L,)``."""
+    lr = torch.as_tensor(lr, dtype=DTYPE)
+    w = torch.full_like(lr, w0)
+    gs, hs = [], []
+    for _ in range(T):
+        gs.append(toy_grad(w))
+        hs.append(toy_hess(w))
+        w = w - lr * gs[-1]
+    gT = toy_grad(w)
+    if T == 0:
+        return torch.zeros_like(lr)
+    g, h = torch.stack(gs, 1), torch.stack(hs, 1)                   # (L, T)
+    factors = 1 - lr[:, None] * h                                    # (L, T): (1 - lr H_j)
+    # suffix products: P_i = prod_{j=i+1}^{T-1} factors_j  (P_{T-1} = 1)
+    ones = torch.ones_like(lr)[:, None]
+    rev = torch.cumprod(torch.flip(torch.cat([factors[:, 1:], ones], 1), [1]), 1)
+    P = torch.flip(rev, [1])                                         # (L, T)
+    return gT * -(P * g).sum(1)
+
+
+def autograd_lr_gradient(lr: torch.Tensor, T: int, w0: float = W0) -> torch.Tensor:
+    """The same derivative by backpropagation through the T steps."""
+    leaf = torch.as_tensor(lr, dtype=DTYPE).clone().requires_grad_(True)
+    w = torch.full_like(leaf, w0)
+    with torch.enable_grad():
+        for _ in range(T):
+            w = w - leaf * toy_grad(w)
+        (g,) = torch.autograd.grad(toy_loss(w).sum(), leaf)
+    return g.detach()
+
+
+def lr_gradients(lrs, horizons: list[int], w0: float = W0) -> LrGradient:
+    """``appendix_a_gradient`` and ``autograd_lr_gradient`` over a grid of lrs and horizons."""
+    lrs = torch.as_tensor(lrs, dtype=DTYPE)
+    if any(T < 1 for T in horizons):
+        raise ValueError(f"horizons must be >= 1 (got {horizons})")
+    f = torch.stack([appendix_a_gradient(lrs, T, w0) for T in horizons], 1)
+    a = torch.stack([autograd_lr_gradient(lrs, T, w0) for T in horizons], 1)
+    return LrGradient(lrs, list(horizons), f, a)
+
+
+# -- Figure 4: learning Adam's learning rate with truncated unrolls ---------------------
+
+
+@dataclass
+class AdamState:
+    """Inner state of ``AdamLrProblem``: MLP params, Adam moments, step count and the
+    data stream (a permutation of the training set and a cursor into it)."""
+
+    params: list[torch.Tensor]
+    m: list[torch.Tensor]
+    v: list[torch.Tensor]
+    t: int
+    order: torch.Tensor
+    cursor: int
+
+
+class AdamLrProblem:
+    """An MLP classifier trained by Adam with lr = exp(theta[0]) (Metz et al. 2019 §2.4).
+
+    ``unroll(theta, state, K)`` runs K Adam steps on consecutive minibatches and returns
+    the mean of their losses (each before its update) and the new state; differentiable
+    w.r.t. theta through the whole unroll (second order through the gradients).
+    x: ``(N, n_in)``, y: ``(N,)`` labels.
+    """
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, sizes: tuple[int, ...], batch_size: int = 128,
+                 activation: str = "relu", betas=(0.9, 0.999), eps: float = 1e-8):
+        if x.shape[0] < batch_size:
+            raise ValueError(f"the dataset has {x.shape[0]} examples, fewer than one batch of {batch_size}")
+        self.x, self.y, self.sizes, self.B = x, y, tuple(sizes), batch_size
+        self.activation, self.betas, self.eps = activation, betas, eps
+
+    def init(self, gen: torch.Generator) -> AdamState:
+        from mplp.core.optimizee import init_params
+
+        params = init_params(self.sizes, gen, self.x.dtype)
+        zeros = [torch.zeros_like(p) for p in params]
+        return AdamState(params, zeros, [z.clone() for z in zeros], 0, torch.randperm(len(self.x), generator=gen), 0)
+
+    def _batch(self, order: torch.Tensor, cursor: int):
+        n = len(self.x) // self.B
+        i = order[(cursor % n) * self.B:(cursor % n + 1) * self.B]
+        return self.x[i], self.y[i]
+
+    def unroll(self, theta: torch.Tensor, state: AdamState, K: int) -> tuple[torch.Tensor, AdamState]:
+        from mplp.core.optimizee import forward, loss_node
+
+        lr = torch.exp(theta[0])
+        params, m, v, t = state.params, state.m, state.v, state.t
+        differentiable = theta.requires_grad
+        total = theta.new_zeros(())
+        for k in range(K):
+            x, y = self._batch(state.order, state.cursor + k)
+            with torch.enable_grad():
+                # differentiable: keep the graph from earlier steps (state params become leaves)
+                ps = [p if differentiable and p.requires_grad else p.detach().requires_grad_(True)
+                      for p in params]
+                loss = loss_node("xent", forward(ps, x, self.activation).output, y).value
+                grads = torch.autograd.grad(loss, ps, create_graph=differentiable)
+            if not differentiable:
+                loss, grads = loss.detach(), [g.detach() for g in grads]
+            t += 1
+            params, m, v = adam_step(ps, grads, m, v, t, lr, self.betas, self.eps)
+            total = total + loss
+        new = AdamState([p.detach() for p in params], [a.detach() for a in m], [c.detach() for c in v], t,
+                        state.order, state.cursor + K)
+        return total / K, new
+
+
+@dataclass
+class TruncationGradients:
+    """Fig. 4b-c: the outer-gradient (d mean loss / d log lr) of every truncation of
+    length k along one inner run at a fixed lr; ``ends (n,)`` inner step at which each
+    truncation ends, ``grads (n,)`` their gradients, ``cumulative (n,)`` running sums."""
+
+    k: int
+    lr: float
+    ends: np.ndarray
+    grads: np.ndarray
+    cumulative: np.ndarray
+
+
+def _check_truncation(k: int, N: int) -> None:
+    if k < 1 or N % k:
+        raise ValueError(f"the truncation length k={k} must divide the number of inner steps N={N}")
+
+
+def truncation_gradients(problem, lr: float, N: int, k: int, seed: int = 0) -> TruncationGradients:
+    """Run one inner problem for N steps at ``lr``, taking the truncated gradient of each
+    of its N / k truncations (the lr is not updated)."""
+    from mplp.meta.estimators import tbptt
+
+    _check_truncation(k, N)
+    theta = torch.tensor([float(np.log(lr))], dtype=DTYPE)
+    state = problem.init(torch.Generator().manual_seed(seed))
+    grads = []
+    for _ in range(N // k):
+        est, state = tbptt(problem, theta, state, k)
+        grads.append(float(est.grad[0]))
+    g = np.asarray(grads)
+    return TruncationGradients(k, lr, np.arange(1, N // k + 1) * k, g, np.cumsum(g))
+
+
+@dataclass
+class OuterTrace:
+    """Fig. 4a: the learned lr over outer training; ``inner_steps (U,)`` inner steps
+    taken (the x-axis), ``lr (U,)`` after each outer update, ``grad_var`` the mean
+    squared deviation of the estimates from their mean (a variance estimate)."""
+
+    estimator: str
+    k: int
+    inner_steps: np.ndarray
+    lr: np.ndarray
+    grad_var: float
+    inner_steps_per_update: int
+
+    def late_lr(self, frac: float = 1 / 3) -> float:
+        """Geometric mean of the learned lr over the last ``frac`` of outer training (by
+        inner steps): robust to where a noisy (PES) or sawtooth (short truncations) trace stops."""
+        keep = self.inner_steps >= (1 - frac) * self.inner_steps.max()
+        return float(np.exp(np.log(self.lr[keep]).mean()))
+
+
+def outer_train(problem, estimator: str, k: int, N: int, n_problems: int, init_lr: float = 1e-3,
+                meta_lr: float = 0.01, seed: int = 0, sigma: float = 0.1, n_pairs: int = 4) -> OuterTrace:
+    """Outer-train log lr with Adam over ``n_problems`` inner problems of N steps each.
+
+    ``estimator``: "tbptt" (one update per truncation of k steps), "pes" (persistent ES over
+    the same truncations, particles restarted with each inner problem) or "es" (antithetic
+    ES over full unrolls: k must equal N).  sigma and n_pairs: the ES / PES perturbations.
+    """
+    from mplp.meta import estimators as E
+
+    if estimator not in ("tbptt", "pes", "es"):
+        raise ValueError(f"unknown estimator {estimator!r}; expected 'tbptt', 'pes' or 'es'")
+    _check_truncation(k, N)
+    if estimator == "es" and k != N:
+        raise ValueError(f"es unrolls whole inner problems: k must equal N (got k={k}, N={N})")
+    gen = torch.Generator().manual_seed(seed)
+    theta = {"log_lr": torch.tensor([float(np.log(init_lr))], dtype=DTYPE)}
+    adam = adam_init(theta)
+    meta = MetaConfig(outer_lr=meta_lr, beta1=0.9, beta2=0.999, eps=1e-8, grad_clip=float("inf"),
+                      adam_bias_correction=True)      # a standard Adam, as Metz et al.
+    lrs, steps, gs = [], [], []
+    pes = E.PES(problem, n_pairs, sigma, gen) if estimator == "pes" else None
+    for _ in range(n_problems):
+        state = problem.init(gen)
+        if pes is not None:
+            pes.reset(theta["log_lr"], state)
+        for _ in range(N // k):
+            if estimator == "tbptt":
+                est, state = E.tbptt(problem, theta["log_lr"], state, k)
+            elif estimator == "pes":
+                est = pes.step(theta["log_lr"], k)
+            else:
+                est = E.es(problem, theta["log_lr"], state, k, sigma, n_pairs, gen)
+            gs.append(float(est.grad[0]))
+            theta, adam = adam_update(theta, {"log_lr": est.grad}, adam, meta)
+            steps.append(adam.step * k)
+            lrs.append(float(torch.exp(theta["log_lr"][0])))
+    garr = np.asarray(gs)
+    return OuterTrace(estimator, k, np.asarray(steps), np.asarray(lrs), float(garr.var()),
+                      k if estimator == "tbptt" else 2 * n_pairs * k)
+
+
+@dataclass
+class LrGrid:
+    """The grid-search reference of Fig. 4a: mean training loss over N inner steps
+    (mean over seeds) for each lr, and the best lr."""
+
+    lrs: np.ndarray
+    loss: np.ndarray
+    best_lr: float
+
+
+def lr_grid(problem, lrs, N: int, n_seeds: int = 3, seed: int = 0) -> LrGrid:
+    """Mean training loss over N steps at each fixed lr (Fig. 4a's optimum)."""
+    lrs = np.asarray(lrs, dtype=float)
+    out = np.zeros(len(lrs))
+    for s in range(n_seeds):
+        for i, lr in enumerate(lrs):
+            state = problem.init(torch.Generator().manual_seed(seed + s))
+            loss, _ = problem.unroll(torch.tensor([float(np.log(lr))], dtype=DTYPE), state, N)
+            out[i] += float(loss) / n_seeds
+    finite = np.isfinite(out)
+    if not finite.any():
+        raise RuntimeError("every learning rate of the grid diverged")
+    best = float(lrs[finite][np.argmin(out[finite])])
+    return LrGrid(lrs, out, best)
+
+
+# -- summaries and verdicts ------------------------------------------------------------------
+
+
+@dataclass
+class LandscapeRow:
+    """Fig. 3c at one horizon T: how rough l(w_T) is as a function of the momentum."""
+
+    T: int
+    jumps: int                 # neighbouring momenta whose final losses differ by more than `jump`
+    max_slope: float           # max |d l(w_T) / d momentum| by finite differences on the grid
+    frac_global: float         # fraction of momenta that end in the global minimum's basin (w > 1.68)
+
+
+def landscape(momenta: torch.Tensor, horizons: list[int], lr: float, jump: float = 1.0,
+              trajectories: torch.Tensor | None = None) -> list[LandscapeRow]:
+    """``LandscapeRow`` for each T: final losses over the momentum grid, their jumps and slopes
+    (``trajectories``: ``momentum_trajectories`` of these momenta, when already computed)."""
+    m = torch.as_tensor(momenta, dtype=DTYPE)
+    traj = trajectories if trajectories is not None else momentum_trajectories(m, max(horizons), lr)
+    rows = []
+    for T in horizons:
+        w = traj[:, T]
+        loss = toy_loss(w)
+        d = loss.diff().abs()
+        rows.append(LandscapeRow(T, int((d > jump).sum()), float((d / m.diff()).max()),
+                                 float((w > (21 - 57 ** 0.5) / 8).double().mean())))
+    return rows
+
+
+MINIMA = (0.0, (21 + math.sqrt(21 ** 2 - 4 * 4 * 24)) / 8)     # l'(w) = 0: w = 0 and w = 3.57 (minima)
+RIDGE = (21 - math.sqrt(21 ** 2 - 4 * 4 * 24)) / 8              # and w = 1.68, the maximum between them
+
+
+def basin_reading(momenta, trajectories) -> dict:
+    """Fig. 3b read from the toy's trajectories ``(M, T + 1)``: per momentum, the minimum its
+    run ends nearest to (0 or 1, None when it diverged) and how often it crossed the ridge
+    between the two basins (w = 1.68)."""
+    w = np.asarray(trajectories, dtype=float)
+    final = w[:, -1]
+    ends = [None if not np.isfinite(f) else int(abs(f - MINIMA[1]) < abs(f - MINIMA[0])) for f in final]
+    crossings = [int(np.sum(np.diff(np.sign(row[np.isfinite(row)] - RIDGE)) != 0)) for row in w]
+    return {"momenta": np.asarray(momenta, dtype=float), "ends": ends, "crossings": crossings}
+
+
+def verdicts(rows: list[LandscapeRow], lr_grad: LrGradient, momentum_grad_max, traces: dict[str, OuterTrace],
+             grid: LrGrid, shortest: int, longest: int,
+             truncation_grads: dict[int, "TruncationGradients"] | None = None, basins: dict | None = None) -> list:
+    """The toy chapter's claims: landscape pathology and exploding gradients with T (Metz
+    et al. §2.3), truncation bias shrinking the learned lr (§2.4), PES removing it (Vicol
+    et al.).  ``momentum_grad_max``: max |d l(w_T) / d momentum| over the grid at each of
+    ``rows``' horizons; ``traces``: keys "tbptt-<k>", "pes-<k>", "es-<N>"."""
+    out = []
+    first, last = rows[0], rows[-1]
+    out.append(Verdict("the outer landscape grows pathological as T grows", "Metz et al. §2.3, Fig. 3c",
+                       f"more jumps (|delta l| > 1 between neighbouring momenta) at T = {last.T} than at T = {first.T}",
+                       f"jumps {first.jumps} -> {last.jumps}; max slope {first.max_slope:.3g} -> {last.max_slope:.3g}",
+                       "yes" if last.jumps > first.jumps else ("partly" if last.max_slope > first.max_slope else "no"),
+                       kind="metz", partly_rule="no more jumps, but a steeper largest slope"))
+    if basins is not None:
+        m, ends, cross = basins["momenta"], basins["ends"], basins["crossings"]
+        low = ends[0] == 0
+        second = [k for k, e in enumerate(ends) if e == 1]
+        higher = bool(second) and all(e == 0 for e in ends[:second[0]])
+        oscillate = bool(second) and any(c >= 2 for c in cross[second[0]:])
+        holds = [low, higher, oscillate]
+        out.append(Verdict("on the toy, low momenta settle in the first minimum, higher ones in the second, and "
+                           "larger ones oscillate between them first", "Metz et al. §2.3, Fig. 3b",
+                           f"over the {len(m)} momenta of Fig. 3 (T = {rows[-1].T}): the lowest ends at w = 0; the "
+                           f"first to end at w = {MINIMA[1]:.2f} comes after a run of momenta that all end at 0; some "
+                           f"momentum above it crosses the ridge between the basins (w = {RIDGE:.2f}) at least twice "
+                           "(partly: two of the three)",
+                           f"lowest momentum {m[0]:.3g} ends at the "
+                           f"{'first' if low else 'second' if ends[0] == 1 else 'no'} minimum; first at the second "
+                           f"minimum: {f'momentum {m[second[0]]:.3g}' if second else 'none'}; momenta crossing the "
+                           f"ridge twice or more: {sum(c >= 2 for c in cross)}; diverged: {sum(e is None for e in ends)}",
+                           "yes" if all(holds) else ("partly" if sum(holds) == 2 else "no"), kind="metz",
+                           partly_rule="two of the three patterns", seeds="deterministic (no seeds)",
+                           post_hoc=f"{MEND_COMMIT}: a claim added to the ledger after Fig. 3b was seen"))
+    g = np.asarray(momentum_grad_max, dtype=float)
+    decays = lr_grad.autograd.abs().amax(0)
+    peak = int(np.argmax(g))
+    out.append(Verdict("the unrolled outer-gradient's norm grows with T", "Metz et al. §2.3, App. A",
+                       f"max over the momentum grid of |d l(w_T)/d momentum|, against T = {rows[0].T}: at least 10x "
+                       f"at T = {rows[-1].T} (partly: at least 10x at a shorter T, then falling as inner training "
+                       "converges)",
+                       "momentum: " + ", ".join(f"T={r.T}: {x:.3g}" for r, x in zip(rows, g)) +
+                       f"; learning rate of plain GD (App. A): {float(decays[0]):.3g} -> {float(decays[-1]):.3g}",
+                       "yes" if g[-1] >= 10 * g[0] else ("partly" if g[peak] >= 10 * g[0] else "no"), kind="metz",
+                       partly_rule=f"10x at T = {rows[peak].T}, then falling as the runs converge",
+                       post_hoc=f"{CH4_RULES_COMMIT}: widened to three outcomes after the endpoint-only test said no"))
+    short, full = traces[f"tbptt-{shortest}"].late_lr(), traces[f"tbptt-{longest}"].late_lr()
+    late = "geometric mean over the last third of outer training"
+    start = float(traces[f"tbptt-{shortest}"].lr[0])
+    ordered = short < full and abs(np.log(short / grid.best_lr)) > abs(np.log(full / grid.best_lr))
+    falls = short < start
+    out.append(Verdict("short truncations bias the learned lr downwards", "Metz et al. §2.4, Fig. 4a",
+                       f"learned lr ({late}) with k = {shortest} below that with k = {longest} and further from "
+                       f"the grid optimum (in log), and below where the k = {shortest} run started (Metz et al.: "
+                       "'the resulting learning rate decreases'); partly: the ordering alone",
+                       f"k = {shortest}: {short:.3g} (after its first update {start:.3g}: "
+                       f"{'falls' if falls else 'rises'}); k = {longest}: {full:.3g}; grid optimum {grid.best_lr:.3g}",
+                       "yes" if ordered and falls else ("partly" if short < full else "no"), kind="metz",
+                       partly_rule="lower than the full unroll's and further from the optimum, but it rises rather "
+                                   "than decreases" if ordered else "lower, but not further from the grid optimum",
+                       seeds=f"1 seed, {len(traces[f'tbptt-{shortest}'].lr)} outer updates per truncation length",
+                       post_hoc=f"{CH4_RULES_COMMIT}: late geometric mean replaced the final value; {MEND_COMMIT}: the "
+                                "'decreases' half of the claim tested (after the data was seen)"))
+    if truncation_grads is not None and shortest in truncation_grads:
+        tg = truncation_grads[shortest]
+        late = float(np.median(tg.grads[len(tg.grads) // 2:]))
+        first_neg, late_pos = tg.grads[0] < 0, late > 0
+        out.append(Verdict("truncated outer-gradients are negative early in inner training and positive later",
+                           "Metz et al. §2.4, Fig. 4b",
+                           f"the k = {shortest} truncations' gradients (d loss / d log lr) along one inner problem at "
+                           f"lr {tg.lr:.3g}: the first negative and the median over the second half positive "
+                           "(partly: one of the two)",
+                           f"first {tg.grads[0]:+.3g}; median over the second half {late:+.3g}; last {tg.grads[-1]:+.3g}",
+                           "yes" if first_neg and late_pos else ("partly" if first_neg or late_pos else "no"),
+                           kind="metz", partly_rule="early negative, not positive later" if first_neg else
+                           "positive later, not negative early", seeds="1 inner problem at one lr (1 seed)",
+                           post_hoc=f"{MEND_COMMIT}: a claim added to the ledger after Fig. 4b was seen"))
+    if truncation_grads is not None and shortest in truncation_grads and longest in truncation_grads:
+        summed, true = float(truncation_grads[shortest].cumulative[-1]), float(truncation_grads[longest].cumulative[-1])
+        out.append(Verdict("the sum of truncated outer-gradients is anti-correlated with the true outer-gradient",
+                           "Metz et al. §2.4, Fig. 4c",
+                           f"at the lr of Fig. 4b-c, the sum of the k = {shortest} truncations' gradients (d loss / "
+                           f"d log lr) along one inner problem and the full unroll's (k = {longest}) have opposite signs",
+                           f"sum over k = {shortest}: {summed:+.3g}; full unroll: {true:+.3g}; at lr "
+                           f"{truncation_grads[shortest].lr:.3g}",
+                           "yes" if summed * true < 0 else "no", kind="metz",
+                           seeds="1 inner problem at one lr (1 seed)",
+                           post_hoc=f"{MEND_COMMIT}: a claim added to the ledger after its numbers were seen"))
+    pes = traces.get(f"pes-{shortest}")
+    if pes is not None:
+        p = pes.late_lr()
+        closer = abs(np.log(p / grid.best_lr)) < abs(np.log(short / grid.best_lr))
+        within = abs(np.log(p / grid.best_lr)) <= np.log(2)
+        out.append(Verdict("PES at the same short truncations removes the bias", "Vicol et al. 2021",
+                           f"PES's learned lr (k = {shortest}, {late}) within 2x of the grid optimum (partly: "
+                           "closer to it than truncated BPTT's)",
+                           f"PES {p:.3g}; truncated BPTT {short:.3g}; grid optimum {grid.best_lr:.3g}",
+                           "yes" if within else ("partly" if closer else "no"), kind="metz",
+                           partly_rule="closer to the optimum than truncated BPTT, not within 2x",
+                           post_hoc=f"{CH4_RULES_COMMIT}: late geometric mean replaced the final value"))
+    return out
+
+
+@dataclass
+class ToyEstimates:
+    """Metz et al. §3 on the toy: at each probed momentum ``(n,)``, the backprop gradient
+    ``exact (n,)`` and ``n_rep`` estimates ``(n, n_rep)`` by ES and by reparameterisation + ES."""
+
+    momenta: np.ndarray
+    T: int
+    sigma: float
+    exact: np.ndarray
+    es: np.ndarray
+    combined: np.ndarray
+
+
+def toy_estimates(momenta, T: int, lr: float, sigma: float, n_pairs: int, n_rep: int = 10,
+                  seed: int = 0) -> ToyEstimates:
+    """Estimate d l(w_T) / d momentum at each momentum by backprop, ES and the combined
+    estimator (``n_rep`` independent estimates each), on ``MomentumToy(lr)``."""
+    from mplp.meta import estimators as E
+
+    toy = MomentumToy(lr)
+    gen = torch.Generator().manual_seed(seed)
+    m = torch.as_tensor(momenta, dtype=DTYPE)
+    exact = momentum_gradients(m, T, lr)
+    es, comb = [], []
+    for mi in m:
+        th = mi.reshape(1)
+        es.append([float(E.es(toy, th, toy.init(), T, sigma, n_pairs, gen).grad[0]) for _ in range(n_rep)])
+        comb.append([float(E.reparam_es(toy, th, toy.init(), T, sigma, n_pairs, gen).grad[0]) for _ in range(n_rep)])
+    return ToyEstimates(m.numpy(), T, sigma, exact.numpy(), np.asarray(es), np.asarray(comb))
+
+
+@dataclass
+class TruncationStudy:
+    """Chapter 4's data. Toy: ``momenta (M,)``, ``trajectories (M, T + 1)``, landscape
+    ``rows``, the §2.3 ``lr_grad`` at ``grad_lrs`` and ``momentum_grad`` (max over the grid
+    per horizon), the estimator comparison ``toy``.  Figure 4: the lr ``grid``, the outer
+    ``traces`` ("tbptt-<k>", "pes-<k>", "es-<N>"), the per-truncation gradients
+    ``truncation_grads`` {k}.  MPLP: one stored run per estimator, ``mplp_runs``; the positive
+    control (``controls.LrControl``: Table 2's functions fixed, only the lr learned)."""
+
+    truncations: list[int]
+    momenta: torch.Tensor
+    trajectories: torch.Tensor
+    rows: list[LandscapeRow]
+    grad_lrs: list[float]
+    lr_grad: LrGradient
+    momentum_grad: list[float]
+    grid: LrGrid
+    traces: dict[str, OuterTrace]
+    truncation_grads: dict[int, TruncationGradients]
+    toy: ToyEstimates
+    mplp_runs: dict
+    control: object = None
+
+    def verdicts(self) -> list[Verdict]:
+        t = self.truncations
+        out = verdicts(self.rows, self.lr_grad, self.momentum_grad, self.traces, self.grid, min(t), max(t),
+                       self.truncation_grads, basin_reading(self.momenta, self.trajectories))
+        return out + (self.control.verdicts() if self.control is not None else [])
+
+
+def mplp_base_config(S: int, validation_runs: int, pairs: int, sigma: float, seed: int,
+                     adam_bias_correction: bool = False):
+    """The §5.2 setting that chapter 4 meta-trains with each estimator (``meta.estimator`` set per run)."""
+    from mplp.core import config as C
+
+    return C.shipped("ablation").replace(**{
+        "experiment": "estimators", "meta.S": S, "validation.every": max(1, S // 10),
+        "validation.n_runs": validation_runs, "meta.es_pairs": pairs, "meta.es_sigma": sigma, "seed": seed,
+        "meta.adam_bias_correction": adam_bias_correction})
+
+
+def study(toy_lr: float, n_momenta: int, horizons: list[int], grad_horizons: list[int], subset: int, hidden: int,
+          N: int, n_problems: int, truncations: list[int], meta_lr: float, sigma: float, n_pairs: int,
+          toy_sigma: float, estimate_T: int, mplp_S: int, mplp_pairs: int, mplp_sigma: float,
+          mplp_validation_runs: int, seed: int, mplp_adam_bias_correction: bool = False,
+          control_S: int = 0, control_seeds: int = 1, store=None) -> TruncationStudy:
+    """Chapter 4 from its parameters (``estimate_T``: the horizon of the toy's estimator
+    comparison). The toy's landscape and gradients are recomputed
+    (float64, seconds); Figure 4's runs, the toy estimates and the MPLP runs are stored
+    results (read, or computed unless ``store`` is read-only)."""
+    from mplp.core import config as C
+    from mplp.meta.source import Store
+    from mplp.tasks.data import mnist
+
+    store = store if store is not None else Store()
+    momenta = torch.linspace(0, 0.99, n_momenta, dtype=DTYPE)
+    traj = momentum_trajectories(momenta, max(horizons), toy_lr)
+    rows = landscape(momenta, horizons, toy_lr, trajectories=traj)
+    grad_lrs = [toy_lr / 4, toy_lr / 2, toy_lr]
+    lg = lr_gradients(grad_lrs, grad_horizons)
+    mom_grad = [float(momentum_gradients(momenta, T, toy_lr).abs().max()) for T in horizons]
+
+    problem = None
+
+    def get_problem():
+        nonlocal problem
+        if problem is None:
+            x, y = mnist("train", subset)
+            problem = AdamLrProblem(x, y, (784, hidden, 10), batch_size=128)
+        return problem
+
+    key = {"subset": subset, "hidden": hidden, "N": N, "seed": seed}
+    grid = store.load_or_compute("truncation", {**key, "what": "grid"},
+                                 lambda: lr_grid(get_problem(), np.logspace(-4, -1, 13), N, n_seeds=2, seed=seed), LrGrid)
+    runs = {f"tbptt-{k}": ("tbptt", k) for k in truncations}
+    runs[f"pes-{min(truncations)}"] = ("pes", min(truncations))
+    runs[f"es-{N}"] = ("es", N)
+    traces = {name: store.load_or_compute(
+                  "truncation", {**key, "what": "outer", "estimator": est, "k": k, "n_problems": n_problems,
+                                 "meta_lr": meta_lr, "sigma": sigma, "n_pairs": n_pairs},
+                  lambda est=est, k=k: outer_train(get_problem(), est, k, N, n_problems, 1e-3, meta_lr, seed, sigma,
+                                                   n_pairs),
+                  OuterTrace)
+              for name, (est, k) in runs.items()}
+    tgs = {k: store.load_or_compute("truncation", {**key, "what": "per-truncation", "k": k},
+                                    lambda k=k: truncation_gradients(get_problem(), 1e-3, N, k, seed),
+                                    TruncationGradients)
+           for k in truncations}
+    probe = momenta[::max(1, n_momenta // 20)]
+    te = store.load_or_compute(
+        "truncation", {"what": "toy-estimates", "T": estimate_T, "lr": toy_lr, "sigma": toy_sigma, "n_pairs": n_pairs,
+                       "n_momenta": n_momenta, "seed": seed},
+        lambda: toy_estimates(probe, estimate_T, toy_lr, toy_sigma, n_pairs, n_rep=10, seed=seed), ToyEstimates)
+    mplp_base = mplp_base_config(mplp_S, mplp_validation_runs, mplp_pairs, mplp_sigma, seed, mplp_adam_bias_correction)
+    mplp_runs = {est: store.train([mplp_base.replace(**{"meta.estimator": est})])[0] for est in ("tbptt", "es", "pes")}
+    from mplp.chapters import controls
+
+    control = controls.study(control_S, control_seeds, store) if control_S else None
+    return TruncationStudy(list(truncations), momenta, traj, rows, grad_lrs, lg, mom_grad, grid, traces, tgs, te,
+                           mplp_runs, control)
+
+
+_SUP = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
+
+
+def _sci(x: float) -> str:
+    """A number for prose (glued text, not math): 3 significant digits between 0.001 and
+    10,000, else two, times a power of ten ("1.8 × 10⁴", "1.3 × 10⁻⁷")."""
+    x = float(x)
+    if x == 0 or 1e-3 <= abs(x) < 1e4:
+        return f"{x:.3g}" if abs(x) < 1e3 else f"{x:,.0f}"
+    mant, exp = f"{x:.1e}".split("e")
+    return f"{mant} × 10{str(int(exp)).translate(_SUP)}"
+
+
+def discussion_values(st: "TruncationStudy", n_params: int | None = None) -> dict[str, str]:
+    """Every number of chapter 4's discussion, by name, formatted for ``glue`` (so a re-run
+    with another profile rewrites the prose with its own results).  ``n_params``: the
+    number of meta-parameters of the MPLP runs."""
+    v: dict[str, str] = {}
+    rows = st.rows
+    first, last = rows[0], rows[-1]
+    rough = max(rows, key=lambda r: r.jumps)
+    v.update(tr_T_first=f"{first.T}", tr_T_last=f"{last.T:,}", tr_T_rough=f"{rough.T}",
+             tr_slope_first=_sci(first.max_slope), tr_jumps_first=f"{first.jumps}",
+             tr_jumps_rough=f"{rough.jumps}", tr_slope_rough=_sci(rough.max_slope), tr_jumps_last=f"{last.jumps}")
+    g = np.asarray(st.momentum_grad, float)
+    peak = int(np.argmax(g))
+    v.update(tr_mg_first=_sci(g[0]), tr_mg_peak=_sci(g[peak]), tr_T_peak=f"{rows[peak].T}", tr_mg_last=_sci(g[-1]))
+    lg = st.lr_grad
+    rel = float(((lg.formula - lg.autograd).abs() / lg.autograd.abs().clamp_min(1e-300)).max())
+    a = lg.autograd.abs()
+    v.update(tr_appA_rel=f"{rel:.0e}", tr_lrg_lr=f"{float(lg.lrs[0]):g}", tr_lrg_first=_sci(a[0, 0]),
+             tr_lrg_last=_sci(a[0, -1]), tr_lrg_T_first=f"{lg.horizons[0]}", tr_lrg_T_last=f"{lg.horizons[-1]}",
+             tr_lrg_dir="shrinks" if a[0, -1] < a[0, 0] else "grows")
+    k0, kN = min(st.truncations), max(st.truncations)
+    late = {k: st.traces[f"tbptt-{k}"].late_lr() for k in st.truncations}
+    for k in st.truncations:
+        v[f"tr_late_{k}"] = _sci(late[k])
+    v.update(tr_k_short=f"{k0}", tr_k_full=f"{kN:,}",
+             tr_opt=_sci(st.grid.best_lr), tr_late_short=_sci(late[k0]), tr_late_full=_sci(late[kN]),
+             tr_late_list=", ".join(f"{_sci(late[k])} with {k:,}-step truncations" for k in st.truncations[:-1]))
+    tg = st.truncation_grads.get(k0)
+    if tg is not None:
+        v.update(tr_tg_first=f"{tg.grads[0]:+.2g}", tr_tg_last=f"{tg.grads[-1]:+.2g}", tr_tg_sum=f"{tg.cumulative[-1]:+.2g}",
+                 tr_tg_lr=f"{tg.lr:g}")
+    lrs, loss = np.log(st.grid.lrs), st.grid.loss
+    ok = np.isfinite(loss)
+    v.update(tr_bias_loss=f"{float(np.interp(np.log(late[k0]), lrs[ok], loss[ok])):.3g}",
+             tr_opt_loss=f"{float(loss[ok][np.argmin(loss[ok])]):.3g}")
+    pes, es = st.traces.get(f"pes-{k0}"), st.traces.get(f"es-{kN}")
+    if pes is not None:
+        tb = st.traces[f"tbptt-{k0}"]
+        v.update(tr_pes=_sci(pes.late_lr()), tr_pes_ratio=f"{pes.late_lr() / st.grid.best_lr:.2f}",
+                 tr_pes_var=_sci(pes.grad_var), tr_tb_var=_sci(tb.grad_var),
+                 tr_var_ratio=f"{pes.grad_var / tb.grad_var:.0f}", tr_pes_min=_sci(pes.lr.min()), tr_pes_max=_sci(pes.lr.max()))
+    if es is not None:
+        v.update(tr_es=_sci(es.late_lr()), tr_es_updates=f"{len(es.lr)}")
+    te = st.toy
+    agree = np.abs(te.es.mean(1) - te.exact) <= 0.01
+    agree &= np.abs(te.combined.mean(1) - te.exact) <= 0.01
+    upto = int(np.argmin(agree)) if not agree.all() else len(agree)
+    # probes where backprop is small but ES is far from it: ES sees a jump within sigma
+    jump = (np.abs(te.exact) < 1) & (np.abs(te.es.mean(1) - te.exact) > 1)
+    big = np.abs(te.exact) > 100
+    smoothed = np.concatenate([te.es.mean(1)[big], te.combined.mean(1)[big]]) if big.any() else np.array([np.nan])
+    ratio = te.combined.std(1) / np.where(te.es.std(1) > 0, te.es.std(1), np.nan)
+    v.update(tr_toy_T=f"{te.T}", tr_agree_below=f"{te.momenta[upto - 1]:.2f}" if upto else "none",
+             tr_agree_n=f"{upto}", tr_probes=f"{len(te.momenta)}",
+             tr_jump_m=", ".join(f"{m:.2f}" for m in te.momenta[jump]) or "none",
+             tr_jump_es=", ".join(f"{a:+.2g} ± {b:.2g}" for a, b in zip(te.es.mean(1)[jump], te.es.std(1)[jump])) or "none",
+             tr_jump_exact=", ".join(f"{x:+.2g}" for x in te.exact[jump]) or "none",
+             tr_jump_comb=", ".join(f"± {x:.2g}" for x in te.combined.std(1)[jump]) or "none",
+             tr_big_n=f"{int(big.sum())}", tr_big_m=", ".join(f"{m:.2f}" for m in te.momenta[big]) or "none",
+             tr_big_exact=", ".join(f"{x:+.0f}" for x in te.exact[big]) or "none",
+             tr_big_smoothed=f"{np.nanmin(smoothed):+.0f} to {np.nanmax(smoothed):+.0f}" if big.any() else "none",
+             tr_spread_ratio=f"{np.nanmedian(ratio):.2f}")
+    m = st.mplp_runs
+    if m:
+        tb = m["tbptt"]
+        vl = tb.validation["val_loss"]
+        v.update(tr_mplp_S=f"{int(tb.meta['steps_done']):,}", tr_mplp_start=f"{vl[0]:.1f}", tr_mplp_tbptt=f"{vl[-1]:.1f}",
+                 tr_mplp_pairs=f"{tb.config.meta.es_pairs}", tr_mplp_sigma=f"{tb.config.meta.es_sigma:g}",
+                 tr_mplp_perturbed=f"{2 * tb.config.meta.es_pairs}")
+        for est, r in m.items():
+            v[f"tr_mplp_{est}_end"] = f"{r.validation['val_loss'][-1]:.1f}"
+            v[f"tr_mplp_{est}_cost"] = f"{r.meta['wall_time_s'] / max(1, r.meta['steps_done']):.3f}"
+        ends = {est: r.validation["val_loss"][-1] for est, r in m.items()}
+        beat = [est.upper() for est in ("es", "pes") if est in ends and ends[est] < ends["tbptt"]]
+        v["tr_mplp_cmp"] = ("neither ES nor PES gets below truncated BPTT" if not beat else
+                            f"{' and '.join(beat)} get{'s' if len(beat) == 1 else ''} below truncated BPTT")
+        if n_params is None:
+            n_params = sum(t.numel() for t in tb.theta.values())
+        v["tr_mplp_params"] = f"{n_params:,}"
+    return v
+
+
+def plan(p: dict) -> list[list[C.ExperimentConfig]]:
+    """The training populations the study needs with the profile values ``p``: the MPLP runs per
+    estimator, and the learned-lr control runs."""
+    base = mplp_base_config(p["mplp_S"], p["mplp_validation_runs"], p["mplp_pairs"], p["mplp_sigma"], p["seed"],
+                            p.get("mplp_adam_bias_correction", False))
+    pops = [[base.replace(**{"meta.estimator": est})] for est in ("tbptt", "es", "pes")]
+    if p.get("control_S"):
+        pops += [[controls.control_config(e, p["control_S"], s)] for e in controls.ESTIMATORS
+                 for s in range(p["control_seeds"])]
+    return pops
+
+
+# chapter 4's MPLP runs use §5.2's setting: its 120,000 outer steps are the paper's budget for them
+RECORD = register(Chapter(
+    "truncation", "Metz et al.: 10,000 inner steps per inner problem (Fig. 4)",
+    ("Metz et al. (2019) §2–3, Vicol et al. (2021)", "Metz et al. Figs. 3–4, Appendix A"), 120_000, study, plan,
+    run_groups=lambda st: {f"MPLP with {k}": [r] for k, r in st.mplp_runs.items()}))
