@@ -24,7 +24,7 @@ def _train(args) -> int:
     from mplp.core.fast import fast_backward
     from mplp.meta.trainer import DIVERGED_SKIP_FRACTION, train_population
 
-    from mplp.store import results as R
+    from mplp import store as R
 
     cfg = C.load(args.config)
     changes = {}
@@ -216,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     from mplp.core.config import ConfigError
     from mplp.tasks.data import MNISTUnavailableError
-    from mplp.store.results import StoreError
+    from mplp.store import StoreError
     from mplp.chapters.profiles import ProfileError
 
     args = build_parser().parse_args(argv)

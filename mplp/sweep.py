@@ -28,7 +28,7 @@ from mplp.chapters import registry
 from mplp.chapters.profiles import load_profile
 from mplp.core import config as C
 from mplp.meta.trainer import resolve_device, train_population
-from mplp.store import results as R
+from mplp import store as R
 
 def chapters() -> list[str]:
     """The chapters whose study meta-trains (the others compute only seconds-long results on render)."""

@@ -11,7 +11,7 @@ import pytest
 
 from mplp.chapters import ablation as A
 from mplp.core import config as C
-from mplp.store import results as R
+from mplp import store as R
 from mplp.meta.source import Store
 
 from helpers import tiny_config

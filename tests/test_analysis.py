@@ -150,7 +150,7 @@ def test_a_diverging_first_validation_is_not_an_escape_from_the_plateau():
 def test_continuation_is_where_runs_were_extended_and_how_many_had_left_by_then():
     from pathlib import Path
 
-    from mplp.store import results as R
+    from mplp import store as R
     from mplp.claims.analysis import Continuation, continuation
 
     def run(losses, resumes):

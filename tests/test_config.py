@@ -77,7 +77,7 @@ def test_the_codes_adam_is_never_served_a_bias_corrected_result():
     Adam: a config asking for that keeps their hash, one asking for the code's Adam (the new
     default) gets another, so the store cannot serve one for the other."""
     from mplp.core import config as C
-    from mplp.store import results as R
+    from mplp import store as R
 
     cfg = C.shipped("sinewave_m8_bn")
     assert cfg.meta.adam_bias_correction is False

@@ -8,7 +8,7 @@ import pytest
 
 from mplp.chapters import ablation as A
 from mplp.chapters import confirm
-from mplp.store import results as R
+from mplp import store as R
 
 from helpers import tiny_config
 

@@ -5,7 +5,6 @@ import pytest
 
 from mplp.core import config as C
 from mplp.chapters import controls
-from mplp.store import results as R
 from mplp.meta.source import Store
 from mplp.claims.verdicts import OUTCOMES
 

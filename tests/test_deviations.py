@@ -7,7 +7,7 @@ import pytest
 from mplp.chapters import ablation, deviations as D
 from mplp.core import config as C
 from mplp import paths
-from mplp.store import results as R
+from mplp import store as R
 from mplp.meta.source import Store
 from mplp.chapters.profiles import load_profile
 

@@ -4,7 +4,7 @@ import pytest
 
 from mplp import longruns as L
 from mplp.chapters import ablation as A, mnist_be, registry, sinewave
-from mplp.store import results as R
+from mplp import store as R
 
 
 def test_groups_are_the_decisive_comparisons_with_the_codes_adam():

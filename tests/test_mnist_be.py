@@ -9,7 +9,7 @@ import pytest
 
 from mplp.core import config as C
 from mplp.chapters import mnist_be as M
-from mplp.store import results as R
+from mplp import store as R
 from mplp.meta.source import Store
 from mplp.claims.analysis import InnerComparison
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from mplp.book import report
-from mplp.store import results as R
+from mplp import store as R
 from mplp.claims.verdicts import OUTCOMES
 
 # The claims issue 9 asks the ledger to cover, by a word of each claim.

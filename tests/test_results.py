@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from mplp.store import results as R
+from mplp import store as R
 from mplp.meta.source import Store
 
 from helpers import tiny_config

@@ -18,7 +18,7 @@ import yaml
 from mplp.core import config as C
 from mplp.tasks import data
 from mplp import paths
-from mplp.store import results as R
+from mplp import store as R
 from mplp.meta import trainer as T
 from mplp.cli import main
 from mplp.book.runner import run_chapter
@@ -48,7 +48,7 @@ def test_1_a_second_process_cannot_take_a_run_directory_in_use(tmp_path):
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import sys, time
         sys.path.insert(0, {str(ROOT)!r})
-        from mplp.store import results as R
+        from mplp import store as R
         lock = R.RunLock({str(d)!r}).acquire()
         print("locked", flush=True)
         time.sleep(60)

@@ -6,7 +6,8 @@ import os
 import pytest
 import torch
 
-from mplp.store import results as R
+from mplp import store as R
+from mplp.store import files
 from mplp.meta.source import Store
 from mplp.claims.stats import Interval
 from mplp.meta.trainer import train
@@ -80,16 +81,18 @@ def test_a_crash_while_a_checkpoint_is_replaced_leaves_one_that_resumes(tmp_path
     cfg = tiny_config(**{"meta.S": 4, "validation.every": 1, "checkpoint_every": 1})
     whole = train(cfg, tmp_path / "whole", progress=False)
     train(cfg, tmp_path / "store", progress=False, max_steps=2)
-    real = R._atomic_write_bytes
+    from mplp.store import runs
+
+    real = runs._atomic_write_bytes
 
     def killed(path, data):
         if path.name == R.CHECKPOINT:
             raise KeyboardInterrupt        # after the record accepts both, before the file is replaced
         real(path, data)
-    monkeypatch.setattr(R, "_atomic_write_bytes", killed)
+    monkeypatch.setattr(runs, "_atomic_write_bytes", killed)
     with pytest.raises(KeyboardInterrupt):
         train(cfg, tmp_path / "store", resume=True, progress=False)
-    monkeypatch.setattr(R, "_atomic_write_bytes", real)
+    monkeypatch.setattr(runs, "_atomic_write_bytes", real)
     assert len(R.read_json(R.run_dir(tmp_path / "store", cfg) / R.CHECKPOINT_RECORD)["accept"]) == 2
     done = train(cfg, tmp_path / "store", resume=True, progress=False)
     assert list(done.validation["val_loss"]) == list(whole.validation["val_loss"])
@@ -125,7 +128,7 @@ def test_the_store_reads_only_its_own_regular_bounded_files(tmp_path, monkeypatc
     (run.path / "theta.pt").unlink()
     (run.path / "theta.pt").write_bytes(secret.read_bytes())
     R.load_run(run.path)
-    monkeypatch.setattr(R, "MAX_TEXT_BYTES", 100)        # a text file larger than any the store writes
+    monkeypatch.setattr(files, "MAX_TEXT_BYTES", 100)        # a text file larger than any the store writes
     with pytest.raises(R.DamagedResultError, match="more than any file the store writes"):
         R.read_csv(run.path / "validation.csv")
 
@@ -319,7 +322,6 @@ def test_a_killed_job_is_interrupted_not_queued(tmp_path):
 def test_a_job_killed_for_real_is_interrupted_and_a_sweep_finishes_it(tmp_path):
     import signal
     import subprocess
-    import sys
     import time
 
     from mplp import sweep
@@ -370,7 +372,7 @@ def test_broken_stores_give_one_line_errors(tmp_path, monkeypatch):
 
     def full(*a, **k):
         raise OSError(errno.ENOSPC, "No space left on device")
-    monkeypatch.setattr(R.os, "replace", full)
+    monkeypatch.setattr(files.os, "replace", full)
     with pytest.raises(R.StoreError, match="the disk is full"):
         R.write_text(tmp_path / "z.txt", "y")
 

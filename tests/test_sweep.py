@@ -4,7 +4,7 @@ the local executor trains the pending populations as subprocesses, resumably."""
 import pytest
 
 from mplp.book import report
-from mplp.store import results as R
+from mplp import store as R
 from mplp.meta.source import Store
 from mplp import sweep
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from mplp.store import results as R
+from mplp import store as R
 from mplp.meta.trainer import MetaTrainer, RunExistsError, resolve_device, train
 
 from helpers import tiny_config
@@ -225,7 +225,7 @@ def test_estimator_settings_are_checked_and_keep_old_hashes():
 def test_a_finished_run_extends_to_a_longer_one_bit_for_bit(tmp_path):
     """Issue 16: a finished run keeps its final state, and a longer run of the same config
     continues from it along the same trajectory as one run trained without stopping."""
-    from mplp.store import results as R
+    from mplp import store as R
     from mplp.meta.trainer import train
 
     short, long_ = tiny_config(**{"meta.S": 8}), tiny_config(**{"meta.S": 16})

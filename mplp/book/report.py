@@ -15,10 +15,10 @@ from pathlib import Path
 from mplp import chapters as _chapters  # noqa: F401  (every chapter registers its record)
 from mplp import longruns, paths, sweep
 from mplp.chapters import registry
-from mplp.store import results as R
+from mplp import store as R
 from mplp.meta.source import Store
 from mplp.claims.analysis import plateau_end
-from mplp.claims.verdicts import KINDS, LABELS, Verdict, tally
+from mplp.claims.verdicts import LABELS, Verdict, tally
 from mplp.chapters.profiles import load_profile, notebook_parameters
 
 # From the chapters' records: each chapter's study (those with claims), what the papers spent

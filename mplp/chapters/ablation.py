@@ -15,7 +15,7 @@ import numpy as np
 
 from mplp.core import config as C
 from mplp.chapters.registry import PREREG_SEEDS, Chapter, Group, chosen_after, how_to_train, register
-from mplp.store import results as R
+from mplp import store as R
 from mplp.meta.source import Store
 from mplp.claims import prereg, stats
 from mplp.claims.analysis import log_mean_loss, plateau_end, plateau_exit, spike_fraction

@@ -16,7 +16,7 @@ import numpy as np
 
 from mplp.meta import baselines
 from mplp.core import config as C
-from mplp.store import results as R
+from mplp import store as R
 from mplp.meta.source import Store
 from mplp.claims.verdicts import Verdict
 

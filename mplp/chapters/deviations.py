@@ -15,7 +15,7 @@ import numpy as np
 
 from mplp.chapters import ablation, mnist_be
 from mplp.core import config as C
-from mplp.store import results as R
+from mplp import store as R
 from mplp.meta.source import Store
 from mplp.chapters.profiles import load_profile
 from mplp.chapters.registry import Chapter, register

@@ -16,7 +16,6 @@ import torch
 
 from mplp.core import config as C
 from mplp.chapters import peer
-from mplp.store import results as R
 from mplp.meta.source import Store
 from mplp.meta.baselines import inner_train
 from mplp.claims.verdicts import Verdict

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from mplp.core import config as C
-from mplp.chapters.registry import PREREG_SEEDS, Chapter, Group, chosen_after, how_to_train, register
-from mplp.store import results as R
+from mplp.chapters.registry import PREREG_SEEDS, Chapter, Group, how_to_train, register
+from mplp import store as R
 from mplp.meta.source import Store
 from mplp.claims import prereg, stats
 from mplp.claims.analysis import Continuation, InnerComparison, plateau_end, plateau_exit

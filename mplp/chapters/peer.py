@@ -36,8 +36,9 @@ from mplp import paths
 from mplp.core.backward import dense_backward
 from mplp.core.fast import fast_backward
 from mplp.core.learners import NeuralLearners
-from mplp.meta.outer import AdamState, adam_init, adam_update, meta_gradient
+from mplp.meta.outer import adam_init, adam_update, meta_gradient
 from mplp.core.unroll import unroll
+from mplp.store import files as _files  # noqa: F401  (registers the data-only globals, TorchVersion among them)
 
 REL_TOL = 1e-9
 ZERO_TOL = 1e-12
@@ -109,8 +110,6 @@ def load_reference(path: Path | None = None) -> dict[str, GoldenCase]:
     if not path.is_file():
         raise ReferenceError(f"golden reference {path} is missing; it is committed with the repository "
                              "(regenerate it with tests/data/reduce_golden.py from shared/golden)")
-    from mplp.store import results  # noqa: F401  (registers the data-only globals, TorchVersion among them)
-
     d = torch.load(io.BytesIO(lzma.decompress(path.read_bytes())), weights_only=True)
     pool, stream = d["pool"], d["mnist_stream"]
     get = lambda key: pool[key]

@@ -570,7 +570,6 @@ def study(toy_lr: float, n_momenta: int, horizons: list[int], grad_horizons: lis
     comparison). The toy's landscape and gradients are recomputed
     (float64, seconds); Figure 4's runs, the toy estimates and the MPLP runs are stored
     results (read, or computed unless ``store`` is read-only)."""
-    from mplp.core import config as C
     from mplp.meta.source import Store
     from mplp.tasks.data import mnist
 

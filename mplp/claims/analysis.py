@@ -16,7 +16,7 @@ from mplp.core.backward import dense_backward
 from mplp.core.learners import NeuralLearners, mlp_apply
 from mplp.core.optimizee import init_params
 from mplp.core.functions import FUNCTIONS, grid
-from mplp.store.results import RunResult
+from mplp.store import RunResult
 from mplp.tasks.families import make_family
 from mplp.core.unroll import inner_step
 

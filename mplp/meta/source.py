@@ -12,7 +12,7 @@ from typing import Callable, TypeVar
 from mplp import paths
 from mplp.core import config as C
 from mplp.meta.trainer import train_population
-from mplp.store.results import (MissingResultError, Record, RunResult, find_run, load_or_compute, load_run,
+from mplp.store import (MissingResultError, Record, RunResult, find_run, load_or_compute, load_run,
                                 read_json, result_dir, run_dir)
 
 Result = TypeVar("Result")

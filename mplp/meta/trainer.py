@@ -22,10 +22,10 @@ import torch
 
 from mplp.core import config as C
 from mplp import paths
-from mplp.store import results as R
+from mplp import store as R
 from mplp.core.backward import dense_backward, sgd_backward
 from mplp.core.fast import engine, fast_backward
-from mplp.core.learners import LearnerSpec, init_theta, learner_spec, make_learners
+from mplp.core.learners import init_theta, learner_spec, make_learners
 from mplp.core.optimizee import init_params
 from mplp.meta.outer import AdamState, adam_init, adam_update, meta_gradient
 from mplp.tasks.families import BatchTask, ValidationSet, make_family, validation_set
