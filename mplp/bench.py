@@ -228,7 +228,7 @@ def train_throughput(name: str, population: int = 5, steps: int = 300, warmup: i
     in a temporary store; time the second part."""
     import tempfile
 
-    from mplp.meta.trainer import train_population
+    from mplp.meta.loop import train_population
 
     cfgs = _throughput_configs(name, population)
     with tempfile.TemporaryDirectory() as root:

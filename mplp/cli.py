@@ -22,7 +22,7 @@ def _train(args) -> int:
     from mplp.core import config as C
     from mplp.core.backward import dense_backward
     from mplp.core.fast import fast_backward
-    from mplp.meta.trainer import DIVERGED_SKIP_FRACTION, train_population
+    from mplp.meta.loop import DIVERGED_SKIP_FRACTION, train_population
 
     from mplp import store as R
 

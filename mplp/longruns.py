@@ -39,7 +39,7 @@ from mplp.chapters import registry
 from mplp.chapters.ablation import GRID_ORDER  # noqa: F401  (named by book/preregistration.md)
 from mplp.chapters.registry import PREREG_SEEDS  # noqa: F401  (named by book/preregistration.md)
 from mplp.core import config as C
-from mplp.meta.trainer import train_population
+from mplp.meta.loop import train_population
 from mplp import store as R
 
 # every chapter's groups, and the work queues of the pre-registered runs in the plan's order: a

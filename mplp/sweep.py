@@ -27,7 +27,8 @@ from mplp import paths
 from mplp.chapters import registry
 from mplp.chapters.profiles import load_profile
 from mplp.core import config as C
-from mplp.meta.trainer import resolve_device, train_population
+from mplp.meta.trainer import resolve_device
+from mplp.meta.loop import train_population
 from mplp import store as R
 
 def chapters() -> list[str]:

@@ -5,7 +5,7 @@ import torch
 from mplp.claims.analysis import (agreement, choose_checkpoint, learned_function, read_activation,
                            record_input_ranges)
 from mplp.book.plotting import sgd_function
-from mplp.meta.trainer import train
+from mplp.meta.loop import train
 
 from helpers import tiny_config
 

@@ -102,7 +102,7 @@ def test_a_queue_worker_skips_a_population_another_worker_holds(tmp_path, monkey
 def test_progress_reads_a_group_as_far_as_it_got(tmp_path, monkeypatch):
     from helpers import tiny_config
 
-    from mplp.meta.trainer import train_population
+    from mplp.meta.loop import train_population
 
     started = [tiny_config(seed=s, **{"meta.S": 4, "validation.every": 1, "checkpoint_every": 1}) for s in (1, 2)]
     waiting = [tiny_config(seed=s, **{"meta.S": 4, "validation.every": 1}) for s in (3, 4)]

@@ -86,10 +86,10 @@ def test_store_records_time_and_machine(tmp_path, monkeypatch):
 
 
 def test_stored_runs_reads_unfinished_runs_and_names_the_command(tmp_path):
-    from mplp.meta import trainer
+    from mplp.meta import loop
 
     cfg = tiny_config(**{"meta.S": 4})
-    trainer.train(cfg, out_root=tmp_path, progress=False, max_steps=2)
+    loop.train(cfg, out_root=tmp_path, progress=False, max_steps=2)
     store = Store(tmp_path, read_only=True)
     (run,) = store.stored_runs([cfg], "python -m mplp.longruns x")
     assert run.meta["status"] == "running" and run.meta["steps_done"] == 2 and store.records

@@ -20,6 +20,7 @@ from mplp.tasks import data
 from mplp import paths
 from mplp import store as R
 from mplp.meta import trainer as T
+from mplp.meta import loop
 from mplp.cli import main
 from mplp.book.runner import run_chapter
 from mplp.chapters.profiles import ProfileError, load_profile
@@ -56,20 +57,20 @@ def test_1_a_second_process_cannot_take_a_run_directory_in_use(tmp_path):
     try:
         assert holder.stdout.readline().strip() == "locked"
         with pytest.raises(R.RunLockedError, match=f"in use by process {holder.pid}"):
-            T.train(cfg, tmp_path, progress=False)
+            loop.train(cfg, tmp_path, progress=False)
         assert _files(d) == {}                                  # nothing written by the refused run
     finally:
         holder.kill()
         holder.wait()
-    run = T.train(cfg, tmp_path, progress=False)                # the holder died: the lock is free
+    run = loop.train(cfg, tmp_path, progress=False)                # the holder died: the lock is free
     assert run.complete
 
 
 def test_1_a_finished_run_is_not_rewritten_by_a_second_train(tmp_path):
     cfg = tiny_config()
-    first = T.train(cfg, tmp_path, progress=False)
+    first = loop.train(cfg, tmp_path, progress=False)
     before = _files(first.path)
-    again = T.train(cfg, tmp_path, progress=False, backward=__import__("mplp.core.backward").core.backward.dense_backward)
+    again = loop.train(cfg, tmp_path, progress=False, backward=__import__("mplp.core.backward").core.backward.dense_backward)
     assert _files(first.path) == before and again.meta == first.meta
 
 
@@ -77,23 +78,23 @@ def test_1_a_finished_run_is_not_rewritten_by_a_second_train(tmp_path):
 
 def test_2_a_complete_run_with_a_missing_file_is_refused_not_retrained(tmp_path):
     cfg = tiny_config()
-    run = T.train(cfg, tmp_path, progress=False)
+    run = loop.train(cfg, tmp_path, progress=False)
     (run.path / "theta.pt").unlink()
     before = _files(run.path)
     with pytest.raises(R.DamagedResultError, match="theta.pt is missing"):
-        T.train(cfg, tmp_path, progress=False, resume=True)
+        loop.train(cfg, tmp_path, progress=False, resume=True)
     assert _files(run.path) == before                          # validation.csv and snapshots.pt kept
-    fresh = T.train(cfg, tmp_path, progress=False, restart=True)   # asked for: discard and start over
+    fresh = loop.train(cfg, tmp_path, progress=False, restart=True)   # asked for: discard and start over
     assert fresh.complete and (fresh.path / "theta.pt").exists()
 
 
 def test_2_resume_without_a_checkpoint_is_refused_with_the_choices(tmp_path):
     cfg = tiny_config()
-    part = T.train(cfg, tmp_path, progress=False, max_steps=5)
+    part = loop.train(cfg, tmp_path, progress=False, max_steps=5)
     (part.path / "checkpoint.pt").unlink()                      # as in every clone (gitignored)
     before = _files(part.path)
-    with pytest.raises(T.RunExistsError, match=r"no checkpoint.pt to resume from.*--restart"):
-        T.train(cfg, tmp_path, progress=False, resume=True)
+    with pytest.raises(loop.RunExistsError, match=r"no checkpoint.pt to resume from.*--restart"):
+        loop.train(cfg, tmp_path, progress=False, resume=True)
     assert _files(part.path) == before
 
 
@@ -101,17 +102,17 @@ def test_2_resume_without_a_checkpoint_is_refused_with_the_choices(tmp_path):
 
 def test_3_a_hand_edited_config_is_refused(tmp_path):
     cfg = tiny_config()
-    run = T.train(cfg, tmp_path, progress=False)
+    run = loop.train(cfg, tmp_path, progress=False)
     y = yaml.safe_load((run.path / "config.yaml").read_text())
     y["learner"]["message_size"] = 4
     (run.path / "config.yaml").write_text(yaml.safe_dump(y))
     with pytest.raises(R.DamagedResultError, match="config.yaml hashes to"):
-        T.train(cfg, tmp_path, progress=False)
+        loop.train(cfg, tmp_path, progress=False)
 
 
 def test_3_a_copied_short_run_does_not_answer_for_a_long_one(tmp_path):
     short, long = tiny_config(**{"meta.S": 2}), tiny_config(**{"meta.S": 5000})
-    run = T.train(short, tmp_path, progress=False)
+    run = loop.train(short, tmp_path, progress=False)
     shutil.copytree(run.path, R.run_dir(tmp_path, long))
     with pytest.raises(R.DamagedResultError, match="hashes to"):
         R.find_run(tmp_path, long)
@@ -119,7 +120,7 @@ def test_3_a_copied_short_run_does_not_answer_for_a_long_one(tmp_path):
 
 def test_3_edited_files_and_foreign_keys_are_refused(tmp_path):
     cfg = tiny_config()
-    run = T.train(cfg, tmp_path, progress=False)
+    run = loop.train(cfg, tmp_path, progress=False)
     lines = (run.path / "validation.csv").read_text().splitlines()
     step, loss, *rest = lines[1].split(",")
     lines[1] = ",".join([step, str(float(loss) * 0.5), *rest])          # a "better" step-0 loss, typed in
@@ -140,15 +141,15 @@ def test_3_edited_files_and_foreign_keys_are_refused(tmp_path):
 
 def test_3_precision_and_backend_are_checked(tmp_path):
     cfg = tiny_config()
-    T.train(cfg, tmp_path, progress=False)
+    loop.train(cfg, tmp_path, progress=False)
     with pytest.raises(R.StoreError, match="trained in float32, not float64"):
-        T.train(cfg, tmp_path, progress=False, dtype=torch.float64)
+        loop.train(cfg, tmp_path, progress=False, dtype=torch.float64)
     from mplp.core.backward import dense_backward
 
-    T.train(cfg, tmp_path / "b", progress=False, max_steps=5)
+    loop.train(cfg, tmp_path / "b", progress=False, max_steps=5)
     with pytest.raises(R.StoreError, match="written with backward"):
-        T.train(cfg, tmp_path / "b", progress=False, resume=True, backward=dense_backward)
-    done = T.train(cfg, tmp_path / "b", progress=False, resume=True)
+        loop.train(cfg, tmp_path / "b", progress=False, resume=True, backward=dense_backward)
+    done = loop.train(cfg, tmp_path / "b", progress=False, resume=True)
     assert done.meta["resumes"] == [{"step": 5, "dtype": "float32", "backward": done.meta["backward"]}]
 
 
@@ -216,11 +217,11 @@ def test_5_bad_set_yaml_and_seed_overflow_name_the_field(tmp_path, capsys):
 @pytest.mark.parametrize("damage", [b"", b"\x00" * 10, os.urandom(200)])
 def test_5_a_damaged_checkpoint_names_the_file(tmp_path, damage):
     cfg = tiny_config()
-    part = T.train(cfg, tmp_path, progress=False, max_steps=5)
+    part = loop.train(cfg, tmp_path, progress=False, max_steps=5)
     ckpt = part.path / "checkpoint.pt"
     (ckpt.write_bytes(damage) if damage else ckpt.write_bytes(ckpt.read_bytes()[:100]))
     with pytest.raises(R.DamagedResultError, match=r"checkpoint.pt cannot be read.*--restart"):
-        T.train(cfg, tmp_path, progress=False, resume=True)
+        loop.train(cfg, tmp_path, progress=False, resume=True)
 
 
 def test_5_a_damaged_result_names_the_file(tmp_path):
@@ -281,7 +282,7 @@ def test_5_an_unwritable_results_root_is_refused_before_any_work(tmp_path, monke
     with pytest.raises(R.StoreError, match="not writable"):
         R.load_or_compute("k", {"a": 1}, lambda: computed.append(1), dict, root=tmp_path)
     with pytest.raises(R.StoreError, match="not writable"):
-        T.train(tiny_config(), tmp_path, progress=False)
+        loop.train(tiny_config(), tmp_path, progress=False)
     assert computed == [] and not any(tmp_path.iterdir())
 
 
@@ -331,7 +332,7 @@ def test_6_make_bench_fails_when_a_benchmark_fails(tmp_path):
 
 def test_7_an_interrupt_inside_an_outer_step_is_taken_at_the_step_boundary(tmp_path, monkeypatch):
     cfg = tiny_config()
-    full = T.train(cfg, tmp_path / "full", progress=False)
+    full = loop.train(cfg, tmp_path / "full", progress=False)
     real, calls = T.adam_update, []
 
     def interrupted_update(*args):
@@ -344,11 +345,11 @@ def test_7_an_interrupt_inside_an_outer_step_is_taken_at_the_step_boundary(tmp_p
 
     monkeypatch.setattr(T, "adam_update", interrupted_update)
     with pytest.raises(KeyboardInterrupt):
-        T.train(cfg, tmp_path / "cut", progress=False)
+        loop.train(cfg, tmp_path / "cut", progress=False)
     monkeypatch.setattr(T, "adam_update", real)
     ck = torch.load(R.run_dir(tmp_path / "cut", cfg) / "checkpoint.pt", weights_only=False)
     assert ck["step"] == 4 and ck["adam"]["step"] == 4          # state and step saved together
-    resumed = T.train(cfg, tmp_path / "cut", progress=False, resume=True)
+    resumed = loop.train(cfg, tmp_path / "cut", progress=False, resume=True)
     for k in full.theta:
         assert torch.equal(full.theta[k], resumed.theta[k]), k  # the update is not applied twice
     assert json.loads((resumed.path / "meta.json").read_text())["status"] == "complete"

@@ -10,7 +10,7 @@ from mplp import store as R
 from mplp.store import files
 from mplp.meta.source import Store
 from mplp.claims.stats import Interval
-from mplp.meta.trainer import train
+from mplp.meta.loop import train
 
 from helpers import tiny_config
 
@@ -205,7 +205,7 @@ def test_restart_deletes_only_what_the_store_wrote(tmp_path):
 def test_a_multi_seed_restart_takes_every_lock_before_deleting_anything(tmp_path):
     """Seed 1 is held by another process: restarting seeds 0 and 1 must not delete seed 0's
     finished run and then fail."""
-    from mplp.meta.trainer import train_population
+    from mplp.meta.loop import train_population
 
     cfgs = [tiny_config(seed=s, **{"meta.S": 2}) for s in (0, 1)]
     done = train(cfgs[0], tmp_path / "store", progress=False)

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from mplp import store as R
-from mplp.meta.trainer import MetaTrainer, RunExistsError, resolve_device, train
+from mplp.meta.trainer import MetaTrainer, resolve_device
+from mplp.meta.loop import RunExistsError, train
 
 from helpers import tiny_config
 
@@ -138,7 +139,7 @@ def test_batched_validation_equals_run_by_run_dense():
 
 
 def test_population_equals_runs_one_by_one(tmp_path):
-    from mplp.meta.trainer import train_population
+    from mplp.meta.loop import train_population
 
     base = tiny_config(**{"meta.S": 6, "validation.every": 3})
     cfgs = [base.replace(seed=0), base.replace(seed=1), base.replace(**{"seed": 2, "meta.batch_entropy": True})]
@@ -162,7 +163,7 @@ def test_population_equals_runs_one_by_one(tmp_path):
 
 def test_population_resumes_and_refuses_mismatched_members(tmp_path):
     from mplp.core import config as C
-    from mplp.meta.trainer import train_population
+    from mplp.meta.loop import train_population
 
     base = tiny_config(**{"meta.S": 8})
     cfgs = [base.replace(seed=s) for s in (0, 1)]
@@ -226,7 +227,7 @@ def test_a_finished_run_extends_to_a_longer_one_bit_for_bit(tmp_path):
     """Issue 16: a finished run keeps its final state, and a longer run of the same config
     continues from it along the same trajectory as one run trained without stopping."""
     from mplp import store as R
-    from mplp.meta.trainer import train
+    from mplp.meta.loop import train
 
     short, long_ = tiny_config(**{"meta.S": 8}), tiny_config(**{"meta.S": 16})
     done = train(short, out_root=tmp_path / "a", progress=False)
@@ -243,7 +244,7 @@ def test_a_finished_run_extends_to_a_longer_one_bit_for_bit(tmp_path):
 
 def test_extension_refuses_a_different_config_or_a_shorter_target(tmp_path):
     from mplp.core import config as C
-    from mplp.meta.trainer import train
+    from mplp.meta.loop import train
 
     done = train(tiny_config(**{"meta.S": 8}), out_root=tmp_path, progress=False)
     with pytest.raises(C.ConfigError, match="differs from this one in learner"):
@@ -259,7 +260,7 @@ def test_extension_refuses_a_different_config_or_a_shorter_target(tmp_path):
 def test_a_run_that_ended_off_its_validation_grid_extends_bit_for_bit(tmp_path):
     """S = 6 with validations every 4: the run validated (and snapshotted) at its last step;
     the extension drops those records and then equals one run of S = 12, validations included."""
-    from mplp.meta.trainer import train
+    from mplp.meta.loop import train
 
     extra = {"validation.every": 4, "snapshot_every": 4}
     done = train(tiny_config(**{"meta.S": 6}, **extra), out_root=tmp_path / "a", progress=False)

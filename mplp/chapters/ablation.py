@@ -1,7 +1,7 @@
 """The §5.2 ablation grid (thesis Table 4, Figure 8): |m| x batch-norm x learned lr.
 
 Every cell of the 2 x 2 x 2 grid is meta-trained with several seeds as one population
-(``trainer.train_population``); all cells share the validation runs of the base config.
+(``loop.train_population``); all cells share the validation runs of the base config.
 The summary and the verdicts on §5.2's claims are computed here from stored runs, so
 the book and the claims ledger read the same numbers.
 """

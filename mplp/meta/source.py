@@ -11,7 +11,7 @@ from typing import Callable, TypeVar
 
 from mplp import paths
 from mplp.core import config as C
-from mplp.meta.trainer import train_population
+from mplp.meta.loop import train_population
 from mplp.store import (MissingResultError, Record, RunResult, find_run, load_or_compute, load_run,
                                 read_json, result_dir, run_dir)
 
