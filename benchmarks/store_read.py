@@ -1,6 +1,7 @@
 """Store reads: the read-only chapter studies the report builds (configs, manifests, curves,
 stored tensors), timed three times at one thread.  Run from the repository root; pass another
-checkout's path first to time that code on this checkout's results:
+checkout's path first to time that code on this checkout's results (a checkout of the same
+layout; for one from before ``mplp.book`` existed, run its own copy of this script from it):
 
     python benchmarks/store_read.py            # this checkout
     python benchmarks/store_read.py ../old     # another checkout's code, these results

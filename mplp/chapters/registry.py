@@ -8,6 +8,7 @@ module (with its record), its notebook ``book/NN_name.ipynb`` and its profiles
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -77,8 +78,13 @@ def groups() -> dict[str, Group]:
 def group_of(cfgs: list[ExperimentConfig]) -> str | None:
     """The first group that holds every config of ``cfgs`` (None: no group does)."""
     want = {c.hash() for c in cfgs}
-    return next((name for name, g in groups().items() if want <= {c.hash() for pop in g.populations() for c in pop}),
-                None)
+    return next((name for name, hashes in _group_hashes(tuple(groups())).items() if want <= hashes), None)
+
+
+@functools.lru_cache(maxsize=4)
+def _group_hashes(names: tuple[str, ...]) -> dict[str, frozenset[str]]:
+    """The config hashes of each group, built once (groups are fixed by the code)."""
+    return {n: frozenset(c.hash() for pop in groups()[n].populations() for c in pop) for n in names}
 
 
 def chosen_after(cfgs: list[ExperimentConfig]) -> int | None:
