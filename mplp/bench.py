@@ -27,6 +27,9 @@ from mplp.core.optimizee import init_params
 from mplp.meta.outer import meta_gradient
 from mplp.tasks.families import make_family
 from mplp.core.unroll import unroll
+from mplp.meta.trainer import resolve_device
+from mplp.chapters import ablation, mnist_be, sinewave
+from mplp.meta.loop import train_population
 
 SETTINGS = {
     # Table 3 (§5.1): |m| = 1, H = 80, K = 10, no batch-norm, fixed lr, loss node [pred, target]
@@ -129,7 +132,6 @@ def run_bench(name: str, population: int = 1, steps: int = 20, device="cpu",
         raise ValueError(f"unknown bench config {name!r}; expected one of {tuple(SETTINGS)}")
     if population < 1 or steps < 1:
         raise ValueError(f"--population and --steps must be >= 1 (got {population}, {steps})")
-    from mplp.meta.trainer import resolve_device
 
     device = str(resolve_device(device))
     spec, s, batched, members = problem(name, population, device)
@@ -189,7 +191,6 @@ def _throughput_configs(name: str, population: int):
     """The thesis settings as the long runs train them: seeds 0 .. P-1 of §5.1's text setting
     (Table 3, 300,000 steps), of §5.2's most expensive cell (120,000) and, for MNIST (Table 5,
     150,000), P/2 seeds with the batch-entropy term and P/2 without, as one population."""
-    from mplp.chapters import ablation, mnist_be, sinewave
 
     if name == "sinewave":
         return [sinewave.chapter_config(s, 300_000, 300, 3000, "prediction_target", [1.0, 1.0], False)
@@ -228,7 +229,6 @@ def train_throughput(name: str, population: int = 5, steps: int = 300, warmup: i
     in a temporary store; time the second part."""
     import tempfile
 
-    from mplp.meta.loop import train_population
 
     cfgs = _throughput_configs(name, population)
     with tempfile.TemporaryDirectory() as root:

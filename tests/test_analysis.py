@@ -2,8 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-from mplp.claims.analysis import (agreement, choose_checkpoint, learned_function, read_activation,
-                           record_input_ranges)
+from mplp.claims.analysis import choose_checkpoint
+
+from mplp.claims.readings import agreement, learned_function, read_activation, record_input_ranges
 from mplp.book.plotting import sgd_function
 from mplp.meta.loop import train
 
@@ -49,7 +50,8 @@ def test_agreement_sign_and_activation_reading():
 
 
 def test_fit_example_and_plateau(tmp_path):
-    from mplp.claims.analysis import fit_example, plateau_end
+    from mplp.claims.analysis import plateau_end
+    from mplp.claims.readings import fit_example
 
     cfg = tiny_config(**M1, **{"meta.S": 2})
     run = train(cfg, tmp_path, progress=False)
@@ -97,7 +99,7 @@ def test_inner_comparison_starts_every_optimizer_from_the_same_inits():
 
 
 def _calibration(corr, null=0.3):
-    from mplp.claims.analysis import AgreementTrajectory
+    from mplp.claims.readings import AgreementTrajectory
 
     names = list(corr)
     steps = np.array([0, 500, 1000])

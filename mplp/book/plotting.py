@@ -154,7 +154,7 @@ def below_axis(ax, value: float, label: str) -> bool:
 
 
 def budget_range(ax, reached: int, thesis_steps: int, planned: int | None = None) -> None:
-    """Show on ``ax`` how far a run got against the thesis' outer steps (issue 16): the x-axis
+    """Show on ``ax`` how far a run got against the thesis' outer steps: the x-axis
     runs to the steps reached (or ``planned``, the run's own S), and a bar above the panel
     spans the thesis' budget, filled up to ``reached``, so the curves stay legible; steps are
     labelled in thousands."""

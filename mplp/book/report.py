@@ -389,7 +389,7 @@ def costs_markdown(rows: list[RunCost], profile: str) -> str:
 
 def claim_costs_markdown(ledger: list[LedgerRow]) -> str:
     """Per claim judged on meta-training runs: the outer steps of those runs against the
-    thesis' (issue 16: what each decision cost), with its label."""
+    thesis' (what each decision cost), with its label."""
     lines = ["| ch. | claim | outer steps run / thesis' | verdict |", "|---|---|---|---|"]
     for r in ledger:
         v = r.verdict

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from mplp import paths
 from mplp.chapters.profiles import ProfileError, _typed, load_profile, notebook_parameters
+from mplp.meta.trainer import resolve_device
 
 
 def run_chapter(chapter: str, profile: str = "cpu", device: str | None = None, output: Path | None = None,
@@ -27,16 +28,12 @@ def run_chapter(chapter: str, profile: str = "cpu", device: str | None = None, o
 
     params = load_profile(chapter, profile)
     if device is None and "device" in params:       # the profile's own device, checked up front as --device
-        from mplp.meta.trainer import resolve_device
-
         try:
             resolve_device(params["device"])
         except ValueError as e:
             raise ProfileError(f"profile {profile!r} of chapter {chapter!r} runs on {params['device']!r}: {e}; "
                                "pass --device cpu to run it here") from None
     if device is not None:
-        from mplp.meta.trainer import resolve_device
-
         resolve_device(device)
         if "device" in params:
             params["device"] = device

@@ -21,6 +21,7 @@ from mplp.claims import prereg, stats
 from mplp.claims.analysis import log_mean_loss, plateau_end, plateau_exit, spike_fraction
 from mplp.claims.verdicts import (MEND_COMMIT, PLATEAU_RULE_COMMIT, POLICY_COMMIT, Verdict, decide, final_loss_reached,
                      median_still_falling)
+from mplp.meta import baselines
 
 LR_FIXED = 1.0e-3          # the fixed learning rate of cells without a learned lr (Table 3)
 LR_LEARNED_INIT = 1.0e-2   # initial value of the learned lr (released code)
@@ -60,7 +61,7 @@ def grid_configs(base: C.ExperimentConfig, n_seeds: int) -> dict[Cell, list[C.Ex
     return {cell: [cell_config(base, cell, s) for s in range(n_seeds)] for cell in GRID}
 
 
-# §5.2's decisive comparisons at a longer budget (issue 16): |m| = 8 with and without batch-norm,
+# §5.2's decisive comparisons at a longer budget: |m| = 8 with and without batch-norm,
 # and |m| = 8 against |m| = 1 with batch-norm, all with the learned lr; 3 seeds per cell
 DECISIVE_CELLS = (Cell(8, True, True), Cell(8, False, True), Cell(1, True, True))
 DECISIVE_SEEDS = 3
@@ -159,7 +160,6 @@ def study(n_seeds: int, S: int, validation_every: int, validation_runs: int, ada
     """Chapter 2 from its parameters; stored runs are read, missing ones trained
     (unless ``store`` is read-only).  ``decisive_S`` > 0 reads the longer runs of
     ``decisive_configs`` as far as they got; they are never trained here (hours)."""
-    from mplp.meta import baselines
 
     store = store if store is not None else Store()
     base = base_config(S, validation_every, validation_runs, adam_bias_correction)

@@ -19,6 +19,7 @@ from mplp import store as R
 from mplp.meta.source import Store
 from mplp.chapters.profiles import load_profile
 from mplp.chapters.registry import Chapter, register
+from mplp.meta.trainer import MetaTrainer
 
 BEST_CELL = ablation.Cell(message_size=8, batch_norm=True, learned_lr=True)   # §5.2's best configuration
 
@@ -65,7 +66,6 @@ class Revalidation:
 def _revalidate(book_cfg: C.ExperimentConfig, run: R.RunResult, step: int, theta, store: Store) -> Revalidation:
     """``theta`` (of ``run`` at outer ``step``) validated under ``book_cfg``; stored under
     results/deviations_validation/ so the report only reads it."""
-    from mplp.meta.trainer import MetaTrainer
 
     def compute():
         v = MetaTrainer(book_cfg).validate(theta)

@@ -23,6 +23,9 @@ from mplp.claims.analysis import Continuation, InnerComparison, plateau_end, pla
 from mplp.claims.analysis import continuation as _continuation
 from mplp.claims.verdicts import (MEND_COMMIT, PLATEAU_RULE_COMMIT, POLICY_COMMIT, Verdict, decide, final_loss_reached,
                      median_still_falling)
+from mplp.claims.analysis import choose_checkpoint
+from mplp.meta import baselines
+from mplp.claims.analysis import compare_inner_training
 
 THESIS_S = 150_000      # Table 5's outer steps per run
 PLATEAU_DROP = 0.1      # a run has left the plateau once its loss stays below 90 % of its start
@@ -38,7 +41,7 @@ def run_configs(base: C.ExperimentConfig, n_seeds: int) -> dict[bool, list[C.Exp
             for be in (False, True)}
 
 
-# §5.3's decisive comparison run longer (issue 16): the term off and on, seeds 0-1, the
+# §5.3's decisive comparison run longer: the term off and on, seeds 0-1, the
 # released code's outer Adam, trained across sessions by ``mplp.longruns``
 LONG_SEEDS = 2
 LONG_RULE_COMMIT = "83a3a69"   # claims judged on the longer runs (written after their partial curves were seen)
@@ -244,7 +247,6 @@ def pick_optimizer(runs_with_term: list[R.RunResult]):
     """Figure 11's learned optimizer, by rule: among the runs with the term, the one with
     the lowest validation loss at a stored snapshot, at that snapshot.  Returns
     ``(run, analysis.Checkpoint)``."""
-    from mplp.claims.analysis import choose_checkpoint
 
     if not runs_with_term:
         raise ValueError("no runs with the batch-entropy term to pick an optimizer from")
@@ -298,8 +300,6 @@ def study(n_seeds: int, S: int, T: int, validation_every: int, subset: int, n_in
     (unless ``store`` is read-only).  ``long_S`` > 0 reads the longer runs of
     ``long_configs`` as far as they got (never trained here); the verdicts and Figure 11's
     optimizer then come from them."""
-    from mplp.meta import baselines
-    from mplp.claims.analysis import compare_inner_training
 
     store = store if store is not None else Store()
     base = base_config(S, T, validation_every, subset, adam_bias_correction)

@@ -39,6 +39,7 @@ from mplp.core.learners import NeuralLearners
 from mplp.meta.outer import adam_init, adam_update, meta_gradient
 from mplp.core.unroll import unroll
 from mplp.store import files as _files  # noqa: F401  (registers the data-only globals, TorchVersion among them)
+from mplp.core.learners import learner_spec
 
 REL_TOL = 1e-9
 ZERO_TOL = 1e-12
@@ -192,8 +193,6 @@ def replay(case: GoldenCase, path: str = "dense", changes: dict | None = None) -
 
 
 def _replay(case: GoldenCase, path: str, changes: dict | None = None) -> list[TruncationReplay]:
-    from mplp.core.learners import learner_spec
-
     cfg = config_for(case).replace(**(changes or {}))
     spec = learner_spec(cfg)
     backward = dense_backward if path == "dense" else fast_backward
@@ -214,7 +213,6 @@ def replay_population(cases: list[GoldenCase]) -> dict[str, list[TruncationRepla
     """Run several cases of one shape as one population (leading dimension P, fast path), as
     ``trainer.population_step`` batches runs; members may differ in the batch-entropy term
     (a per-member weight, as chapter 3's on/off population)."""
-    from mplp.core.learners import learner_spec
 
     cfgs = [config_for(c) for c in cases]
     spec = learner_spec(cfgs[0])

@@ -18,15 +18,14 @@ from mplp.core import config as C
 from mplp.chapters.registry import PREREG_SEEDS, Chapter, Group, how_to_train, register
 from mplp import store as R
 from mplp.meta.source import Store
-from mplp.claims.analysis import (AgreementTrajectory, Checkpoint, InputRanges, agreement, agreement_trajectory,
-                       choose_checkpoint, continuation, learned_function, plateau_end, plateau_exit,
-                       record_input_ranges)
+from mplp.claims.analysis import Checkpoint, choose_checkpoint, continuation, plateau_end, plateau_exit
+from mplp.claims.readings import AgreementTrajectory, InputRanges, agreement, agreement_trajectory, learned_function, record_input_ranges
 from mplp.claims.verdicts import MEND_COMMIT, PLATEAU_RULE_COMMIT, POLICY_COMMIT, Verdict, decide, final_loss_reached, median_still_falling, still_falling
 
 THESIS_S = 300_000           # Table 3's outer steps
 THESIS_PLATEAU_END = 50_000  # §5.1, Fig. 3a: "flat until around 50000 steps"
 PLATEAU_WINDOW = 0.02        # the plan's plateau exit holds for 2 % of S (book/preregistration.md)
-# The longer runs of issue 16: the text's setting with three seeds, and one run with the
+# The longer runs: the text's setting with three seeds, and one run with the
 # released script's setting (loss inputs [loss, prediction, target], amplitude U(1, 5)); both
 # with the released code's outer Adam, trained across sessions by ``mplp.longruns``.
 LONG_SEEDS = (0, 1, 2)
@@ -44,6 +43,7 @@ FALLING_RULE_COMMIT = "02c4257"
 # Until then claim 4 was judged on the chapter's run alone.
 LONG_AGREEMENT_RULE_COMMIT = "6ee8dc6"
 from mplp.core.functions import FUNCTIONS, sgd_function  # noqa: E402
+from mplp.core.learners import learner_spec
 
 
 @dataclass
@@ -64,7 +64,6 @@ def seed_agreement(run: R.RunResult, checkpoint: Checkpoint, n_range_tasks: int,
                    q: float = 0.95) -> SeedAgreement:
     """``SeedAgreement`` of one longer run at its chosen checkpoint (input ranges stored like
     the chapter run's, keyed by config and step)."""
-    from mplp.core.learners import learner_spec
 
     cfg = run.config
     ranges = store.load_or_compute(
@@ -204,7 +203,6 @@ def study(seed: int, S: int, validation_every: int, snapshot_every: int, n_range
         lambda: record_input_ranges(cfg, ck.theta, n_tasks=n_range_tasks), InputRanges)
     learned = {name: learned_function(ck.theta, name) for name in FUNCTIONS}
     corr = {name: agreement(learned[name], sgd_function(name), *ranges.ranges[name]) for name in FUNCTIONS}
-    from mplp.core.learners import learner_spec
 
     cal = agreement_trajectory(run.snapshots(), ranges, learner_spec(cfg))
     long_runs = script_tuned = long_agreement = long_chosen = None

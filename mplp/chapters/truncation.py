@@ -21,6 +21,9 @@ from mplp.chapters.registry import Chapter, register
 from mplp.core import config as C
 from mplp.chapters.truncation_lr import AdamLrProblem, TruncationGradients, truncation_gradients, OuterTrace, outer_train, LrGrid, lr_grid
 from mplp.chapters.truncation_toy import DTYPE, toy_loss, momentum_trajectories, momentum_gradients, MomentumToy, LrGradient, lr_gradients
+from mplp.meta import estimators as E
+from mplp.meta.source import Store
+from mplp.tasks.data import mnist
 
 # -- summaries and verdicts ------------------------------------------------------------------
 
@@ -186,7 +189,6 @@ def toy_estimates(momenta, T: int, lr: float, sigma: float, n_pairs: int, n_rep:
                   seed: int = 0) -> ToyEstimates:
     """Estimate d l(w_T) / d momentum at each momentum by backprop, ES and the combined
     estimator (``n_rep`` independent estimates each), on ``MomentumToy(lr)``."""
-    from mplp.meta import estimators as E
 
     toy = MomentumToy(lr)
     gen = torch.Generator().manual_seed(seed)
@@ -233,7 +235,6 @@ class TruncationStudy:
 def mplp_base_config(S: int, validation_runs: int, pairs: int, sigma: float, seed: int,
                      adam_bias_correction: bool = False):
     """The §5.2 setting that chapter 4 meta-trains with each estimator (``meta.estimator`` set per run)."""
-    from mplp.core import config as C
 
     return C.shipped("ablation").replace(**{
         "experiment": "estimators", "meta.S": S, "validation.every": max(1, S // 10),
@@ -250,8 +251,6 @@ def study(toy_lr: float, n_momenta: int, horizons: list[int], grad_horizons: lis
     comparison). The toy's landscape and gradients are recomputed
     (float64, seconds); Figure 4's runs, the toy estimates and the MPLP runs are stored
     results (read, or computed unless ``store`` is read-only)."""
-    from mplp.meta.source import Store
-    from mplp.tasks.data import mnist
 
     store = store if store is not None else Store()
     momenta = torch.linspace(0, 0.99, n_momenta, dtype=DTYPE)
@@ -294,7 +293,6 @@ def study(toy_lr: float, n_momenta: int, horizons: list[int], grad_horizons: lis
         lambda: toy_estimates(probe, estimate_T, toy_lr, toy_sigma, n_pairs, n_rep=10, seed=seed), ToyEstimates)
     mplp_base = mplp_base_config(mplp_S, mplp_validation_runs, mplp_pairs, mplp_sigma, seed, mplp_adam_bias_correction)
     mplp_runs = {est: store.train([mplp_base.replace(**{"meta.estimator": est})])[0] for est in ("tbptt", "es", "pes")}
-    from mplp.chapters import controls
 
     control = controls.study(control_S, control_seeds, store) if control_S else None
     return TruncationStudy(list(truncations), momenta, traj, rows, grad_lrs, lg, mom_grad, grid, traces, tgs, te,

@@ -12,6 +12,10 @@ from mplp.chapters.truncation_toy import DTYPE
 from mplp.core.config import MetaConfig
 from mplp.meta.baselines import adam_step
 from mplp.meta.outer import adam_init, adam_update
+from mplp.core.optimizee import init_params
+from mplp.core.optimizee import forward, loss_node
+from mplp.meta.estimators import tbptt
+from mplp.meta import estimators as E
 
 @dataclass
 class InnerAdamState:
@@ -43,7 +47,6 @@ class AdamLrProblem:
         self.activation, self.betas, self.eps = activation, betas, eps
 
     def init(self, gen: torch.Generator) -> InnerAdamState:
-        from mplp.core.optimizee import init_params
 
         params = init_params(self.sizes, gen, self.x.dtype)
         zeros = [torch.zeros_like(p) for p in params]
@@ -55,7 +58,6 @@ class AdamLrProblem:
         return self.x[i], self.y[i]
 
     def unroll(self, theta: torch.Tensor, state: InnerAdamState, K: int) -> tuple[torch.Tensor, InnerAdamState]:
-        from mplp.core.optimizee import forward, loss_node
 
         lr = torch.exp(theta[0])
         params, m, v, t = state.params, state.m, state.v, state.t
@@ -100,7 +102,6 @@ def _check_truncation(k: int, N: int) -> None:
 def truncation_gradients(problem, lr: float, N: int, k: int, seed: int = 0) -> TruncationGradients:
     """Run one inner problem for N steps at ``lr``, taking the truncated gradient of each
     of its N / k truncations (the lr is not updated)."""
-    from mplp.meta.estimators import tbptt
 
     _check_truncation(k, N)
     theta = torch.tensor([float(np.log(lr))], dtype=DTYPE)
@@ -141,7 +142,6 @@ def outer_train(problem, estimator: str, k: int, N: int, n_problems: int, init_l
     the same truncations, particles restarted with each inner problem) or "es" (antithetic
     ES over full unrolls: k must equal N).  sigma and n_pairs: the ES / PES perturbations.
     """
-    from mplp.meta import estimators as E
 
     if estimator not in ("tbptt", "pes", "es"):
         raise ValueError(f"unknown estimator {estimator!r}; expected 'tbptt', 'pes' or 'es'")

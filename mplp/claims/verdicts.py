@@ -44,7 +44,7 @@ STAGES = ("exploratory", "confirmatory")
 KINDS = {"thesis": "thesis claims", "metz": "Metz et al. / Vicol et al. claims", "check": "implementation checks"}
 
 # Rows whose test the policy changed cite its commit.
-POLICY_COMMIT = "c5e5bca"            # the commit that wrote this policy and relabelled the rows (issue 14)
+POLICY_COMMIT = "c5e5bca"            # the commit that wrote this policy and relabelled the rows
 # Earlier test changes made after their data was seen.
 PLATEAU_RULE_COMMIT = "8b40ac7"     # a diverged step-0 validation is not the start of the plateau
 CH4_RULES_COMMIT = "7741a92"        # chapter 4: late geometric mean of the lr; three-way gradient growth

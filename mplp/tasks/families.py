@@ -17,6 +17,7 @@ import torch
 
 from mplp.core.config import TaskConfig
 from mplp.tasks.data import mnist
+from mplp.core.optimizee import init_params
 
 
 @dataclass
@@ -120,7 +121,6 @@ class ValidationSet:
 def validation_set(cfg, dtype=torch.float32, device="cpu", family=None) -> ValidationSet:
     """The validation set of experiment config ``cfg``: same seed, same problems,
     whatever the learner, so every configuration is judged on the same runs."""
-    from mplp.core.optimizee import init_params
 
     family = family or make_family(cfg.task, dtype, device)
     T, n = cfg.meta.T, cfg.validation.n_runs
