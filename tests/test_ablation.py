@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from mplp.chapters import ablation as A
+from mplp.chapters import ablation_grid as G
 from mplp.core import config as C
 from mplp import store as R
 from mplp.meta.source import Store
@@ -18,7 +19,7 @@ from helpers import tiny_config
 
 
 def test_grid_has_eight_distinct_cells_sharing_validation():
-    assert len(set(A.GRID)) == 8
+    assert len(set(G.GRID)) == 8
     cfgs = A.grid_configs(tiny_config(), n_seeds=3)
     flat = [c for cs in cfgs.values() for c in cs]
     assert len({c.hash() for c in flat}) == 24
@@ -43,34 +44,34 @@ def _run(losses, steps=None) -> R.RunResult:
 
 def test_first_reach():
     s = np.array([0, 10, 20, 30])
-    assert A.first_reach(s, np.array([5.0, 4.0, 2.0, 1.0]), 2.0) == 20
-    assert math.isnan(A.first_reach(s, np.array([5.0, 4.0, 3.0, 3.0]), 2.0))
+    assert G.first_reach(s, np.array([5.0, 4.0, 2.0, 1.0]), 2.0) == 20
+    assert math.isnan(G.first_reach(s, np.array([5.0, 4.0, 3.0, 3.0]), 2.0))
 
 
 def test_summarise_counts_stuck_seeds_and_reach():
     runs = [_run([10, 10, 9.5, 9.6]),        # stuck: 9.6 >= 0.9 * 10
             _run([10, 8, 4, 2]),             # reaches 5 at step 20
             _run([10, 6, 5, 3])]             # reaches 5 at step 20
-    s = A.summarise(A.GRID[0], runs, level=5.0)
+    s = A.summarise(G.GRID[0], runs, level=5.0)
     assert (s.n_seeds, s.n_stuck, s.n_reached) == (3, 1, 2)
     assert s.final_median == 3 and (s.final_min, s.final_max) == (2, 9.6)
     assert s.steps_to_level == 20                      # median of (20, 20, never)
     geo = lambda v: float(np.exp(np.mean(np.log(v))))
     assert s.auc_median == pytest.approx(np.median([geo([10, 10, 9.5, 9.6]), geo([10, 8, 4, 2]), geo([10, 6, 5, 3])]))
     assert s.final_log_spread == pytest.approx(np.std(np.log([9.6, 2, 3])))
-    most_never = A.summarise(A.GRID[0], [runs[0], runs[0], runs[1]], level=5.0)
+    most_never = A.summarise(G.GRID[0], [runs[0], runs[0], runs[1]], level=5.0)
     assert math.isnan(most_never.steps_to_level)
 
 
 def test_a_diverged_seed_counts_as_infinite_loss_not_as_nan():
-    s = A.summarise(A.GRID[0], [_run([10, 5]), _run([10, float("nan")]), _run([10, 6])], level=5.5)
+    s = A.summarise(G.GRID[0], [_run([10, 5]), _run([10, float("nan")]), _run([10, 6])], level=5.5)
     assert s.final_max == np.inf and s.final_median == 6 and s.n_stuck == 1 and s.final_log_spread == np.inf
     assert np.isfinite(s.auc_median)
 
 
 def test_summarise_rejects_mismatched_steps():
     with pytest.raises(ValueError, match="validation steps differ"):
-        A.curves([_run([3, 2]), _run([3, 2], steps=[0, 7])])
+        G.curves([_run([3, 2]), _run([3, 2], steps=[0, 7])])
 
 
 def _rows(final, auc=None, stuck=0, spread=0.1, spikes=lambda c: (0.0,) * 5):
@@ -87,7 +88,7 @@ def _rows(final, auc=None, stuck=0, spread=0.1, spikes=lambda c: (0.0,) * 5):
                              spread(c) if callable(spread) else spread,
                              log_means=tuple(np.log(seeds(auc(c)))), spikes=spikes(c),
                              exits=tuple(None if k < n_stuck(c) else 300 for k in range(5)),
-                             final_seeds=seeds(final(c))) for c in A.GRID}
+                             final_seeds=seeds(final(c))) for c in G.GRID}
 
 
 def _by_claim(vs):
@@ -149,33 +150,33 @@ def test_final_loss_claims_wait_while_the_runs_still_fall():
 def test_tiny_grid_trains_every_cell_as_a_population(tmp_path):
     base = tiny_config(**{"meta.S": 2, "validation.every": 2, "checkpoint_every": 1})
     out = A.train_grid(base, 2, Store(tmp_path), progress=False)
-    assert set(out) == set(A.GRID)
+    assert set(out) == set(G.GRID)
     for cell, runs in out.items():
         assert [r.config.seed for r in runs] == [0, 1]
         assert all(r.complete and r.config.learner.message_size == cell.message_size for r in runs)
-        steps, L = A.curves(runs)
+        steps, L = G.curves(runs)
         assert list(steps) == [0, 2] and L.shape == (2, 2) and np.isfinite(L).all()
     again = A.train_grid(base, 2, Store(tmp_path), progress=False)   # stored runs come back as they are
     assert all(np.array_equal(a.validation["val_loss"], b.validation["val_loss"])
-               for cell in A.GRID for a, b in zip(out[cell], again[cell]))
+               for cell in G.GRID for a, b in zip(out[cell], again[cell]))
 
 
 def test_common_level_and_table():
-    runs = {A.GRID[0]: [_run([10, 5]), _run([20, 5])], A.GRID[1]: [_run([30, 1]), _run([40, 1])]}
+    runs = {G.GRID[0]: [_run([10, 5]), _run([20, 5])], G.GRID[1]: [_run([30, 1]), _run([40, 1])]}
     assert A.common_level(runs) == 0.5 * 25
     table = A.summary_table(runs, level=6.0)
-    assert list(table) == [A.GRID[0], A.GRID[1]] and table[A.GRID[1]].steps_to_level == 10
+    assert list(table) == [G.GRID[0], G.GRID[1]] and table[G.GRID[1]].steps_to_level == 10
 
 
 def test_skipped_outer_updates_are_summed_over_seeds():
     runs = [_run([10, 5]), _run([10, 6])]
     runs[0].meta["skipped_outer_updates"] = 3
     runs[1].meta["skipped_outer_updates"] = 4
-    assert A.summarise(A.GRID[0], runs, level=1.0).skipped == 7
+    assert A.summarise(G.GRID[0], runs, level=1.0).skipped == 7
 
 
 def test_a_seed_diverging_at_step_0_is_still_stuck():
-    s = A.summarise(A.GRID[0], [_run([2.3e9, 253, 252, 254, 253, 255])], level=1.0)
+    s = A.summarise(G.GRID[0], [_run([2.3e9, 253, 252, 254, 253, 255])], level=1.0)
     assert s.n_stuck == 1
 
 
@@ -184,9 +185,9 @@ def test_longer_runs_replace_the_pairs_they_cover():
     pairs stay; the best configuration may come from the longer runs."""
     rows = _rows(lambda c: 50.0, stuck=5)                                   # the grid: all on the plateau
     assert A.verdicts(rows, sgd=20.0, adam=5.0)[0].holds == "not_reached"
-    c8, c8off, c1 = A.DECISIVE_CELLS
+    c8, c8off, c1 = G.DECISIVE_CELLS
     base = _rows(lambda c: 10.0 if c.batch_norm else 30.0, stuck=0)
-    longer = {c: dataclasses.replace(base[c], steps=30_000) for c in A.DECISIVE_CELLS}
+    longer = {c: dataclasses.replace(base[c], steps=30_000) for c in G.DECISIVE_CELLS}
     v = A.verdicts(rows, sgd=20.0, adam=5.0, longer=longer)
     assert v[0].holds == "partly" and v[0].partly_rule.startswith("faster in 1 of 1 decided pairs, 3 of 4")
     assert "8/learned at 30,000 steps" in v[0].evidence and A.DECISIVE_RULE_COMMIT in v[0].post_hoc
@@ -210,5 +211,5 @@ def test_the_decisive_runs_know_whether_they_were_chosen_after_shorter_ones_were
 
 def test_decisive_configs_use_the_codes_adam_and_three_seeds():
     cfgs = A.decisive_configs(30_000)
-    assert list(cfgs) == list(A.DECISIVE_CELLS)
+    assert list(cfgs) == list(G.DECISIVE_CELLS)
     assert all(len(cs) == 3 and not cs[0].meta.adam_bias_correction and cs[0].meta.S == 30_000 for cs in cfgs.values())

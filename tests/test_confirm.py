@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mplp.chapters import ablation as A
+from mplp.chapters import ablation_grid as G
 from mplp.chapters import confirm
 from mplp import store as R
 
@@ -55,7 +55,7 @@ def test_grid_rows_on_a_grid_shaped_like_the_thesis():
         end = 100.0 / (4 if c.message_size == 8 else 1) / (1.1 if c.learned_lr else 1) / (1.2 if c.batch_norm else 1)
         return [_run(s, exit_at, S, end=end * (1 + 0.01 * s), spike_at=9_000 if c.learned_lr else None)
                 for s in range(5)]
-    cells = {c: cell_runs(c) for c in A.GRID}
+    cells = {c: cell_runs(c) for c in G.GRID}
     rows = confirm.grid_rows(cells, sgd=141.0, adam=10.0, S=S)
     got = {v.claim.split(":")[0]: v.holds for v in rows}
     assert list(got) == [f"P2.{k}" for k in range(1, 17)]
@@ -93,7 +93,7 @@ def test_a_dry_run_of_the_plan_on_the_stored_shorter_runs(studies):
     rows = confirm.sinewave_rows(sw.long_runs["text"], sw.tuned["sgd"].best_metric, sw.tuned["adam"].best_metric,
                                  S=150_000)
     rows += confirm.grid_rows(ab.runs, ab.tuned["sgd"].best_metric, ab.tuned["adam"].best_metric,
-                              S=int(ab.table[A.GRID[0]].steps))
+                              S=int(ab.table[G.GRID[0]].steps))
     rows += confirm.mnist_rows(mn.long_runs[False], mn.long_runs[True], S=40_000)
     assert len(rows) == 5 + 16 + 6
     assert all(v.holds in ("yes", "partly", "no", "undecided", "trivial") and v.seeds for v in rows)

@@ -31,7 +31,7 @@ def test_grid_and_panels():
 
 
 def test_grid_panels_place_cells_by_message_size_and_learned_lr():
-    from mplp.chapters.ablation import GRID
+    from mplp.chapters.ablation_grid import GRID
     steps = np.arange(4) * 10
     curves = {c: (steps, np.full((3, 4), 1.0 + c.message_size + 10 * c.learned_lr)) for c in GRID}
     fig = grid_panels(curves, {"Adam": 0.5})
@@ -43,7 +43,7 @@ def test_grid_panels_place_cells_by_message_size_and_learned_lr():
 
 
 def test_grid_panels_clip_a_diverged_seed():
-    from mplp.chapters.ablation import GRID
+    from mplp.chapters.ablation_grid import GRID
     steps = np.arange(3) * 10
     curves = {c: (steps, np.array([[200.0, 190, 180], [210, 200, 190], [2e9, 205, 185]])) for c in GRID}
     fig = grid_panels(curves, {"Adam": 60.0})

@@ -1,78 +1,28 @@
-"""The §5.2 ablation grid (thesis Table 4, Figure 8): |m| x batch-norm x learned lr.
+"""Chapter 2, the §5.2 ablation grid (thesis Table 4, Figure 8): |m| x batch-norm x learned lr.
 
-Every cell of the 2 x 2 x 2 grid is meta-trained with several seeds as one population
-(``loop.train_population``); all cells share the validation runs of the base config.
-The summary and the verdicts on §5.2's claims are computed here from stored runs, so
+Every cell of the 2 x 2 x 2 grid (``ablation_grid``) is meta-trained with several seeds as
+one population (``loop.train_population``); all cells share the validation runs of the base
+config.  The verdicts on §5.2's claims are computed here from the stored runs' summaries, so
 the book and the claims ledger read the same numbers.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
-import numpy as np
-
-from mplp.core import config as C
-from mplp.chapters.registry import PREREG_SEEDS, Chapter, Group, chosen_after, how_to_train, register
 from mplp import store as R
-from mplp.meta.source import Store
+from mplp.chapters.ablation_grid import (LR_FIXED, LR_LEARNED_INIT, PLATEAU_WINDOW, THESIS_S, Cell, CellSummary,
+                                         base_config, cell_config, common_level, decisive_configs, grid_configs,
+                                         long_config, summarise, summary_table)
+from mplp.chapters.registry import PREREG_SEEDS, Chapter, Group, chosen_after, how_to_train, register
 from mplp.claims import prereg, stats
-from mplp.claims.analysis import log_mean_loss, plateau_end, plateau_exit, spike_fraction
-from mplp.claims.verdicts import (MEND_COMMIT, PLATEAU_RULE_COMMIT, POLICY_COMMIT, Verdict, decide, final_loss_reached,
-                     median_still_falling)
+from mplp.claims.analysis import plateau_end
+from mplp.claims.verdicts import MEND_COMMIT, PLATEAU_RULE_COMMIT, POLICY_COMMIT, Verdict, decide
+from mplp.core import config as C
 from mplp.meta import baselines
+from mplp.meta.source import Store
 
-LR_FIXED = 1.0e-3          # the fixed learning rate of cells without a learned lr (Table 3)
-LR_LEARNED_INIT = 1.0e-2   # initial value of the learned lr (released code)
-THESIS_S = 120_000         # §5.2's outer steps per run
 DECISIVE_RULE_COMMIT = "913f3c6"   # where the longer runs' rule was written (see verdicts)
-PLATEAU_WINDOW = 0.02      # the plan's plateau exit holds for 2 % of S (book/preregistration.md)
-
-
-@dataclass(frozen=True)
-class Cell:
-    """One configuration of the grid."""
-
-    message_size: int
-    batch_norm: bool
-    learned_lr: bool
-
-    @property
-    def label(self) -> str:
-        return f"|m|={self.message_size}, BN {'on' if self.batch_norm else 'off'}, " \
-               f"lr {'learned' if self.learned_lr else 'fixed'}"
-
-
-GRID = tuple(Cell(m, bn, lr) for m in (1, 8) for lr in (False, True) for bn in (False, True))
-
-
-def cell_config(base: C.ExperimentConfig, cell: Cell, seed: int) -> C.ExperimentConfig:
-    """``base`` with the cell's learner choices and ``seed`` (validation runs unchanged)."""
-    return base.replace(**{"seed": seed, "learner.message_size": cell.message_size,
-                           "learner.batch_norm": cell.batch_norm, "learner.learned_lr": cell.learned_lr,
-                           "learner.lr": LR_LEARNED_INIT if cell.learned_lr else LR_FIXED})
-
-
-def grid_configs(base: C.ExperimentConfig, n_seeds: int) -> dict[Cell, list[C.ExperimentConfig]]:
-    """The configs of every cell, seeds ``0 .. n_seeds - 1``."""
-    if n_seeds < 1:
-        raise C.ConfigError(f"n_seeds: must be >= 1 (got {n_seeds})")
-    return {cell: [cell_config(base, cell, s) for s in range(n_seeds)] for cell in GRID}
-
-
-# §5.2's decisive comparisons at a longer budget: |m| = 8 with and without batch-norm,
-# and |m| = 8 against |m| = 1 with batch-norm, all with the learned lr; 3 seeds per cell
-DECISIVE_CELLS = (Cell(8, True, True), Cell(8, False, True), Cell(1, True, True))
-DECISIVE_SEEDS = 3
-
-
-def decisive_configs(S: int, validation_every: int = 300,
-                     validation_runs: int = 20) -> dict[Cell, list[C.ExperimentConfig]]:
-    """The longer runs of ``DECISIVE_CELLS``, seeds 0-2, with the released code's outer Adam
-    (``adam_bias_correction: false``), trained by ``mplp.longruns`` across sessions."""
-    base = base_config(S, validation_every, validation_runs, adam_bias_correction=False)
-    return {cell: [cell_config(base, cell, s) for s in range(DECISIVE_SEEDS)] for cell in DECISIVE_CELLS}
 
 
 def train_grid(base: C.ExperimentConfig, n_seeds: int, store: Store | None = None, device="cpu",
@@ -81,14 +31,6 @@ def train_grid(base: C.ExperimentConfig, n_seeds: int, store: Store | None = Non
     store = store if store is not None else Store()
     return {cell: store.train(cfgs, device=device, progress=progress)
             for cell, cfgs in grid_configs(base, n_seeds).items()}
-
-
-def base_config(S: int, validation_every: int, validation_runs: int,
-                adam_bias_correction: bool = False) -> C.ExperimentConfig:
-    """The grid's shared setting (``configs/ablation.yaml``) with chapter 2's profile values."""
-    return C.shipped("ablation").replace(**{"meta.S": S, "validation.every": validation_every,
-                                            "validation.n_runs": validation_runs,
-                                            "meta.adam_bias_correction": adam_bias_correction})
 
 
 @dataclass
@@ -147,13 +89,6 @@ class AblationStudy:
         return note
 
 
-def long_config(S: int, validation_every: int, adam_bias_correction: bool = False) -> C.ExperimentConfig:
-    """One longer run of §5.2's best cell (|m| = 8, batch-norm, learned lr initialised at the
-    fixed lr 1e-3): ``configs/sinewave_m8_bn.yaml`` with ``S`` outer steps."""
-    return C.shipped("sinewave_m8_bn").replace(**{"meta.S": S, "validation.every": validation_every,
-                                                  "meta.adam_bias_correction": adam_bias_correction})
-
-
 def study(n_seeds: int, S: int, validation_every: int, validation_runs: int, adam_bias_correction: bool = False,
           long_S: int = 0, long_validation_every: int = 500, decisive_S: int = 0, device: str = "cpu",
           store: Store | None = None) -> AblationStudy:
@@ -178,90 +113,6 @@ def study(n_seeds: int, S: int, validation_every: int, validation_runs: int, ada
         after = chosen_after([c for cfgs in dcfgs.values() for c in cfgs])
     return AblationStudy(base, runs, tuned, level, summary_table(runs, level), long_run, decisive, decisive_table,
                          after)
-
-
-def curves(runs: list[R.RunResult]) -> tuple[np.ndarray, np.ndarray]:
-    """Validation steps ``(V,)`` and losses ``(n_seeds, V)`` of one cell's runs; a
-    diverged validation (nan) counts as an infinite loss."""
-    steps = runs[0].validation["step"]
-    for r in runs[1:]:
-        if not np.array_equal(r.validation["step"], steps):
-            raise ValueError(f"{r.path}: validation steps differ from {runs[0].path}")
-    L = np.stack([r.validation["val_loss"] for r in runs]).astype(float)
-    return steps, np.where(np.isnan(L), np.inf, L)
-
-
-@dataclass
-class CellSummary:
-    """One row of the chapter's table (losses are validation outer-losses)."""
-
-    cell: Cell
-    n_seeds: int
-    final_median: float
-    final_min: float
-    final_max: float
-    auc_median: float            # median over seeds of the geometric-mean validation loss over the run
-    steps_to_level: float        # median over seeds of the first step with loss <= level (nan: not reached)
-    n_reached: int               # seeds that reached the level
-    n_stuck: int                 # seeds that have not left the plateau (analysis.plateau_end is None)
-    final_log_spread: float      # std over seeds of log(final loss): the instability measure
-    skipped: int = 0             # outer updates skipped for a non-finite meta-gradient, all seeds
-    falling: bool = False        # the median curve still falls > 5 % over the run's last quarter
-    start_median: float = math.nan   # median step-0 validation loss (the untrained optimizer)
-    steps: int = 0               # outer steps run
-    # per seed: mean log validation loss (analysis.log_mean_loss), instability (spike_fraction) and
-    # plateau exit (plateau_exit, the plan's held crossing; None: not left), for the plan's tests
-    log_means: tuple = ()
-    spikes: tuple = ()
-    exits: tuple = ()
-    final_seeds: tuple = ()      # per seed final validation loss
-
-    @property
-    def left(self) -> bool:
-        """A majority of the seeds has left the plateau."""
-        return self.n_stuck < self.n_seeds / 2
-
-    @property
-    def settled(self) -> bool:
-        """Rule 1 of the verdict policy for final-loss claims: left the plateau, and stopped
-        falling or reached the thesis' outer steps."""
-        return final_loss_reached(self.left, self.falling, self.steps, THESIS_S)
-
-
-def first_reach(steps: np.ndarray, losses: np.ndarray, level: float) -> float:
-    """First step at which ``losses`` is at or below ``level`` (nan if never)."""
-    hit = np.nonzero(losses <= level)[0]
-    return float(steps[hit[0]]) if len(hit) else math.nan
-
-
-def summarise(cell: Cell, runs: list[R.RunResult], level: float) -> CellSummary:
-    """The table row of one cell; ``level`` is the fixed loss level of "steps to reach"."""
-    steps, L = curves(runs)
-    final = L[:, -1]
-    reach = np.array([first_reach(steps, l, level) for l in L])
-    n_reached = int((~np.isnan(reach)).sum())
-    # the median over all seeds, counting "not reached" as infinitely late (nan if that is the median)
-    med_reach = float(np.median(np.where(np.isnan(reach), np.inf, reach)))
-    stuck = int(sum(plateau_end(steps, l) is None for l in L))
-    # a diverged seed is the most unstable outcome: infinite spread
-    spread = math.inf if not np.isfinite(final).all() else float(np.std(np.log(final))) if len(final) > 1 else 0.0
-    return CellSummary(cell, len(runs), float(np.median(final)), float(final.min()), float(final.max()),
-                       float(np.median(np.exp(np.log(L).mean(1)))), med_reach if math.isfinite(med_reach) else math.nan,
-                       n_reached, stuck, spread, sum(int(r.meta.get("skipped_outer_updates", 0)) for r in runs),
-                       median_still_falling(L), float(np.median(L[:, 0])), int(steps[-1]),
-                       tuple(log_mean_loss(l) for l in L), tuple(spike_fraction(l) for l in L),
-                       tuple(plateau_exit(steps, l, int(PLATEAU_WINDOW * THESIS_S)) for l in L), tuple(final))
-
-
-def common_level(runs: dict[Cell, list[R.RunResult]], fraction: float = 0.5) -> float:
-    """The fixed loss level of "steps to reach": ``fraction`` x the median step-0
-    validation loss over every run of the grid (the same level for every cell)."""
-    return fraction * float(np.median([r.validation["val_loss"][0] for rs in runs.values() for r in rs]))
-
-
-def summary_table(runs: dict[Cell, list[R.RunResult]], level: float) -> dict[Cell, CellSummary]:
-    """``summarise`` for every cell of the grid, in ``GRID`` order."""
-    return {cell: summarise(cell, runs[cell], level) for cell in GRID if cell in runs}
 
 
 def _pairs(rows: dict[Cell, CellSummary], vary: str):
@@ -314,14 +165,21 @@ def verdicts(rows: dict[Cell, CellSummary], sgd: float, adam: float,
     they cover and compete for the best configuration; ``longer_after``: the S of the runs of
     those cells seen before these longer ones were chosen (None: planned before), said in the
     post-hoc notes of the verdicts they feed."""
-    out = []
     lp = f"{DECISIVE_RULE_COMMIT}: pairs run longer are judged on the longer runs (rule written after the " \
          "|m| = 8 longer runs were seen)" if longer else ""
     if longer and longer_after:
         lp += f"; the longer runs were chosen after those of {longer_after:,} steps were seen"
     ph = f"{PLATEAU_RULE_COMMIT}: plateau start rule; {POLICY_COMMIT}: pairs with both arms on the plateau are " \
          "not reached, in both directions; stuck = not left the plateau"
-    # 1. batch-norm converges faster in every configuration (speed: area under the log curve)
+    return [_bn_faster(rows, longer, adam_note, ph, lp),
+            _larger_message(rows, longer, lp),
+            *_learned_lr(rows, ph),
+            _best_configuration(rows, longer, sgd, adam, lp),
+            _bn_less_stuck(rows)]
+
+
+def _bn_faster(rows: dict[Cell, CellSummary], longer, adam_note: str, ph: str, lp: str) -> Verdict:
+    """§5.2: batch-norm converges faster in every configuration (speed: area under the log curve)."""
     pairs = _longest(_pairs(rows, "batch_norm"), longer)
     decided = [(off, on) for off, on in pairs if off.left or on.left]
     faster = [on.auc_median < off.auc_median for off, on in decided]
@@ -335,7 +193,7 @@ def verdicts(rows: dict[Cell, CellSummary], sgd: float, adam: float,
         test = "partly" if any(faster) else "no"
     ps = [f"{on.cell.message_size}/{'learned' if on.cell.learned_lr else 'fixed'}: {p}"
           for off, on in decided if (p := _mw(on, off))]
-    out.append(Verdict("batch-norm converges faster in every configuration", "§5.2",
+    return (Verdict("batch-norm converges faster in every configuration", "§5.2",
                        "median geometric-mean validation loss with BN < without, in all 4 (|m|, lr) pairs that are "
                        "decided (an arm off the plateau)",
                        f"{sum(faster)}/{len(decided)} decided pairs faster ({ev})"
@@ -347,14 +205,17 @@ def verdicts(rows: dict[Cell, CellSummary], sgd: float, adam: float,
                        partly_rule=f"faster in {sum(faster)} of {len(decided)} decided pairs, "
                                    f"{len(pairs) - len(decided)} of {len(pairs)} pairs not reached",
                        post_hoc="; ".join(filter(None, [ph, lp]))))
-    # 2. |m| = 8 gives a much lower loss than |m| = 1 (much: at least 2x lower median final loss)
+
+
+def _larger_message(rows: dict[Cell, CellSummary], longer, lp: str) -> Verdict:
+    """§5.2: |m| = 8 gives a much lower loss than |m| = 1 (much: at least 2x lower median final loss)."""
     pairs = _longest(_pairs(rows, "message_size"), longer)
     decided = [(m1, m8) for m1, m8 in pairs if m1.settled or m8.settled]
     ratio = [m8.final_median / m1.final_median for m1, m8 in pairs]
     much = [m8.final_median / m1.final_median <= 0.5 for m1, m8 in decided]
     test = "undecided" if not decided else ("yes" if all(much) and len(decided) == len(pairs)
                                             else ("partly" if any(much) else "no"))
-    out.append(Verdict("|m| = 8 gives a much lower loss than |m| = 1", "§5.2",
+    return (Verdict("|m| = 8 gives a much lower loss than |m| = 1", "§5.2",
                        "median final loss with |m| = 8 at most half that with |m| = 1, in all 4 (BN, lr) pairs; "
                        "a final-loss claim: decided on pairs with a settled arm (policy rule 1)",
                        "ratios " + ", ".join(f"{m8.cell.label.split(', ', 1)[1]}{_at(m8)}: {r:.3f} ({_spread(m1)} -> "
@@ -368,13 +229,16 @@ def verdicts(rows: dict[Cell, CellSummary], sgd: float, adam: float,
                                           for m1, m8 in pairs if len(m1.final_seeds) and len(m8.final_seeds)),
                        post_hoc="; ".join(filter(None, [f"{POLICY_COMMIT}: 'partly' was 'lower in >= 3 pairs'; settled "
                                                          "pairs only", lp]))))
-    # 3. learned lr helps most at |m| = 8 without batch-norm
+
+
+def _learned_lr(rows: dict[Cell, CellSummary], ph: str) -> list[Verdict]:
+    """§5.2: learned lr helps most at |m| = 8 without batch-norm; learned lr makes training less stable."""
     pairs = {(off.cell.message_size, off.cell.batch_norm): (off, on) for off, on in _pairs(rows, "learned_lr")}
     gain = {k: off.auc_median / on.auc_median for k, (off, on) in pairs.items()}
     best = max(gain, key=gain.get)
     target = pairs[(8, False)]
     test = "yes" if best == (8, False) and gain[best] > 1 else "no"
-    out.append(Verdict("learned lr helps most at |m| = 8 without batch-norm", "§5.2",
+    first = (Verdict("learned lr helps most at |m| = 8 without batch-norm", "§5.2",
                        "speed-up (geometric-mean loss ratio fixed / learned) largest in the |m| = 8, BN off pair; "
                        "decided when an arm of that pair is off the plateau",
                        ", ".join(f"|m|={m} BN {'on' if bn else 'off'}: {g:.3f}" for (m, bn), g in gain.items())
@@ -388,7 +252,7 @@ def verdicts(rows: dict[Cell, CellSummary], sgd: float, adam: float,
     skip_off = sum(off.skipped for off, _ in pairs.values())
     strata = {f"|m|={m} BN {'on' if bn else 'off'}": (on.spikes, off.spikes) for (m, bn), (off, on) in pairs.items()}
     d = prereg.stratified_shift(strata, "greater")
-    out.append(Verdict("learned lr makes training less stable", "§5.2",
+    second = (Verdict("learned lr makes training less stable", "§5.2",
                        "the plan's test (prereg.stratified_shift): the fraction of validations more than twice the "
                        "lowest before them (analysis.spike_fraction) larger with the learned lr, a permutation test "
                        "within the 4 (|m|, BN) pairs, one-sided at 0.05 (partly: the direction in >= 3 of 4) "
@@ -406,10 +270,14 @@ def verdicts(rows: dict[Cell, CellSummary], sgd: float, adam: float,
                        post_hoc=f"{POLICY_COMMIT}: stuck = not left the plateau (evidence only); {MEND_COMMIT}: the "
                                 "plan's spike fraction and stratified permutation test replace 'std of log final loss "
                                 "wider in >= 3 of 4 pairs' (after the data was seen)"))
-    # 4. the best configuration beats tuned SGD but not tuned Adam
+    return [first, second]
+
+
+def _best_configuration(rows: dict[Cell, CellSummary], longer, sgd: float, adam: float, lp: str) -> Verdict:
+    """§5.2: the best configuration beats tuned SGD but not tuned Adam."""
     top = min([*rows.values(), *(longer or {}).values()], key=lambda s: s.final_median)
     test = "yes" if adam < top.final_median < sgd else "no"
-    out.append(Verdict("the best configuration beats tuned SGD but not tuned Adam", "§5.2",
+    return (Verdict("the best configuration beats tuned SGD but not tuned Adam", "§5.2",
                        "median final loss of the best cell < tuned SGD's (and > tuned Adam's: trivially true for an "
                        "untrained optimizer, not counted alone); a final-loss claim (policy rule 1)",
                        f"best {top.cell.label}: {_spread(top)}, {_left(top)}, "
@@ -421,7 +289,10 @@ def verdicts(rows: dict[Cell, CellSummary], sgd: float, adam: float,
                                  if len(top.final_seeds) else ""),
                        post_hoc="; ".join(filter(None, [f"{POLICY_COMMIT}: the Adam half alone no longer makes it "
                                                          "'partly'", lp]))))
-    # 5. with batch-norm, meta-training less often gets stuck at the beginning (the grid's runs)
+
+
+def _bn_less_stuck(rows: dict[Cell, CellSummary]) -> Verdict:
+    """§5.2: with batch-norm, meta-training less often gets stuck at the beginning (the grid's runs)."""
     on = [s for c, s in rows.items() if c.batch_norm]
     off = [s for c, s in rows.items() if not c.batch_norm]
     n_on, n_off = sum(s.n_seeds for s in on), sum(s.n_seeds for s in off)
@@ -434,7 +305,7 @@ def verdicts(rows: dict[Cell, CellSummary], sgd: float, adam: float,
         window = int(PLATEAU_WINDOW * THESIS_S)
         ev += (f"; by the plan's held exit ({window:,}-step window, which confirms only crossings before step "
                f"{max(s.steps for s in rows.values()) - window:,} in these runs): {held.evidence}")
-    out.append(Verdict("with batch-norm, meta-training less often gets stuck at the beginning", "§5.2",
+    return (Verdict("with batch-norm, meta-training less often gets stuck at the beginning", "§5.2",
                        "prereg.fewer_events: runs that have not left the plateau by the end of the grid's runs "
                        "(analysis.plateau_end, the census rule), with BN against without, over all 4 (|m|, lr) "
                        "pairs; Fisher's exact test, one-sided at 0.05 (partly: fewer, not significant) "
@@ -443,7 +314,6 @@ def verdicts(rows: dict[Cell, CellSummary], sgd: float, adam: float,
                        steps=max(s.steps for s in rows.values()), seeds=_seeds([(s,) for s in rows.values()]),
                        interval=f"Fisher p = {d.p:.3g}",
                        post_hoc=f"{MEND_COMMIT}: a claim added to the ledger after the grid's data was seen"))
-    return out
 
 
 # Long runs (python -m mplp.longruns <group>): the decisive comparisons at 30,000 steps, 3 seeds

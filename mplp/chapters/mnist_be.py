@@ -111,18 +111,46 @@ def verdicts(runs: dict[bool, list[R.RunResult]], cmp: InnerComparison, adam_met
     outer-loss, for the trivially-true rule (the step-0 optimizer already worse); ``picked``:
     Figure 11's run (default: any run with the term), whose plateau exit decides claims 5-6;
     ``thesis_S``: the thesis' outer steps, which set the plateau windows (10 %)."""
+    c = _context(runs, thesis_S)
+    out = [_long_plateau(c), _entropy_rises(runs, c), _no_plateau_with_term(runs, c), _term_near_zero(runs, c),
+           *_against_adam(runs, cmp, adam_metric, picked, c)]
+    return [dataclasses.replace(v, steps=c.S) for v in out]
+
+
+@dataclass(frozen=True)
+class _Context:
+    """What every §5.3 verdict reads: the per-run table split by the term (``off``, ``on``), the
+    steps run ``S``, the thesis' ``thesis_S`` and its 10 % ``window``, and shared wording."""
+
+    off: list
+    on: list
+    S: int
+    thesis_S: int
+    window: int
+    n_left_off: int
+    n_left_on: int
+    budget: str
+    ph: str
+    seeds: str
+
+
+def _context(runs: dict[bool, list[R.RunResult]], thesis_S: int) -> _Context:
     rows = run_table(runs)
     S = int(max(r.validation["step"][-1] for rs in runs.values() for r in rs))
-    window = thesis_S // 10
     off = [r for r in rows if not r.batch_entropy]
     on = [r for r in rows if r.batch_entropy]
-    n_left_off, n_left_on = sum(r.plateau_end is not None for r in off), sum(r.plateau_end is not None for r in on)
-    budget = f" (of {S:,} steps run, {S / thesis_S:.1%} of Table 5's S)"
     ph = f"{PLATEAU_RULE_COMMIT}: plateau start rule; {POLICY_COMMIT}: the window is 10 % of the thesis' S, " \
          "not of the run"
+    return _Context(off, on, S, thesis_S, thesis_S // 10, sum(r.plateau_end is not None for r in off),
+                    sum(r.plateau_end is not None for r in on),
+                    f" (of {S:,} steps run, {S / thesis_S:.1%} of Table 5's S)", ph,
+                    f"{len(off)} + {len(on)} seeds (term off + on, {S:,} of {thesis_S:,} steps)")
+
+
+def _long_plateau(c: _Context) -> Verdict:
+    """§5.3: without the term: a long and unpredictable plateau."""
+    off, S, window, n_left_off, budget, ph, seeds = c.off, c.S, c.window, c.n_left_off, c.budget, c.ph, c.seeds
     fmt = lambda rs: ", ".join("never" if r.plateau_end is None else f"{r.plateau_end:,}" for r in rs)
-    out = []
-    # 1. without the term: a long and unpredictable plateau
     ends = [_late(r.plateau_end) for r in off]
     never = sum(np.isinf(e) for e in ends)
     long_ = np.median(ends) > window
@@ -130,8 +158,7 @@ def verdicts(runs: dict[bool, list[R.RunResult]], cmp: InnerComparison, adam_met
     varied = (0 < never < len(ends)) or (len(finite) >= 2 and max(finite) >= 2 * max(min(finite), 1))
     test = ("yes" if long_ and varied else ("partly" if long_ or varied else "no")) if n_left_off or S > window \
         else "undecided"
-    seeds = f"{len(off)} + {len(on)} seeds (term off + on, {S:,} of {thesis_S:,} steps)"
-    out.append(Verdict("without the term, a long and unpredictable initial plateau", "§5.3, Fig. 9a",
+    return (Verdict("without the term, a long and unpredictable initial plateau", "§5.3, Fig. 9a",
                        f"plateau end (loss stays < 90 % of its start) later than {window:,} steps (10 % of the "
                        "thesis' S) in the median, and varying at least 2x between seeds or some seeds never leaving; "
                        "a claim about the plateau's end: reached when a majority of the runs without the term left it "
@@ -143,7 +170,11 @@ def verdicts(runs: dict[bool, list[R.RunResult]], cmp: InnerComparison, adam_met
                        partly_rule="long or unpredictable, not both", seeds=seeds,
                        post_hoc=f"{ph}; {MEND_COMMIT}: rule 1 (a plateau-end claim needs runs that left it) applied, "
                                 "as in chapters 1 and 2 (after the data was seen)"))
-    # 2. batch entropy rises when learning starts (runs without the term that left the plateau)
+
+
+def _entropy_rises(runs: dict[bool, list[R.RunResult]], c: _Context) -> Verdict:
+    """§5.3: batch entropy rises when learning starts (runs without the term that left the plateau)."""
+    off, n_left_off, budget, seeds = c.off, c.n_left_off, c.budget, c.seeds
     rises = []
     for r, row in zip(runs[False], off):
         if row.plateau_end is None:
@@ -154,14 +185,18 @@ def verdicts(runs: dict[bool, list[R.RunResult]], cmp: InnerComparison, adam_met
             rises.append(float(np.nanmean(after) - np.nanmean(before)))
     test = "undecided" if not rises else ("yes" if all(d > 0 for d in rises) else
                                           ("partly" if any(d > 0 for d in rises) else "no"))
-    out.append(Verdict("the last hidden layer's batch entropy rises when learning starts", "§5.3, Fig. 9b",
+    return (Verdict("the last hidden layer's batch entropy rises when learning starts", "§5.3, Fig. 9b",
                        "mean batch entropy after the plateau end > before it, for the runs without the term "
                        "that leave the plateau",
                        (", ".join(f"{d:+.3f}" for d in rises) or f"no run left the plateau ({n_left_off}/{len(off)})")
                        + budget,
                        decide(test, about_trained=True, reached=bool(rises)), test_outcome=test,
                        partly_rule=f"rises in some of the {len(rises)} runs that left", seeds=seeds))
-    # 3. with the term, no plateau: "allows for immediate training" (the plan's test, P3.4)
+
+
+def _no_plateau_with_term(runs: dict[bool, list[R.RunResult]], c: _Context) -> Verdict:
+    """§5.3: with the term, no plateau: "allows for immediate training" (the plan's test, P3.4)."""
+    off, on, S, thesis_S, n_left_on, budget, ph, seeds = c.off, c.on, c.S, c.thesis_S, c.n_left_on, c.budget, c.ph, c.seeds
     held = int(PLATEAU_WINDOW * thesis_S)
     exit_of = {id(r): plateau_exit(r.validation["step"], r.validation["val_loss"], held) for rs in runs.values()
                for r in rs}
@@ -170,7 +205,7 @@ def verdicts(runs: dict[bool, list[R.RunResult]], cmp: InnerComparison, adam_met
     d = prereg.exit_within(exits_on, S, limit, compare=exits_off)
     decided = n_left_on == len(on) or S > limit
     smallest_p = 1 / math.comb(len(on) + len(off), len(on))
-    out.append(Verdict("with the term, no plateau", "§5.3, Fig. 10a",
+    return (Verdict("with the term, no plateau", "§5.3, Fig. 10a",
                        f"the plan's test (prereg.exit_within): every run with the term leaves the plateau within "
                        f"{limit:,} steps (1 % of the thesis' S: 'allows for immediate training'); partly: not all, but "
                        "earlier than without the term (one-sided Mann-Whitney at 0.05); the exit holds for "
@@ -182,20 +217,30 @@ def verdicts(runs: dict[bool, list[R.RunResult]], cmp: InnerComparison, adam_met
                        interval=f"median exit with the term {d.interval} (95 % bootstrap)",
                        post_hoc=f"{ph}; {MEND_COMMIT}: the plan's limit (1 % of S, for 'immediate') and held exit "
                                 "replace 10 % of S and 'stays below for good' (after the data was seen)"))
-    # 4. the batch-entropy loss falls to near zero
+
+
+def _term_near_zero(runs: dict[bool, list[R.RunResult]], c: _Context) -> Verdict:
+    """§5.3: the batch-entropy loss falls to near zero."""
+    budget, seeds = c.budget, c.seeds
     ratios = []
     for r in runs[True]:
         be = r.train["be_term"]
         tail = be[-max(1, len(be) // 10):]
         ratios.append(float(np.mean(tail) / be[0]) if be[0] > 0 else 0.0)
     near = sum(x < NEAR_ZERO for x in ratios)
-    out.append(Verdict("the batch-entropy loss falls to near zero", "§5.3, Fig. 10b",
+    return (Verdict("the batch-entropy loss falls to near zero", "§5.3, Fig. 10b",
                        f"mean term over the last 10 % of logged steps < {NEAR_ZERO:.0%} of its first value, "
                        "in every run with the term (the regulariser is meta-trained on the plateau too)",
                        "per seed " + ", ".join(f"{x:.1%}" for x in ratios) + budget,
                        "yes" if near == len(ratios) else ("partly" if near else "no"),
                        partly_rule=f"below {NEAR_ZERO:.0%} in {near} of {len(ratios)} runs", seeds=seeds))
-    # 5. the learned MPLP is about as fast as tuned Adam over T steps; 6. past T Adam wins
+
+
+def _against_adam(runs: dict[bool, list[R.RunResult]], cmp: InnerComparison, adam_metric: float,
+                  picked: R.RunResult | None, c: _Context) -> list[Verdict]:
+    """§5.3: the learned MPLP is about as fast as tuned Adam over T steps; past T, Adam wins."""
+    on, S, thesis_S, n_left_on = c.on, c.S, c.thesis_S, c.n_left_on
+    out = []
     if picked is not None:
         v = picked.validation
         picked_left = plateau_end(v["step"], v["val_loss"], PLATEAU_DROP) is not None
@@ -240,7 +285,7 @@ def verdicts(runs: dict[bool, list[R.RunResult]], cmp: InnerComparison, adam_met
                                     "(95 % bootstrap)",
                            post_hoc=f"{MEND_COMMIT}: trivial only when the trained MPLP is already worse at T, not "
                                     "when the untrained one is (after the data was seen)"))
-    return [dataclasses.replace(v, steps=S) for v in out]
+    return out
 
 
 def pick_optimizer(runs_with_term: list[R.RunResult]):
