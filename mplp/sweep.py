@@ -31,6 +31,7 @@ from mplp.meta.trainer import resolve_device
 from mplp.meta.loop import train_population
 from mplp import store as R
 
+
 def chapters() -> list[str]:
     """The chapters whose study meta-trains (the others compute only seconds-long results on render)."""
     return [c.name for c in registry.chapters() if c.plan is not None]
@@ -41,7 +42,7 @@ def plan(chapter: str, profile: str) -> list[list[C.ExperimentConfig]]:
     if chapter not in chapters():
         raise ValueError(f"chapter {chapter!r} has no meta-training runs to sweep; chapters: {', '.join(chapters())}")
     pops, seen = [], set()
-    for cfgs in registry.chapter(chapter).plan(load_profile(chapter, profile)):     # a population the study reads twice is one job
+    for cfgs in registry.chapter(chapter).plan(load_profile(chapter, profile)):   # read twice by the study: one job
         key = tuple(c.hash() for c in cfgs)
         if key not in seen:
             seen.add(key)

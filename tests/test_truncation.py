@@ -140,6 +140,7 @@ def test_truncation_verdicts_from_constructed_results():
     assert [v.holds for v in vs] == ["yes", "yes", "yes", "partly", "yes", "yes"]
     assert "positive later" in vs[3].claim and vs[3].partly_rule == "positive later, not negative early"
     assert "anti-correlated" in vs[4].claim and vs[4].seeds
+    assert "PES" in vs[5].claim and f"(k = 10, {Tr.LATE})" in vs[5].test    # how the lr is read, not a number
     # the short truncation's lr below the full unroll's but rising from its start: the ordering alone
     rising = Tr.verdicts(rows, lg, [2.0, 900.0], {"tbptt-10": tr(2e-3), "tbptt-1000": tr(3e-3)}, grid, 10, 1000,
                          {10: tg(-0.4), 1000: tg(-0.1)})

@@ -193,18 +193,18 @@ def _bn_faster(rows: dict[Cell, CellSummary], longer, adam_note: str, ph: str, l
         test = "partly" if any(faster) else "no"
     ps = [f"{on.cell.message_size}/{'learned' if on.cell.learned_lr else 'fixed'}: {p}"
           for off, on in decided if (p := _mw(on, off))]
-    return (Verdict("batch-norm converges faster in every configuration", "§5.2",
-                       "median geometric-mean validation loss with BN < without, in all 4 (|m|, lr) pairs that are "
-                       "decided (an arm off the plateau)",
-                       f"{sum(faster)}/{len(decided)} decided pairs faster ({ev})"
-                       + (f"; {adam_note}" if adam_note else ""),
-                       decide(test, about_trained=True, reached=bool(decided)), test_outcome=test,
-                       seeds=_seeds(pairs), interval=("one-sided Mann-Whitney per decided pair, " + "; ".join(ps))
-                       if ps else "",
-                       steps=max(s.steps for pr in (decided or pairs) for s in pr),
-                       partly_rule=f"faster in {sum(faster)} of {len(decided)} decided pairs, "
-                                   f"{len(pairs) - len(decided)} of {len(pairs)} pairs not reached",
-                       post_hoc="; ".join(filter(None, [ph, lp]))))
+    return Verdict("batch-norm converges faster in every configuration", "§5.2",
+                   "median geometric-mean validation loss with BN < without, in all 4 (|m|, lr) pairs that are "
+                   "decided (an arm off the plateau)",
+                   f"{sum(faster)}/{len(decided)} decided pairs faster ({ev})"
+                   + (f"; {adam_note}" if adam_note else ""),
+                   decide(test, about_trained=True, reached=bool(decided)), test_outcome=test,
+                   seeds=_seeds(pairs), interval=("one-sided Mann-Whitney per decided pair, " + "; ".join(ps))
+                   if ps else "",
+                   steps=max(s.steps for pr in (decided or pairs) for s in pr),
+                   partly_rule=f"faster in {sum(faster)} of {len(decided)} decided pairs, "
+                               f"{len(pairs) - len(decided)} of {len(pairs)} pairs not reached",
+                   post_hoc="; ".join(filter(None, [ph, lp])))
 
 
 def _larger_message(rows: dict[Cell, CellSummary], longer, lp: str) -> Verdict:
@@ -215,20 +215,20 @@ def _larger_message(rows: dict[Cell, CellSummary], longer, lp: str) -> Verdict:
     much = [m8.final_median / m1.final_median <= 0.5 for m1, m8 in decided]
     test = "undecided" if not decided else ("yes" if all(much) and len(decided) == len(pairs)
                                             else ("partly" if any(much) else "no"))
-    return (Verdict("|m| = 8 gives a much lower loss than |m| = 1", "§5.2",
-                       "median final loss with |m| = 8 at most half that with |m| = 1, in all 4 (BN, lr) pairs; "
-                       "a final-loss claim: decided on pairs with a settled arm (policy rule 1)",
-                       "ratios " + ", ".join(f"{m8.cell.label.split(', ', 1)[1]}{_at(m8)}: {r:.3f} ({_spread(m1)} -> "
-                                             f"{_spread(m8)}, {'still falling' if m8.falling else 'settled'})"
-                                             for (m1, m8), r in zip(pairs, ratio)),
-                       decide(test, about_trained=True, reached=bool(decided)), test_outcome=test,
-                       partly_rule=f"at most half in {sum(much)} of {len(decided)} decided pairs",
-                       steps=max(s.steps for pr in (decided or pairs) for s in pr), seeds=_seeds(pairs),
-                       interval="; ".join(f"{m8.cell.label.split(', ', 1)[1]}: |m| = 8 / |m| = 1 "
-                                          f"{stats.bootstrap_ratio(m8.final_seeds, m1.final_seeds)}"
-                                          for m1, m8 in pairs if len(m1.final_seeds) and len(m8.final_seeds)),
-                       post_hoc="; ".join(filter(None, [f"{POLICY_COMMIT}: 'partly' was 'lower in >= 3 pairs'; settled "
-                                                         "pairs only", lp]))))
+    return Verdict("|m| = 8 gives a much lower loss than |m| = 1", "§5.2",
+                   "median final loss with |m| = 8 at most half that with |m| = 1, in all 4 (BN, lr) pairs; "
+                   "a final-loss claim: decided on pairs with a settled arm (policy rule 1)",
+                   "ratios " + ", ".join(f"{m8.cell.label.split(', ', 1)[1]}{_at(m8)}: {r:.3f} ({_spread(m1)} -> "
+                                         f"{_spread(m8)}, {'still falling' if m8.falling else 'settled'})"
+                                         for (m1, m8), r in zip(pairs, ratio)),
+                   decide(test, about_trained=True, reached=bool(decided)), test_outcome=test,
+                   partly_rule=f"at most half in {sum(much)} of {len(decided)} decided pairs",
+                   steps=max(s.steps for pr in (decided or pairs) for s in pr), seeds=_seeds(pairs),
+                   interval="; ".join(f"{m8.cell.label.split(', ', 1)[1]}: |m| = 8 / |m| = 1 "
+                                      f"{stats.bootstrap_ratio(m8.final_seeds, m1.final_seeds)}"
+                                      for m1, m8 in pairs if len(m1.final_seeds) and len(m8.final_seeds)),
+                   post_hoc="; ".join(filter(None, [f"{POLICY_COMMIT}: 'partly' was 'lower in >= 3 pairs'; settled "
+                                                    "pairs only", lp])))
 
 
 def _learned_lr(rows: dict[Cell, CellSummary], ph: str) -> list[Verdict]:
@@ -238,38 +238,38 @@ def _learned_lr(rows: dict[Cell, CellSummary], ph: str) -> list[Verdict]:
     best = max(gain, key=gain.get)
     target = pairs[(8, False)]
     test = "yes" if best == (8, False) and gain[best] > 1 else "no"
-    first = (Verdict("learned lr helps most at |m| = 8 without batch-norm", "§5.2",
-                       "speed-up (geometric-mean loss ratio fixed / learned) largest in the |m| = 8, BN off pair; "
-                       "decided when an arm of that pair is off the plateau",
-                       ", ".join(f"|m|={m} BN {'on' if bn else 'off'}: {g:.3f}" for (m, bn), g in gain.items())
-                       + f"; |m|=8 BN off: {_left(target[0])} (fixed), {_left(target[1])} (learned)",
-                       decide(test, about_trained=True, reached=target[0].left or target[1].left), test_outcome=test,
-                       post_hoc=ph, steps=target[0].steps, seeds=_seeds(pairs.values()),
-                       interval=f"|m|=8 BN off, fixed slower than learned: one-sided Mann-Whitney "
-                                f"{_mw(target[1], target[0])}" if len(target[0].log_means) else ""))
+    first = Verdict("learned lr helps most at |m| = 8 without batch-norm", "§5.2",
+                    "speed-up (geometric-mean loss ratio fixed / learned) largest in the |m| = 8, BN off pair; "
+                    "decided when an arm of that pair is off the plateau",
+                    ", ".join(f"|m|={m} BN {'on' if bn else 'off'}: {g:.3f}" for (m, bn), g in gain.items())
+                    + f"; |m|=8 BN off: {_left(target[0])} (fixed), {_left(target[1])} (learned)",
+                    decide(test, about_trained=True, reached=target[0].left or target[1].left), test_outcome=test,
+                    post_hoc=ph, steps=target[0].steps, seeds=_seeds(pairs.values()),
+                    interval=f"|m|=8 BN off, fixed slower than learned: one-sided Mann-Whitney "
+                             f"{_mw(target[1], target[0])}" if len(target[0].log_means) else "")
     more_stuck = sum(on.n_stuck for _, on in pairs.values()) - sum(off.n_stuck for off, _ in pairs.values())
     skip_on = sum(on.skipped for _, on in pairs.values())
     skip_off = sum(off.skipped for off, _ in pairs.values())
     strata = {f"|m|={m} BN {'on' if bn else 'off'}": (on.spikes, off.spikes) for (m, bn), (off, on) in pairs.items()}
     d = prereg.stratified_shift(strata, "greater")
-    second = (Verdict("learned lr makes training less stable", "§5.2",
-                       "the plan's test (prereg.stratified_shift): the fraction of validations more than twice the "
-                       "lowest before them (analysis.spike_fraction) larger with the learned lr, a permutation test "
-                       "within the 4 (|m|, BN) pairs, one-sided at 0.05 (partly: the direction in >= 3 of 4) "
-                       "(meta-training stability: decided on the plateau too)",
-                       "spike fractions (learned vs fixed) " + d.evidence
-                       + "; the old measure, std over seeds of log final loss (fixed -> learned): "
-                       + ", ".join(f"|m|={m} BN {'on' if bn else 'off'}: {off.final_log_spread:.3f} -> "
-                                   f"{on.final_log_spread:.3f}" for (m, bn), (off, on) in pairs.items())
-                       + f"; stuck seeds learned - fixed: {more_stuck:+d}; outer updates skipped for a diverged "
-                         f"inner problem: {skip_on} learned vs {skip_off} fixed; the learned-lr cells also start "
-                         f"with a {LR_LEARNED_INIT / LR_FIXED:.0f}x larger step ({LR_LEARNED_INIT:g} vs {LR_FIXED:g})",
-                       d.outcome if d.outcome != "undecided" else "undecided", partly_rule=d.rule,
-                       steps=max(s.steps for s in rows.values()), seeds=_seeds(pairs.values()),
-                       interval=f"stratified permutation p = {d.p:.3g}",
-                       post_hoc=f"{POLICY_COMMIT}: stuck = not left the plateau (evidence only); {MEND_COMMIT}: the "
-                                "plan's spike fraction and stratified permutation test replace 'std of log final loss "
-                                "wider in >= 3 of 4 pairs' (after the data was seen)"))
+    second = Verdict("learned lr makes training less stable", "§5.2",
+                     "the plan's test (prereg.stratified_shift): the fraction of validations more than twice the "
+                     "lowest before them (analysis.spike_fraction) larger with the learned lr, a permutation test "
+                     "within the 4 (|m|, BN) pairs, one-sided at 0.05 (partly: the direction in >= 3 of 4) "
+                     "(meta-training stability: decided on the plateau too)",
+                     "spike fractions (learned vs fixed) " + d.evidence
+                     + "; the old measure, std over seeds of log final loss (fixed -> learned): "
+                     + ", ".join(f"|m|={m} BN {'on' if bn else 'off'}: {off.final_log_spread:.3f} -> "
+                                 f"{on.final_log_spread:.3f}" for (m, bn), (off, on) in pairs.items())
+                     + f"; stuck seeds learned - fixed: {more_stuck:+d}; outer updates skipped for a diverged "
+                       f"inner problem: {skip_on} learned vs {skip_off} fixed; the learned-lr cells also start "
+                       f"with a {LR_LEARNED_INIT / LR_FIXED:.0f}x larger step ({LR_LEARNED_INIT:g} vs {LR_FIXED:g})",
+                     d.outcome if d.outcome != "undecided" else "undecided", partly_rule=d.rule,
+                     steps=max(s.steps for s in rows.values()), seeds=_seeds(pairs.values()),
+                     interval=f"stratified permutation p = {d.p:.3g}",
+                     post_hoc=f"{POLICY_COMMIT}: stuck = not left the plateau (evidence only); {MEND_COMMIT}: the "
+                              "plan's spike fraction and stratified permutation test replace 'std of log final loss "
+                              "wider in >= 3 of 4 pairs' (after the data was seen)")
     return [first, second]
 
 
@@ -277,18 +277,18 @@ def _best_configuration(rows: dict[Cell, CellSummary], longer, sgd: float, adam:
     """§5.2: the best configuration beats tuned SGD but not tuned Adam."""
     top = min([*rows.values(), *(longer or {}).values()], key=lambda s: s.final_median)
     test = "yes" if adam < top.final_median < sgd else "no"
-    return (Verdict("the best configuration beats tuned SGD but not tuned Adam", "§5.2",
-                       "median final loss of the best cell < tuned SGD's (and > tuned Adam's: trivially true for an "
-                       "untrained optimizer, not counted alone); a final-loss claim (policy rule 1)",
-                       f"best {top.cell.label}: {_spread(top)}, {_left(top)}, "
-                       f"{'still falling' if top.falling else 'settled'} at {top.steps:,} of {THESIS_S:,} steps; "
-                       f"SGD {sgd:.3g}, Adam {adam:.3g}; step 0: {top.start_median:.3g}",
-                       decide(test, about_trained=True, reached=top.settled), test_outcome=test, steps=top.steps,
-                       seeds=f"{top.n_seeds} seeds at {top.steps:,} steps",
-                       interval=(f"median / SGD {stats.bootstrap_ratio(top.final_seeds, [sgd])} (95 % bootstrap)"
-                                 if len(top.final_seeds) else ""),
-                       post_hoc="; ".join(filter(None, [f"{POLICY_COMMIT}: the Adam half alone no longer makes it "
-                                                         "'partly'", lp]))))
+    return Verdict("the best configuration beats tuned SGD but not tuned Adam", "§5.2",
+                   "median final loss of the best cell < tuned SGD's (and > tuned Adam's: trivially true for an "
+                   "untrained optimizer, not counted alone); a final-loss claim (policy rule 1)",
+                   f"best {top.cell.label}: {_spread(top)}, {_left(top)}, "
+                   f"{'still falling' if top.falling else 'settled'} at {top.steps:,} of {THESIS_S:,} steps; "
+                   f"SGD {sgd:.3g}, Adam {adam:.3g}; step 0: {top.start_median:.3g}",
+                   decide(test, about_trained=True, reached=top.settled), test_outcome=test, steps=top.steps,
+                   seeds=f"{top.n_seeds} seeds at {top.steps:,} steps",
+                   interval=(f"median / SGD {stats.bootstrap_ratio(top.final_seeds, [sgd])} (95 % bootstrap)"
+                             if len(top.final_seeds) else ""),
+                   post_hoc="; ".join(filter(None, [f"{POLICY_COMMIT}: the Adam half alone no longer makes it "
+                                                    "'partly'", lp])))
 
 
 def _bn_less_stuck(rows: dict[Cell, CellSummary]) -> Verdict:
@@ -305,15 +305,15 @@ def _bn_less_stuck(rows: dict[Cell, CellSummary]) -> Verdict:
         window = int(PLATEAU_WINDOW * THESIS_S)
         ev += (f"; by the plan's held exit ({window:,}-step window, which confirms only crossings before step "
                f"{max(s.steps for s in rows.values()) - window:,} in these runs): {held.evidence}")
-    return (Verdict("with batch-norm, meta-training less often gets stuck at the beginning", "§5.2",
-                       "prereg.fewer_events: runs that have not left the plateau by the end of the grid's runs "
-                       "(analysis.plateau_end, the census rule), with BN against without, over all 4 (|m|, lr) "
-                       "pairs; Fisher's exact test, one-sided at 0.05 (partly: fewer, not significant) "
-                       "(meta-training dynamics: decided on the plateau too)",
-                       ev, d.outcome, partly_rule=d.rule,
-                       steps=max(s.steps for s in rows.values()), seeds=_seeds([(s,) for s in rows.values()]),
-                       interval=f"Fisher p = {d.p:.3g}",
-                       post_hoc=f"{MEND_COMMIT}: a claim added to the ledger after the grid's data was seen"))
+    return Verdict("with batch-norm, meta-training less often gets stuck at the beginning", "§5.2",
+                   "prereg.fewer_events: runs that have not left the plateau by the end of the grid's runs "
+                   "(analysis.plateau_end, the census rule), with BN against without, over all 4 (|m|, lr) "
+                   "pairs; Fisher's exact test, one-sided at 0.05 (partly: fewer, not significant) "
+                   "(meta-training dynamics: decided on the plateau too)",
+                   ev, d.outcome, partly_rule=d.rule,
+                   steps=max(s.steps for s in rows.values()), seeds=_seeds([(s,) for s in rows.values()]),
+                   interval=f"Fisher p = {d.p:.3g}",
+                   post_hoc=f"{MEND_COMMIT}: a claim added to the ledger after the grid's data was seen")
 
 
 # Long runs (python -m mplp.longruns <group>): the decisive comparisons at 30,000 steps, 3 seeds

@@ -21,8 +21,8 @@ from mplp.meta.source import Store
 from mplp.claims import prereg, stats
 from mplp.claims.analysis import Continuation, InnerComparison, plateau_end, plateau_exit
 from mplp.claims.analysis import continuation as _continuation
-from mplp.claims.verdicts import (MEND_COMMIT, PLATEAU_RULE_COMMIT, POLICY_COMMIT, Verdict, decide, final_loss_reached,
-                     median_still_falling)
+from mplp.claims.verdicts import (MEND_COMMIT, PLATEAU_RULE_COMMIT, POLICY_COMMIT, Verdict, decide,
+                                  final_loss_reached, median_still_falling)
 from mplp.claims.analysis import choose_checkpoint
 from mplp.meta import baselines
 from mplp.claims.analysis import compare_inner_training
@@ -158,18 +158,18 @@ def _long_plateau(c: _Context) -> Verdict:
     varied = (0 < never < len(ends)) or (len(finite) >= 2 and max(finite) >= 2 * max(min(finite), 1))
     test = ("yes" if long_ and varied else ("partly" if long_ or varied else "no")) if n_left_off or S > window \
         else "undecided"
-    return (Verdict("without the term, a long and unpredictable initial plateau", "§5.3, Fig. 9a",
-                       f"plateau end (loss stays < 90 % of its start) later than {window:,} steps (10 % of the "
-                       "thesis' S) in the median, and varying at least 2x between seeds or some seeds never leaving; "
-                       "a claim about the plateau's end: reached when a majority of the runs without the term left it "
-                       "(policy rule 1)",
-                       f"plateau ends {fmt(off)}{budget}"
-                       + (f"; long so far (no exit by {S:,} > {window:,}), unpredictability not judged without exits"
-                          if not n_left_off and S > window else ""),
-                       decide(test, about_trained=True, reached=n_left_off > len(off) / 2), test_outcome=test,
-                       partly_rule="long or unpredictable, not both", seeds=seeds,
-                       post_hoc=f"{ph}; {MEND_COMMIT}: rule 1 (a plateau-end claim needs runs that left it) applied, "
-                                "as in chapters 1 and 2 (after the data was seen)"))
+    return Verdict("without the term, a long and unpredictable initial plateau", "§5.3, Fig. 9a",
+                   f"plateau end (loss stays < 90 % of its start) later than {window:,} steps (10 % of the "
+                   "thesis' S) in the median, and varying at least 2x between seeds or some seeds never leaving; "
+                   "a claim about the plateau's end: reached when a majority of the runs without the term left it "
+                   "(policy rule 1)",
+                   f"plateau ends {fmt(off)}{budget}"
+                   + (f"; long so far (no exit by {S:,} > {window:,}), unpredictability not judged without exits"
+                      if not n_left_off and S > window else ""),
+                   decide(test, about_trained=True, reached=n_left_off > len(off) / 2), test_outcome=test,
+                   partly_rule="long or unpredictable, not both", seeds=seeds,
+                   post_hoc=f"{ph}; {MEND_COMMIT}: rule 1 (a plateau-end claim needs runs that left it) applied, "
+                            "as in chapters 1 and 2 (after the data was seen)")
 
 
 def _entropy_rises(runs: dict[bool, list[R.RunResult]], c: _Context) -> Verdict:
@@ -185,18 +185,19 @@ def _entropy_rises(runs: dict[bool, list[R.RunResult]], c: _Context) -> Verdict:
             rises.append(float(np.nanmean(after) - np.nanmean(before)))
     test = "undecided" if not rises else ("yes" if all(d > 0 for d in rises) else
                                           ("partly" if any(d > 0 for d in rises) else "no"))
-    return (Verdict("the last hidden layer's batch entropy rises when learning starts", "§5.3, Fig. 9b",
-                       "mean batch entropy after the plateau end > before it, for the runs without the term "
-                       "that leave the plateau",
-                       (", ".join(f"{d:+.3f}" for d in rises) or f"no run left the plateau ({n_left_off}/{len(off)})")
-                       + budget,
-                       decide(test, about_trained=True, reached=bool(rises)), test_outcome=test,
-                       partly_rule=f"rises in some of the {len(rises)} runs that left", seeds=seeds))
+    return Verdict("the last hidden layer's batch entropy rises when learning starts", "§5.3, Fig. 9b",
+                   "mean batch entropy after the plateau end > before it, for the runs without the term "
+                   "that leave the plateau",
+                   (", ".join(f"{d:+.3f}" for d in rises) or f"no run left the plateau ({n_left_off}/{len(off)})")
+                   + budget,
+                   decide(test, about_trained=True, reached=bool(rises)), test_outcome=test,
+                   partly_rule=f"rises in some of the {len(rises)} runs that left", seeds=seeds)
 
 
 def _no_plateau_with_term(runs: dict[bool, list[R.RunResult]], c: _Context) -> Verdict:
     """§5.3: with the term, no plateau: "allows for immediate training" (the plan's test, P3.4)."""
-    off, on, S, thesis_S, n_left_on, budget, ph, seeds = c.off, c.on, c.S, c.thesis_S, c.n_left_on, c.budget, c.ph, c.seeds
+    off, on, S, thesis_S, n_left_on = c.off, c.on, c.S, c.thesis_S, c.n_left_on
+    budget, ph, seeds = c.budget, c.ph, c.seeds
     held = int(PLATEAU_WINDOW * thesis_S)
     exit_of = {id(r): plateau_exit(r.validation["step"], r.validation["val_loss"], held) for rs in runs.values()
                for r in rs}
@@ -205,18 +206,18 @@ def _no_plateau_with_term(runs: dict[bool, list[R.RunResult]], c: _Context) -> V
     d = prereg.exit_within(exits_on, S, limit, compare=exits_off)
     decided = n_left_on == len(on) or S > limit
     smallest_p = 1 / math.comb(len(on) + len(off), len(on))
-    return (Verdict("with the term, no plateau", "§5.3, Fig. 10a",
-                       f"the plan's test (prereg.exit_within): every run with the term leaves the plateau within "
-                       f"{limit:,} steps (1 % of the thesis' S: 'allows for immediate training'); partly: not all, but "
-                       "earlier than without the term (one-sided Mann-Whitney at 0.05); the exit holds for "
-                       f"{held:,} steps (analysis.plateau_exit)",
-                       f"{d.evidence}{budget}; with {len(on)} + {len(off)} seeds the smallest p a rank test can give "
-                       f"is {smallest_p:.3g}",
-                       decide(d.outcome, about_trained=True, reached=decided), test_outcome=d.outcome,
-                       partly_rule=d.rule, seeds=seeds,
-                       interval=f"median exit with the term {d.interval} (95 % bootstrap)",
-                       post_hoc=f"{ph}; {MEND_COMMIT}: the plan's limit (1 % of S, for 'immediate') and held exit "
-                                "replace 10 % of S and 'stays below for good' (after the data was seen)"))
+    return Verdict("with the term, no plateau", "§5.3, Fig. 10a",
+                   f"the plan's test (prereg.exit_within): every run with the term leaves the plateau within "
+                   f"{limit:,} steps (1 % of the thesis' S: 'allows for immediate training'); partly: not all, but "
+                   "earlier than without the term (one-sided Mann-Whitney at 0.05); the exit holds for "
+                   f"{held:,} steps (analysis.plateau_exit)",
+                   f"{d.evidence}{budget}; with {len(on)} + {len(off)} seeds the smallest p a rank test can give "
+                   f"is {smallest_p:.3g}",
+                   decide(d.outcome, about_trained=True, reached=decided), test_outcome=d.outcome,
+                   partly_rule=d.rule, seeds=seeds,
+                   interval=f"median exit with the term {d.interval} (95 % bootstrap)",
+                   post_hoc=f"{ph}; {MEND_COMMIT}: the plan's limit (1 % of S, for 'immediate') and held exit "
+                            "replace 10 % of S and 'stays below for good' (after the data was seen)")
 
 
 def _term_near_zero(runs: dict[bool, list[R.RunResult]], c: _Context) -> Verdict:
@@ -228,12 +229,12 @@ def _term_near_zero(runs: dict[bool, list[R.RunResult]], c: _Context) -> Verdict
         tail = be[-max(1, len(be) // 10):]
         ratios.append(float(np.mean(tail) / be[0]) if be[0] > 0 else 0.0)
     near = sum(x < NEAR_ZERO for x in ratios)
-    return (Verdict("the batch-entropy loss falls to near zero", "§5.3, Fig. 10b",
-                       f"mean term over the last 10 % of logged steps < {NEAR_ZERO:.0%} of its first value, "
-                       "in every run with the term (the regulariser is meta-trained on the plateau too)",
-                       "per seed " + ", ".join(f"{x:.1%}" for x in ratios) + budget,
-                       "yes" if near == len(ratios) else ("partly" if near else "no"),
-                       partly_rule=f"below {NEAR_ZERO:.0%} in {near} of {len(ratios)} runs", seeds=seeds))
+    return Verdict("the batch-entropy loss falls to near zero", "§5.3, Fig. 10b",
+                   f"mean term over the last 10 % of logged steps < {NEAR_ZERO:.0%} of its first value, "
+                   "in every run with the term (the regulariser is meta-trained on the plateau too)",
+                   "per seed " + ", ".join(f"{x:.1%}" for x in ratios) + budget,
+                   "yes" if near == len(ratios) else ("partly" if near else "no"),
+                   partly_rule=f"below {NEAR_ZERO:.0%} in {near} of {len(ratios)} runs", seeds=seeds)
 
 
 def _against_adam(runs: dict[bool, list[R.RunResult]], cmp: InnerComparison, adam_metric: float,

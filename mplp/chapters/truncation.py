@@ -19,8 +19,10 @@ from mplp.claims.verdicts import CH4_RULES_COMMIT, MEND_COMMIT, Verdict
 from mplp.chapters import controls
 from mplp.chapters.registry import Chapter, register
 from mplp.core import config as C
-from mplp.chapters.truncation_lr import AdamLrProblem, TruncationGradients, truncation_gradients, OuterTrace, outer_train, LrGrid, lr_grid
-from mplp.chapters.truncation_toy import DTYPE, toy_loss, momentum_trajectories, momentum_gradients, MomentumToy, LrGradient, lr_gradients
+from mplp.chapters.truncation_lr import (AdamLrProblem, LrGrid, OuterTrace, TruncationGradients, lr_grid, outer_train,
+                                         truncation_gradients)
+from mplp.chapters.truncation_toy import (DTYPE, LrGradient, MomentumToy, lr_gradients, momentum_gradients,
+                                          momentum_trajectories, toy_loss)
 from mplp.meta import estimators as E
 from mplp.meta.source import Store
 from mplp.tasks.data import mnist
@@ -76,100 +78,135 @@ def verdicts(rows: list[LandscapeRow], lr_grad: LrGradient, momentum_grad_max, t
     et al. §2.3), truncation bias shrinking the learned lr (§2.4), PES removing it (Vicol
     et al.).  ``momentum_grad_max``: max |d l(w_T) / d momentum| over the grid at each of
     ``rows``' horizons; ``traces``: keys "tbptt-<k>", "pes-<k>", "es-<N>"."""
-    out = []
-    first, last = rows[0], rows[-1]
-    out.append(Verdict("the outer landscape grows pathological as T grows", "Metz et al. §2.3, Fig. 3c",
-                       f"more jumps (|delta l| > 1 between neighbouring momenta) at T = {last.T} than at T = {first.T}",
-                       f"jumps {first.jumps} -> {last.jumps}; max slope {first.max_slope:.3g} -> {last.max_slope:.3g}",
-                       "yes" if last.jumps > first.jumps else ("partly" if last.max_slope > first.max_slope else "no"),
-                       kind="metz", partly_rule="no more jumps, but a steeper largest slope"))
+    out = [_landscape(rows)]
     if basins is not None:
-        m, ends, cross = basins["momenta"], basins["ends"], basins["crossings"]
-        low = ends[0] == 0
-        second = [k for k, e in enumerate(ends) if e == 1]
-        higher = bool(second) and all(e == 0 for e in ends[:second[0]])
-        oscillate = bool(second) and any(c >= 2 for c in cross[second[0]:])
-        holds = [low, higher, oscillate]
-        out.append(Verdict("on the toy, low momenta settle in the first minimum, higher ones in the second, and "
-                           "larger ones oscillate between them first", "Metz et al. §2.3, Fig. 3b",
-                           f"over the {len(m)} momenta of Fig. 3 (T = {rows[-1].T}): the lowest ends at w = 0; the "
-                           f"first to end at w = {MINIMA[1]:.2f} comes after a run of momenta that all end at 0; some "
-                           f"momentum above it crosses the ridge between the basins (w = {RIDGE:.2f}) at least twice "
-                           "(partly: two of the three)",
-                           f"lowest momentum {m[0]:.3g} ends at the "
-                           f"{'first' if low else 'second' if ends[0] == 1 else 'no'} minimum; first at the second "
-                           f"minimum: {f'momentum {m[second[0]]:.3g}' if second else 'none'}; momenta crossing the "
-                           f"ridge twice or more: {sum(c >= 2 for c in cross)}; diverged: {sum(e is None for e in ends)}",
-                           "yes" if all(holds) else ("partly" if sum(holds) == 2 else "no"), kind="metz",
-                           partly_rule="two of the three patterns", seeds="deterministic (no seeds)",
-                           post_hoc=f"{MEND_COMMIT}: a claim added to the ledger after Fig. 3b was seen"))
+        out.append(_basins(rows, basins))
+    out += [_gradient_norm(rows, lr_grad, momentum_grad_max), _lr_bias(traces, grid, shortest, longest)]
+    if truncation_grads is not None and shortest in truncation_grads:
+        out.append(_truncated_signs(truncation_grads[shortest], shortest))
+        if longest in truncation_grads:
+            out.append(_anti_correlated(truncation_grads, shortest, longest))
+    pes = traces.get(f"pes-{shortest}")
+    if pes is not None:
+        out.append(_pes(pes, traces, grid, shortest))
+    return out
+
+
+LATE = "geometric mean over the last third of outer training"   # how a learned lr is read off its trace
+
+
+def _landscape(rows: list[LandscapeRow]) -> Verdict:
+    """Metz et al. §2.3, Fig. 3c: the outer landscape grows pathological as T grows."""
+    first, last = rows[0], rows[-1]
+    return Verdict("the outer landscape grows pathological as T grows", "Metz et al. §2.3, Fig. 3c",
+                   f"more jumps (|delta l| > 1 between neighbouring momenta) at T = {last.T} than at T = {first.T}",
+                   f"jumps {first.jumps} -> {last.jumps}; max slope {first.max_slope:.3g} -> {last.max_slope:.3g}",
+                   "yes" if last.jumps > first.jumps else ("partly" if last.max_slope > first.max_slope else "no"),
+                   kind="metz", partly_rule="no more jumps, but a steeper largest slope")
+
+
+def _basins(rows: list[LandscapeRow], basins: dict) -> Verdict:
+    """Metz et al. §2.3, Fig. 3b: which minimum each momentum settles in."""
+    m, ends, cross = basins["momenta"], basins["ends"], basins["crossings"]
+    low = ends[0] == 0
+    second = [k for k, e in enumerate(ends) if e == 1]
+    higher = bool(second) and all(e == 0 for e in ends[:second[0]])
+    oscillate = bool(second) and any(c >= 2 for c in cross[second[0]:])
+    holds = [low, higher, oscillate]
+    return Verdict("on the toy, low momenta settle in the first minimum, higher ones in the second, and "
+                   "larger ones oscillate between them first", "Metz et al. §2.3, Fig. 3b",
+                   f"over the {len(m)} momenta of Fig. 3 (T = {rows[-1].T}): the lowest ends at w = 0; the "
+                   f"first to end at w = {MINIMA[1]:.2f} comes after a run of momenta that all end at 0; some "
+                   f"momentum above it crosses the ridge between the basins (w = {RIDGE:.2f}) at least twice "
+                   "(partly: two of the three)",
+                   f"lowest momentum {m[0]:.3g} ends at the "
+                   f"{'first' if low else 'second' if ends[0] == 1 else 'no'} minimum; first at the second "
+                   f"minimum: {f'momentum {m[second[0]]:.3g}' if second else 'none'}; momenta crossing the "
+                   f"ridge twice or more: {sum(c >= 2 for c in cross)}; diverged: {sum(e is None for e in ends)}",
+                   "yes" if all(holds) else ("partly" if sum(holds) == 2 else "no"), kind="metz",
+                   partly_rule="two of the three patterns", seeds="deterministic (no seeds)",
+                   post_hoc=f"{MEND_COMMIT}: a claim added to the ledger after Fig. 3b was seen")
+
+
+def _gradient_norm(rows: list[LandscapeRow], lr_grad: LrGradient, momentum_grad_max) -> Verdict:
+    """Metz et al. §2.3, App. A: the unrolled outer-gradient's norm grows with T."""
     g = np.asarray(momentum_grad_max, dtype=float)
     decays = lr_grad.autograd.abs().amax(0)
     peak = int(np.argmax(g))
-    out.append(Verdict("the unrolled outer-gradient's norm grows with T", "Metz et al. §2.3, App. A",
-                       f"max over the momentum grid of |d l(w_T)/d momentum|, against T = {rows[0].T}: at least 10x "
-                       f"at T = {rows[-1].T} (partly: at least 10x at a shorter T, then falling as inner training "
-                       "converges)",
-                       "momentum: " + ", ".join(f"T={r.T}: {x:.3g}" for r, x in zip(rows, g)) +
-                       f"; learning rate of plain GD (App. A): {float(decays[0]):.3g} -> {float(decays[-1]):.3g}",
-                       "yes" if g[-1] >= 10 * g[0] else ("partly" if g[peak] >= 10 * g[0] else "no"), kind="metz",
-                       partly_rule=f"10x at T = {rows[peak].T}, then falling as the runs converge",
-                       post_hoc=f"{CH4_RULES_COMMIT}: widened to three outcomes after the endpoint-only test said no"))
+    return Verdict("the unrolled outer-gradient's norm grows with T", "Metz et al. §2.3, App. A",
+                   f"max over the momentum grid of |d l(w_T)/d momentum|, against T = {rows[0].T}: at least 10x "
+                   f"at T = {rows[-1].T} (partly: at least 10x at a shorter T, then falling as inner training "
+                   "converges)",
+                   "momentum: " + ", ".join(f"T={r.T}: {x:.3g}" for r, x in zip(rows, g)) +
+                   f"; learning rate of plain GD (App. A): {float(decays[0]):.3g} -> {float(decays[-1]):.3g}",
+                   "yes" if g[-1] >= 10 * g[0] else ("partly" if g[peak] >= 10 * g[0] else "no"), kind="metz",
+                   partly_rule=f"10x at T = {rows[peak].T}, then falling as the runs converge",
+                   post_hoc=f"{CH4_RULES_COMMIT}: widened to three outcomes after the endpoint-only test said no")
+
+
+def _lr_bias(traces: dict[str, OuterTrace], grid: LrGrid, shortest: int, longest: int) -> Verdict:
+    """Metz et al. §2.4, Fig. 4a: short truncations bias the learned lr downwards."""
     short, full = traces[f"tbptt-{shortest}"].late_lr(), traces[f"tbptt-{longest}"].late_lr()
-    late = "geometric mean over the last third of outer training"
     start = float(traces[f"tbptt-{shortest}"].lr[0])
     ordered = short < full and abs(np.log(short / grid.best_lr)) > abs(np.log(full / grid.best_lr))
     falls = short < start
-    out.append(Verdict("short truncations bias the learned lr downwards", "Metz et al. §2.4, Fig. 4a",
-                       f"learned lr ({late}) with k = {shortest} below that with k = {longest} and further from "
-                       f"the grid optimum (in log), and below where the k = {shortest} run started (Metz et al.: "
-                       "'the resulting learning rate decreases'); partly: the ordering alone",
-                       f"k = {shortest}: {short:.3g} (after its first update {start:.3g}: "
-                       f"{'falls' if falls else 'rises'}); k = {longest}: {full:.3g}; grid optimum {grid.best_lr:.3g}",
-                       "yes" if ordered and falls else ("partly" if short < full else "no"), kind="metz",
-                       partly_rule="lower than the full unroll's and further from the optimum, but it rises rather "
-                                   "than decreases" if ordered else "lower, but not further from the grid optimum",
-                       seeds=f"1 seed, {len(traces[f'tbptt-{shortest}'].lr)} outer updates per truncation length",
-                       post_hoc=f"{CH4_RULES_COMMIT}: late geometric mean replaced the final value; {MEND_COMMIT}: the "
-                                "'decreases' half of the claim tested (after the data was seen)"))
-    if truncation_grads is not None and shortest in truncation_grads:
-        tg = truncation_grads[shortest]
-        late = float(np.median(tg.grads[len(tg.grads) // 2:]))
-        first_neg, late_pos = tg.grads[0] < 0, late > 0
-        out.append(Verdict("truncated outer-gradients are negative early in inner training and positive later",
-                           "Metz et al. §2.4, Fig. 4b",
-                           f"the k = {shortest} truncations' gradients (d loss / d log lr) along one inner problem at "
-                           f"lr {tg.lr:.3g}: the first negative and the median over the second half positive "
-                           "(partly: one of the two)",
-                           f"first {tg.grads[0]:+.3g}; median over the second half {late:+.3g}; last {tg.grads[-1]:+.3g}",
-                           "yes" if first_neg and late_pos else ("partly" if first_neg or late_pos else "no"),
-                           kind="metz", partly_rule="early negative, not positive later" if first_neg else
-                           "positive later, not negative early", seeds="1 inner problem at one lr (1 seed)",
-                           post_hoc=f"{MEND_COMMIT}: a claim added to the ledger after Fig. 4b was seen"))
-    if truncation_grads is not None and shortest in truncation_grads and longest in truncation_grads:
-        summed, true = float(truncation_grads[shortest].cumulative[-1]), float(truncation_grads[longest].cumulative[-1])
-        out.append(Verdict("the sum of truncated outer-gradients is anti-correlated with the true outer-gradient",
-                           "Metz et al. §2.4, Fig. 4c",
-                           f"at the lr of Fig. 4b-c, the sum of the k = {shortest} truncations' gradients (d loss / "
-                           f"d log lr) along one inner problem and the full unroll's (k = {longest}) have opposite signs",
-                           f"sum over k = {shortest}: {summed:+.3g}; full unroll: {true:+.3g}; at lr "
-                           f"{truncation_grads[shortest].lr:.3g}",
-                           "yes" if summed * true < 0 else "no", kind="metz",
-                           seeds="1 inner problem at one lr (1 seed)",
-                           post_hoc=f"{MEND_COMMIT}: a claim added to the ledger after its numbers were seen"))
-    pes = traces.get(f"pes-{shortest}")
-    if pes is not None:
-        p = pes.late_lr()
-        closer = abs(np.log(p / grid.best_lr)) < abs(np.log(short / grid.best_lr))
-        within = abs(np.log(p / grid.best_lr)) <= np.log(2)
-        out.append(Verdict("PES at the same short truncations removes the bias", "Vicol et al. 2021",
-                           f"PES's learned lr (k = {shortest}, {late}) within 2x of the grid optimum (partly: "
-                           "closer to it than truncated BPTT's)",
-                           f"PES {p:.3g}; truncated BPTT {short:.3g}; grid optimum {grid.best_lr:.3g}",
-                           "yes" if within else ("partly" if closer else "no"), kind="metz",
-                           partly_rule="closer to the optimum than truncated BPTT, not within 2x",
-                           post_hoc=f"{CH4_RULES_COMMIT}: late geometric mean replaced the final value"))
-    return out
+    return Verdict("short truncations bias the learned lr downwards", "Metz et al. §2.4, Fig. 4a",
+                   f"learned lr ({LATE}) with k = {shortest} below that with k = {longest} and further from "
+                   f"the grid optimum (in log), and below where the k = {shortest} run started (Metz et al.: "
+                   "'the resulting learning rate decreases'); partly: the ordering alone",
+                   f"k = {shortest}: {short:.3g} (after its first update {start:.3g}: "
+                   f"{'falls' if falls else 'rises'}); k = {longest}: {full:.3g}; grid optimum {grid.best_lr:.3g}",
+                   "yes" if ordered and falls else ("partly" if short < full else "no"), kind="metz",
+                   partly_rule="lower than the full unroll's and further from the optimum, but it rises rather "
+                               "than decreases" if ordered else "lower, but not further from the grid optimum",
+                   seeds=f"1 seed, {len(traces[f'tbptt-{shortest}'].lr)} outer updates per truncation length",
+                   post_hoc=f"{CH4_RULES_COMMIT}: late geometric mean replaced the final value; {MEND_COMMIT}: the "
+                            "'decreases' half of the claim tested (after the data was seen)")
+
+
+def _truncated_signs(tg: TruncationGradients, shortest: int) -> Verdict:
+    """Metz et al. §2.4, Fig. 4b: truncated outer-gradients negative early, positive later."""
+    late = float(np.median(tg.grads[len(tg.grads) // 2:]))
+    first_neg, late_pos = tg.grads[0] < 0, late > 0
+    return Verdict("truncated outer-gradients are negative early in inner training and positive later",
+                   "Metz et al. §2.4, Fig. 4b",
+                   f"the k = {shortest} truncations' gradients (d loss / d log lr) along one inner problem at "
+                   f"lr {tg.lr:.3g}: the first negative and the median over the second half positive "
+                   "(partly: one of the two)",
+                   f"first {tg.grads[0]:+.3g}; median over the second half {late:+.3g}; last {tg.grads[-1]:+.3g}",
+                   "yes" if first_neg and late_pos else ("partly" if first_neg or late_pos else "no"),
+                   kind="metz", partly_rule="early negative, not positive later" if first_neg else
+                   "positive later, not negative early", seeds="1 inner problem at one lr (1 seed)",
+                   post_hoc=f"{MEND_COMMIT}: a claim added to the ledger after Fig. 4b was seen")
+
+
+def _anti_correlated(truncation_grads: dict[int, TruncationGradients], shortest: int, longest: int) -> Verdict:
+    """Metz et al. §2.4, Fig. 4c: summed truncated gradients against the true one."""
+    summed, true = float(truncation_grads[shortest].cumulative[-1]), float(truncation_grads[longest].cumulative[-1])
+    return Verdict("the sum of truncated outer-gradients is anti-correlated with the true outer-gradient",
+                   "Metz et al. §2.4, Fig. 4c",
+                   f"at the lr of Fig. 4b-c, the sum of the k = {shortest} truncations' gradients (d loss / "
+                   f"d log lr) along one inner problem and the full unroll's (k = {longest}) have opposite signs",
+                   f"sum over k = {shortest}: {summed:+.3g}; full unroll: {true:+.3g}; at lr "
+                   f"{truncation_grads[shortest].lr:.3g}",
+                   "yes" if summed * true < 0 else "no", kind="metz",
+                   seeds="1 inner problem at one lr (1 seed)",
+                   post_hoc=f"{MEND_COMMIT}: a claim added to the ledger after its numbers were seen")
+
+
+def _pes(pes: OuterTrace, traces: dict[str, OuterTrace], grid: LrGrid, shortest: int) -> Verdict:
+    """Vicol et al. 2021: PES at the same short truncations removes the bias."""
+    short = traces[f"tbptt-{shortest}"].late_lr()
+    p = pes.late_lr()
+    closer = abs(np.log(p / grid.best_lr)) < abs(np.log(short / grid.best_lr))
+    within = abs(np.log(p / grid.best_lr)) <= np.log(2)
+    return Verdict("PES at the same short truncations removes the bias", "Vicol et al. 2021",
+                   f"PES's learned lr (k = {shortest}, {LATE}) within 2x of the grid optimum (partly: "
+                   "closer to it than truncated BPTT's)",
+                   f"PES {p:.3g}; truncated BPTT {short:.3g}; grid optimum {grid.best_lr:.3g}",
+                   "yes" if within else ("partly" if closer else "no"), kind="metz",
+                   partly_rule="closer to the optimum than truncated BPTT, not within 2x",
+                   post_hoc=f"{CH4_RULES_COMMIT}: late geometric mean replaced the final value")
 
 
 @dataclass
