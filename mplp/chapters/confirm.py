@@ -155,7 +155,11 @@ def grid_rows(cells: dict, sgd: float, adam: float, S: int = 120_000) -> list[Ve
     q = _cells(cells, S)
     n = len(next(iter(q.values())))
     seeds = f"{n} seeds per cell, {len(q)} cells, {S:,} outer steps"
-    best = (8, True, True)
+    return _bn_and_lr_rows(q, seeds, S) + _size_and_best_rows(q, sgd, adam, seeds, S)
+
+
+def _bn_and_lr_rows(q: dict, seeds: str, S: int) -> list[Verdict]:
+    """P2.1-P2.7: batch normalization and the learned learning rate."""
     out = []
     bn_speed = _pairs(q, 1, True, "speed")                 # (with BN, without BN) per (m, lr)
     out.append(_row("P2.1", "batch normalization converges faster under all configurations", "§5.2.2, Fig. 8",
@@ -185,6 +189,13 @@ def grid_rows(cells: dict, sgd: float, adam: float, S: int = 120_000) -> list[Ve
                     "prereg.stratified_shift({(m, BN): (learned, fixed)}, 'greater') on instability",
                     prereg.stratified_shift({k: (b, a) for k, (a, b) in _pairs(q, 2, False, "instability").items()},
                                             "greater"), seeds, S))
+    return out
+
+
+def _size_and_best_rows(q: dict, sgd: float, adam: float, seeds: str, S: int) -> list[Verdict]:
+    """P2.8-P2.16: the message size, the best configuration against the baselines, and §7's summaries."""
+    best = (8, True, True)
+    out = []
     m_final = _pairs(q, 0, True, "final")                  # (|m| = 8, |m| = 1) per (BN, lr)
     out.append(_row("P2.8", "increasing the message size leads to a much lower outer-loss", "§5.2.2, Fig. 8",
                     "prereg.every_stratum({(BN, lr): (|m|=8, |m|=1)}, 'less', max_ratio=0.5) on the final loss",

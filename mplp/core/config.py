@@ -235,7 +235,17 @@ def _check(cond, field_name, msg):
 
 def validate(c: ExperimentConfig) -> ExperimentConfig:
     """Raise ``ConfigError`` naming the first invalid field; return ``c`` otherwise."""
-    o, lc, t, m, v = c.optimizee, c.learner, c.task, c.meta, c.validation
+    _check_names_and_optimizee(c)
+    _check_learner(c.learner)
+    _check_task(c.task)
+    _check_meta(c.meta)
+    _check_schedule_and_bounds(c)
+    return c
+
+
+def _check_names_and_optimizee(c: ExperimentConfig) -> None:
+    """Finite numbers, seeds, the experiment name, the task and the optimizee it fits."""
+    o, t, v = c.optimizee, c.task, c.validation
     for name, value in _floats(c):
         _check(math.isfinite(value), name, f"must be a finite number (got {value})")
     _check(0 <= c.seed <= MAX_SEED, "seed", f"must be in [0, {MAX_SEED}] (got {c.seed})")
@@ -253,6 +263,9 @@ def validate(c: ExperimentConfig) -> ExperimentConfig:
            f"task {t.name!r} needs input {n_in} and output {n_out}, got {list(o.sizes)}")
     _check(o.loss == TASK_LOSSES[t.name], "optimizee.loss",
            f"task {t.name!r} uses loss {TASK_LOSSES[t.name]!r}, got {o.loss!r}")
+
+
+def _check_learner(lc: LearnerConfig) -> None:
     _check(lc.message_size >= 1, "learner.message_size", f"must be >= 1 (got {lc.message_size})")
     _check(lc.hidden >= 1, "learner.hidden", f"must be >= 1 (got {lc.hidden})")
     _check(lc.lr > 0 and math.isfinite(lc.lr), "learner.lr", f"must be a positive number (got {lc.lr})")
@@ -263,12 +276,18 @@ def validate(c: ExperimentConfig) -> ExperimentConfig:
         _check(lc.learned_lr and not lc.batch_norm and lc.message_size == 1, "learner.kind",
                "'sgd' (Table 2's functions, the lr their only meta-parameter) needs learned_lr: true, "
                "batch_norm: false and message_size: 1")
+
+
+def _check_task(t: TaskConfig) -> None:
     _check(t.batch_size >= 2, "task.batch_size", f"must be >= 2 (got {t.batch_size})")
     _check(t.phase[0] <= t.phase[1], "task.phase", f"low > high in {list(t.phase)}")
     _check(t.amplitude[0] <= t.amplitude[1], "task.amplitude", f"low > high in {list(t.amplitude)}")
     _check(t.x_range[0] < t.x_range[1], "task.x_range", f"low >= high in {list(t.x_range)}")
     _check(t.val_split in ("test", "train"), "task.val_split", f"must be 'test' or 'train' (got {t.val_split!r})")
     _check(t.subset >= 0, "task.subset", f"must be >= 0 (got {t.subset})")
+
+
+def _check_meta(m: MetaConfig) -> None:
     _check(m.K >= 2, "meta.K", f"must be >= 2 (got {m.K}): with K = 1 the unroll's outer loss does not depend on "
            "theta (its one loss precedes every update)")
     _check(m.T >= 1, "meta.T", f"must be >= 1 (got {m.T})")
@@ -286,6 +305,11 @@ def validate(c: ExperimentConfig) -> ExperimentConfig:
     _check(m.es_sigma > 0 and math.isfinite(m.es_sigma), "meta.es_sigma", f"must be > 0 (got {m.es_sigma})")
     _check(m.es_pairs >= 1, "meta.es_pairs", f"must be >= 1 (got {m.es_pairs})")
     _check(0 < m.be_threshold, "meta.be_threshold", f"must be > 0 (got {m.be_threshold})")
+
+
+def _check_schedule_and_bounds(c: ExperimentConfig) -> None:
+    """Logging periods, the batch-entropy term's need for a hidden layer, and the size bounds."""
+    o, lc, t, m, v = c.optimizee, c.learner, c.task, c.meta, c.validation
     _check(v.every >= 1, "validation.every", f"must be >= 1 (got {v.every})")
     _check(v.n_runs >= 1, "validation.n_runs", f"must be >= 1 (got {v.n_runs})")
     _check(c.log_every >= 1, "log_every", f"must be >= 1 (got {c.log_every})")
@@ -302,7 +326,6 @@ def validate(c: ExperimentConfig) -> ExperimentConfig:
            f"with task.batch_size {t.batch_size}, optimizee.sizes {list(o.sizes)}, learner.hidden {lc.hidden} and "
            f"meta.K {m.K}, one outer step would hold about {need / 2**30:,.0f} GiB (the limit is "
            f"{MAX_STEP_BYTES / 2**30:,.0f} GiB): make them smaller")
-    return c
 
 
 # Upper bounds of every size field, checked at validation (the thesis' settings are far below them).
