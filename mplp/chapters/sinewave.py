@@ -237,81 +237,119 @@ def verdicts(steps: np.ndarray, losses: np.ndarray, checkpoint: Checkpoint, sgd:
     how long a crossing must hold to be the plateau exit (the plan's 2 % of Table 3's S)."""
     end = plateau_end(steps, losses)
     last = int(steps[-1])
-    left = end is not None
-    where = (f"plateau end: {f'step {end:,}' if left else 'none'} in {last:,} outer steps run "
-             f"({last / THESIS_S:.0%} of Table 3's S)")
     lo, hi = thesis_plateau_end // 2, 2 * thesis_plateau_end
-    test1 = (f"the plateau (validation loss >= 90 % of its start) ends between {lo:,} and {hi:,} outer steps "
-             f"(within 2x of {thesis_plateau_end:,})")
-    ev1 = f"{where}; {losses[0]:.3g} -> {losses[-1]:.3g}"
-    ph1 = f"{PLATEAU_RULE_COMMIT}: plateau start rule; {POLICY_COMMIT}: window 25k-100k replaces 'later than 10 % " \
-          "of the run'"
-    v = checkpoint.val_loss
-    test2, ev2 = "validation loss at the chosen checkpoint < tuned SGD's", \
-        f"{v:.3g} (step {checkpoint.step:,}) vs SGD {sgd:.3g}; {where}"
-    better = "yes" if v < sgd else "no"
-    falling = still_falling(losses)
-    reached1, reached2 = left or last > hi, final_loss_reached(left, falling, last, THESIS_S)
-    steps12 = last
-    seeds1 = seeds2 = seeds4 = "1 seed (the chapter's run)"
-    interval1 = interval2 = ""
+    where = (f"plateau end: {f'step {end:,}' if end is not None else 'none'} in {last:,} outer steps run "
+             f"({last / THESIS_S:.0%} of Table 3's S)")
+    c = _chapter_run_claims(losses, checkpoint, sgd, end, last, lo, hi, thesis_plateau_end, where)
+    ends = None
     if longer:
-        old_ends = [plateau_end(st, ls) for st, ls, _ in longer]
-        window = plateau_window
-        ends = [plateau_exit(st, ls, window) for st, ls, _ in longer]
-        lasts = [int(st[-1]) for st, _, _ in longer]
-        d1 = prereg.exit_in_window(ends, max(lasts), lo, hi)
-        flat, pr1 = d1.outcome, d1.rule
-        reached1 = sum(e is not None for e in ends) > len(ends) / 2 or min(lasts) > hi
-        test1 = (f"the plan's test (prereg.exit_in_window): the median plateau exit over the {len(longer)} longer runs "
-                 f"in [{lo:,}, {hi:,}] (within 2x of {thesis_plateau_end:,}; partly: within 4x); the exit is the first "
-                 f"crossing of 90 % of the start that holds for {window:,} steps (analysis.plateau_exit; a later "
-                 "divergence spike does not move it); reached when a majority left the plateau")
-        ev1 = (f"longer runs: {d1.evidence}; the old rule (stays below for good, moved by later spikes): "
-               + ", ".join(f"{e:,}" if e is not None else "never" for e in old_ends) + f"; chapter run: {ev1}")
-        ph1 += (f"; {MEND_COMMIT}: the plan's held-crossing exit replaces 'stays below for good' (the old rule "
-                "counted divergence spikes after the escape as plateau; changed after the data was seen)")
-        seeds1 = seeds2 = seeds4 = f"{len(longer)} seeds (longer runs, {max(lasts):,} of {THESIS_S:,} steps)"
-        interval1 = f"median exit {d1.interval} (95 % bootstrap)"
-        left_seeds = [e is not None for e in ends]
-        below = ["yes" if ck.val_loss < sgd else "no" for (_, _, ck) in longer]
-        med = float(np.median([ck.val_loss for _, _, ck in longer]))
-        better = "yes" if med < sgd else "no"
-        steps12 = max(int(st[-1]) for st, _, _ in longer)
-        falling = median_still_falling([ls for _, ls, _ in longer])
-        reached2 = final_loss_reached(sum(left_seeds) > len(longer) / 2, falling, steps12, THESIS_S)
-        test2 = (f"median over the {len(longer)} longer runs of the validation loss at each one's chosen checkpoint "
-                 f"< tuned SGD's; reached when a majority left the plateau ({LONG_RULE_COMMIT}) and their median "
-                 f"curve stopped falling or got the thesis' {THESIS_S:,} steps (policy rule 1)")
-        iv2 = stats.bootstrap_ratio([ck.val_loss for _, _, ck in longer], [sgd])
-        interval2 = f"median / SGD {iv2} (95 % bootstrap)"
-        ev2 = (f"median {med:.3g} vs SGD {sgd:.3g} (" + ", ".join(
-            f"seed {k}: {ck.val_loss:.3g} at step {ck.step:,}, {b}" for k, ((_, _, ck), b) in enumerate(zip(longer, below)))
-            + f"); {sum(left_seeds)} of {len(longer)} left the plateau; median curve "
-            + f"{'still falling' if falling else 'settled'} at {steps12:,} of {THESIS_S:,} steps; chapter run: {ev2}")
-    else:
-        flat = _flat_outcome(end, last, lo, hi)
-        pr1 = ""
+        ends = _longer_run_claims(c, longer, sgd, lo, hi, thesis_plateau_end, plateau_window)
     if longer and longer_note:
-        ph1 += "; " + longer_note
-    ev2 += (f"; the thesis puts its MPLP at 'around 25' and better than its tuned SGD (no number given); the book's "
-            f"tuned SGD scores {sgd:.3g} on the same metric, so an MPLP at the thesis' level would not beat it here")
-    out = [Verdict("an initial flat phase, ending around 50k outer steps", "§5.1, Fig. 3a", test1, ev1,
-                   decide(flat, about_trained=True, reached=reached1), test_outcome=flat, post_hoc=ph1,
-                   partly_rule=pr1, steps=steps12, seeds=seeds1, interval=interval1)]
-    out.append(Verdict("MPLP is better than learning-rate-tuned SGD at T steps", "§5.1, Fig. 3a", test2, ev2,
-                       decide(better, about_trained=True, reached=reached2), test_outcome=better, steps=steps12,
-                       seeds=seeds2, interval=interval2,
-                       post_hoc=f"{FALLING_RULE_COMMIT}: rule 1's 'still falling' clause applied to this final-loss "
-                                "claim (written after the longer runs' first plateau exits were seen)"
-                                + (f"; {longer_note}" if longer and longer_note else "")))
-    worse = "yes" if v > adam else "no"
+        c.ph1 += "; " + longer_note
+    c.ev2 += (f"; the thesis puts its MPLP at 'around 25' and better than its tuned SGD (no number given); the "
+              f"book's tuned SGD scores {sgd:.3g} on the same metric, so an MPLP at the thesis' level would not beat "
+              "it here")
+    out = [Verdict("an initial flat phase, ending around 50k outer steps", "§5.1, Fig. 3a", c.test1, c.ev1,
+                   decide(c.flat, about_trained=True, reached=c.reached1), test_outcome=c.flat, post_hoc=c.ph1,
+                   partly_rule=c.pr1, steps=c.steps12, seeds=c.seeds, interval=c.interval1),
+           Verdict("MPLP is better than learning-rate-tuned SGD at T steps", "§5.1, Fig. 3a", c.test2, c.ev2,
+                   decide(c.better, about_trained=True, reached=c.reached2), test_outcome=c.better, steps=c.steps12,
+                   seeds=c.seeds, interval=c.interval2,
+                   post_hoc=f"{FALLING_RULE_COMMIT}: rule 1's 'still falling' clause applied to this final-loss "
+                            "claim (written after the longer runs' first plateau exits were seen)"
+                            + (f"; {longer_note}" if longer and longer_note else ""))]
+    worse = "yes" if checkpoint.val_loss > adam else "no"
     out.append(Verdict("MPLP is worse than learning-rate-tuned Adam at T steps", "§5.1, Fig. 3a",
                        "validation loss at the chosen checkpoint > tuned Adam's (trivially true when the untrained "
                        "optimizer, at step 0, is already worse)",
-                       f"{v:.3g} vs Adam {adam:.3g}; step 0: {losses[0]:.3g}",
-                       decide(worse, about_trained=True, reached=left, trivial=bool(losses[0] > adam)),
+                       f"{checkpoint.val_loss:.3g} vs Adam {adam:.3g}; step 0: {losses[0]:.3g}",
+                       decide(worse, about_trained=True, reached=end is not None, trivial=bool(losses[0] > adam)),
                        test_outcome=worse, steps=last, seeds="1 seed (the chapter's run)"))
+    out.append(_resemble_sgd(corr, cal, q, end is not None, last, c.seeds, longer, long_agreement, ends, longer_note))
+    return out
+
+
+@dataclass
+class _Claims12:
+    """Claims 1 (the flat phase) and 2 (better than tuned SGD) as they are being judged: test,
+    evidence and outcome of each, first on the chapter's run, then on the longer runs."""
+
+    test1: str
+    ev1: str
+    ph1: str
+    flat: str
+    pr1: str
+    reached1: bool
+    interval1: str
+    test2: str
+    ev2: str
+    better: str
+    reached2: bool
+    interval2: str
+    steps12: int
+    seeds: str
+
+
+def _chapter_run_claims(losses, checkpoint: Checkpoint, sgd: float, end: int | None, last: int, lo: int, hi: int,
+                        thesis_plateau_end: int, where: str) -> _Claims12:
+    """Claims 1 and 2 judged on the chapter's run alone."""
+    v = checkpoint.val_loss
+    falling = still_falling(losses)
+    return _Claims12(
+        test1=(f"the plateau (validation loss >= 90 % of its start) ends between {lo:,} and {hi:,} outer steps "
+               f"(within 2x of {thesis_plateau_end:,})"),
+        ev1=f"{where}; {losses[0]:.3g} -> {losses[-1]:.3g}",
+        ph1=f"{PLATEAU_RULE_COMMIT}: plateau start rule; {POLICY_COMMIT}: window 25k-100k replaces 'later than 10 % "
+            "of the run'",
+        flat=_flat_outcome(end, last, lo, hi), pr1="", reached1=end is not None or last > hi, interval1="",
+        test2="validation loss at the chosen checkpoint < tuned SGD's",
+        ev2=f"{v:.3g} (step {checkpoint.step:,}) vs SGD {sgd:.3g}; {where}",
+        better="yes" if v < sgd else "no", reached2=final_loss_reached(end is not None, falling, last, THESIS_S),
+        interval2="", steps12=last, seeds="1 seed (the chapter's run)")
+
+
+def _longer_run_claims(c: _Claims12, longer, sgd: float, lo: int, hi: int, thesis_plateau_end: int,
+                       window: int) -> list[int | None]:
+    """Claims 1 and 2 judged over the longer runs' seeds (the chapter's run kept in the evidence);
+    returns each longer run's plateau exit."""
+    old_ends = [plateau_end(st, ls) for st, ls, _ in longer]
+    ends = [plateau_exit(st, ls, window) for st, ls, _ in longer]
+    lasts = [int(st[-1]) for st, _, _ in longer]
+    d1 = prereg.exit_in_window(ends, max(lasts), lo, hi)
+    c.flat, c.pr1 = d1.outcome, d1.rule
+    c.reached1 = sum(e is not None for e in ends) > len(ends) / 2 or min(lasts) > hi
+    c.test1 = (f"the plan's test (prereg.exit_in_window): the median plateau exit over the {len(longer)} longer runs "
+               f"in [{lo:,}, {hi:,}] (within 2x of {thesis_plateau_end:,}; partly: within 4x); the exit is the first "
+               f"crossing of 90 % of the start that holds for {window:,} steps (analysis.plateau_exit; a later "
+               "divergence spike does not move it); reached when a majority left the plateau")
+    c.ev1 = (f"longer runs: {d1.evidence}; the old rule (stays below for good, moved by later spikes): "
+             + ", ".join(f"{e:,}" if e is not None else "never" for e in old_ends) + f"; chapter run: {c.ev1}")
+    c.ph1 += (f"; {MEND_COMMIT}: the plan's held-crossing exit replaces 'stays below for good' (the old rule "
+              "counted divergence spikes after the escape as plateau; changed after the data was seen)")
+    c.seeds = f"{len(longer)} seeds (longer runs, {max(lasts):,} of {THESIS_S:,} steps)"
+    c.interval1 = f"median exit {d1.interval} (95 % bootstrap)"
+    left_seeds = [e is not None for e in ends]
+    below = ["yes" if ck.val_loss < sgd else "no" for (_, _, ck) in longer]
+    med = float(np.median([ck.val_loss for _, _, ck in longer]))
+    c.better = "yes" if med < sgd else "no"
+    c.steps12 = max(int(st[-1]) for st, _, _ in longer)
+    falling = median_still_falling([ls for _, ls, _ in longer])
+    c.reached2 = final_loss_reached(sum(left_seeds) > len(longer) / 2, falling, c.steps12, THESIS_S)
+    c.test2 = (f"median over the {len(longer)} longer runs of the validation loss at each one's chosen checkpoint "
+               f"< tuned SGD's; reached when a majority left the plateau ({LONG_RULE_COMMIT}) and their median "
+               f"curve stopped falling or got the thesis' {THESIS_S:,} steps (policy rule 1)")
+    iv2 = stats.bootstrap_ratio([ck.val_loss for _, _, ck in longer], [sgd])
+    c.interval2 = f"median / SGD {iv2} (95 % bootstrap)"
+    c.ev2 = (f"median {med:.3g} vs SGD {sgd:.3g} (" + ", ".join(
+        f"seed {k}: {ck.val_loss:.3g} at step {ck.step:,}, {b}" for k, ((_, _, ck), b) in enumerate(zip(longer, below)))
+        + f"); {sum(left_seeds)} of {len(longer)} left the plateau; median curve "
+        + f"{'still falling' if falling else 'settled'} at {c.steps12:,} of {THESIS_S:,} steps; chapter run: {c.ev2}")
+    return ends
+
+
+def _resemble_sgd(corr: dict[str, float], cal: AgreementTrajectory, q: float, left: bool, last: int, seeds: str,
+                  longer, long_agreement, ends, longer_note: str) -> Verdict:
+    """Claim 4: the learned functions resemble SGD's, on the chapter's run or over the longer runs."""
     names = list(corr)
     resemble = resemble_outcome(corr, {k: cal.null_quantile(k, q) for k in names})
     sign = np.prod([np.sign(c) for c in corr.values()])
@@ -341,11 +379,10 @@ def verdicts(steps: np.ndarray, losses: np.ndarray, checkpoint: Checkpoint, sgd:
             f"seed {a.seed}, step {a.step:,}{'' if e is not None else ' (on its plateau)'}: {o}, "
             + ", ".join(f"{k} {a.corr[k]:+.2f} (null {a.null_q[k]:.2f})" for k in names)
             for a, e, o in zip(long_agreement, ends, per4)) + f"; chapter run: {ev4}")
-    out.append(Verdict(
+    return Verdict(
         "the learned functions resemble SGD's (Table 2)", "§5.1, Figs. 4-7", test4, ev4,
         decide(resemble, about_trained=True, reached=reached4), test_outcome=resemble, steps=steps4,
-        partly_rule=pr4, post_hoc=ph4, seeds=seeds4))
-    return out
+        partly_rule=pr4, post_hoc=ph4, seeds=seeds)
 
 
 # Long runs (python -m mplp.longruns <group>): the text's setting, seeds 0-2, 150,000 steps and
