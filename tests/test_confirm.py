@@ -62,6 +62,10 @@ def test_grid_rows_on_a_grid_shaped_like_the_thesis():
     assert got["P2.3"] == "yes" and got["P2.7"] == "yes" and got["P2.8"] == "yes" and got["P2.11"] == "yes"
     assert got["P2.10"] == "yes" and got["P2.13"] == "yes" and got["P2.12"] == "trivial"
     assert got["P2.16"] == "partly"          # the |m| = 1 cells without BN never leave
+    # the best cell decides P2.12-P2.13 on its own, as it does within the whole grid
+    alone = confirm.best_cell_rows(cells[G.Cell(8, True, True)], sgd=141.0, adam=10.0, S=S)
+    assert [(v.claim, v.holds, v.evidence) for v in alone] == [(v.claim, v.holds, v.evidence) for v in rows[11:13]]
+    assert alone[0].seeds.startswith("5 seeds of the best cell")
 
 
 def test_mnist_rows_follow_the_plan():

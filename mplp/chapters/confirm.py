@@ -150,6 +150,17 @@ def _pairs(q: dict, factor: int, high_first: bool, field: str) -> dict:
     return out
 
 
+BEST_CELL_ROWS = (("P2.12", "the best configuration is still worse than learning-rate-tuned Adam"),
+                  ("P2.13", "the best configuration performs better than SGD"))
+
+
+def best_cell_rows(runs: list, sgd: float, adam: float, S: int = 120_000) -> list[Verdict]:
+    """P2.12-P2.13, which the plan lets the thesis' best cell (|m| = 8, BN on, lr learned; its
+    ``runs``) decide on its own, before the other seven cells are trained."""
+    q = [quantities(r, S) for r in runs]
+    return _baselines(*BEST_CELL_ROWS, "§5.2.2", q, sgd, adam, f"{len(q)} seeds of the best cell, {S:,} outer steps", S)
+
+
 def grid_rows(cells: dict, sgd: float, adam: float, S: int = 120_000) -> list[Verdict]:
     """P2.1-P2.16 on §5.2's eight cells (``cells``: ``ablation.Cell`` -> its five runs)."""
     q = _cells(cells, S)
@@ -211,9 +222,7 @@ def _size_and_best_rows(q: dict, sgd: float, adam: float, seeds: str, S: int) ->
     out.append(_row("P2.11", "learned lr, batch normalization and |m| = 8 give the best performance", "§5.2.2",
                     "prereg.lowest_of(cells, '|m|=8, BN on, lr learned') on the final loss",
                     prereg.lowest_of(finals, _name(*best)), seeds, S))
-    out += _baselines(("P2.12", "the best configuration is still worse than learning-rate-tuned Adam"),
-                      ("P2.13", "the best configuration performs better than SGD"), "§5.2.2", q[best], sgd, adam,
-                      seeds, S)
+    out += _baselines(*BEST_CELL_ROWS, "§5.2.2", q[best], sgd, adam, seeds, S)
     out.append(_row("P2.14", "batch normalization generally produces a better performing MPLP", "§7",
                     "prereg.stratified_shift({(m, lr): (with BN, without BN)}, 'less') on the final loss",
                     prereg.stratified_shift(_pairs(q, 1, True, "final"), "less"), seeds, S))
