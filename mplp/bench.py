@@ -210,7 +210,7 @@ def _throughput_configs(name: str, population: int):
 
 @dataclass
 class ThroughputResult:
-    """Outer steps per hour of one population trained as the long runs train it (``mplp.meta.trainer``,
+    """Outer steps per hour of one population trained as the long runs train it (``mplp.meta.loop.train_population``,
     validation and checkpoints included), after ``warmup`` steps that compile."""
 
     config: str

@@ -217,12 +217,11 @@ def main(argv=None) -> int:
     from mplp.core.config import ConfigError
     from mplp.tasks.data import MNISTUnavailableError
     from mplp.store import StoreError
-    from mplp.chapters.profiles import ProfileError
 
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, ProfileError, MNISTUnavailableError, StoreError, ValueError, FileNotFoundError) as e:
+    except (ConfigError, MNISTUnavailableError, StoreError, ValueError, FileNotFoundError) as e:   # ProfileError too
         print(f"mplp {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

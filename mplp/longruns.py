@@ -1,8 +1,8 @@
 """The longer runs that decide claims, resumable across sessions.
 
 Each group is one population of stored runs with the released code's outer Adam; running
-a group again continues every run from its checkpoint (``checkpoint.pt`` is committed with
-the partial curves at the end of a session, so a fresh clone resumes too).  Chapters read
+a group again continues every run from its checkpoint (``checkpoint.pt`` and its record
+``checkpoint.json`` are committed with the partial curves at the end of a session, so a fresh clone resumes too).  Chapters read
 the runs once they are complete.
 
     python -m mplp.longruns mnist       # §5.3: batch-entropy term on / off, seeds 0-1, 20,000 steps

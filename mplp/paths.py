@@ -41,19 +41,24 @@ def results_root() -> Path:
     return repo_root() / "results" if cache_enabled() else _scratch()
 
 
+def _notebooks() -> dict[str, Path]:
+    """``{chapter: book/NN_<chapter>.ipynb}`` in book order."""
+    return {p.stem.split("_", 1)[1]: p for p in sorted((repo_root() / "book").glob("[0-9][0-9]_*.ipynb"))}
+
+
 def chapters() -> list[str]:
     """The chapters in book order: one per notebook ``book/NN_<name>.ipynb``."""
-    return [p.stem.split("_", 1)[1] for p in sorted((repo_root() / "book").glob("[0-9][0-9]_*.ipynb"))]
+    return list(_notebooks())
 
 
 def number(chapter: str) -> int:
-    """A chapter's number ``NN`` (its place in the book)."""
-    check_chapter(chapter)
-    return chapters().index(chapter)
+    """A chapter's number ``NN``, from its notebook's name."""
+    return int(notebook(chapter).name[:2])
 
 
 def notebook(chapter: str) -> Path:
-    return repo_root() / "book" / f"{number(chapter):02d}_{chapter}.ipynb"
+    check_chapter(chapter)
+    return _notebooks()[chapter]
 
 
 def profile(chapter: str, name: str) -> Path:

@@ -73,9 +73,12 @@ def _log_path(root: Path, cfgs: list[C.ExperimentConfig]) -> Path:
 ATTEMPT = "=== mplp sweep job started"    # heads each job's part of a log (jobs append, never truncate)
 
 
-def _last_attempt(log: Path) -> str:
-    """The part of a job log written by its latest job (after the last ``ATTEMPT`` line)."""
-    text = R.read_text(log)[-200_000:]
+def _last_attempt(log: Path, tail: int = 200_000) -> str:
+    """The part of a job log written by its latest job (after the last ``ATTEMPT`` line), read
+    from its last ``tail`` bytes (a log grows with every job)."""
+    with R.open_stored(log) as f:
+        f.seek(max(0, os.fstat(f.fileno()).st_size - tail))
+        text = f.read().decode(errors="replace")
     return text[text.rfind(ATTEMPT):] if ATTEMPT in text else text
 
 

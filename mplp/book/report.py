@@ -138,7 +138,7 @@ def study_parameters(chapter: str, profile: str) -> dict:
 
 def chapter_study(chapter: str, profile: str, root: Path | None = None):
     """``(study, store)`` of one chapter from the stored results of ``profile``; raises
-    ``results.MissingResultError`` naming the first missing result."""
+    ``store.MissingResultError`` naming the first missing result."""
     if chapter not in STUDIES:
         raise ValueError(f"unknown chapter {chapter!r}; chapters with claims: {', '.join(STUDIES)}")
     store = Store(root if root is not None else R.committed_root(), read_only=True)

@@ -158,7 +158,7 @@ def verdicts(rows: dict[Cell, CellSummary], sgd: float, adam: float,
              longer: dict[Cell, CellSummary] | None = None, longer_after: int | None = None,
              adam_note: str = "") -> list[Verdict]:
     """The verdicts on §5.2's claims from the cell summaries and the tuned baselines, through
-    the written policy (``claims``).  A pair of cells is decided when at least one of its
+    the written policy (``claims.verdicts``).  A pair of cells is decided when at least one of its
     two arms has a majority of seeds off the plateau (the same rule both ways); for
     final-loss claims the arms must also have settled (``CellSummary.settled``).
     ``longer``: summaries of the decisive cells' longer runs, which replace the grid's pairs

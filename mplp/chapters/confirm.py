@@ -1,10 +1,10 @@
 """The confirmatory rows: the pre-registered tests (``book/preregistration.md``) on the
 thesis-budget runs, exactly as the plan writes them, one function per group.
 
-Each function takes the group's stored runs (``results.RunResult``, five seeds per arm),
+Each function takes the group's stored runs (``store.RunResult``, five seeds per arm),
 the tuned baselines and, for the rows that need a trained optimizer's functions or inner
 training, per-run readings computed by the chapter (``sinewave_readings``,
-``inner_readings``), and returns the plan's rows as ``claims.Verdict`` with stage
+``inner_readings``), and returns the plan's rows as ``claims.verdicts.Verdict`` with stage
 "confirmatory".  At the thesis' own outer steps "not reached" does not apply: a row is
 decided by its test, or trivially true (policy rule 2).  Run on shorter runs (with their own
 ``S``), the same functions give a dry run of the plan, which is how they are tested.

@@ -107,7 +107,7 @@ def verdicts(runs: dict[bool, list[R.RunResult]], cmp: InnerComparison, adam_met
              picked: R.RunResult | None = None, thesis_S: int = THESIS_S) -> list[Verdict]:
     """§5.3's claims tested on the runs (``{batch_entropy: runs}``) and on Figure 11's
     comparison ``cmp`` (learned MPLP vs tuned Adam, ``cmp.T`` the meta-training horizon),
-    through the written policy (``claims``); ``adam_metric``: tuned Adam's validation
+    through the written policy (``claims.verdicts``); ``adam_metric``: tuned Adam's validation
     outer-loss, for the trivially-true rule (the step-0 optimizer already worse); ``picked``:
     Figure 11's run (default: any run with the term), whose plateau exit decides claims 5-6;
     ``thesis_S``: the thesis' outer steps, which set the plateau windows (10 %)."""

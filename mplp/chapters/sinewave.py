@@ -224,7 +224,7 @@ def verdicts(steps: np.ndarray, losses: np.ndarray, checkpoint: Checkpoint, sgd:
              plateau_window: int = int(PLATEAU_WINDOW * THESIS_S)) -> list:
     """§5.1's claims tested on one run (validation ``losses`` at ``steps``, the chosen
     checkpoint, the tuned baselines' metrics, the learned-vs-SGD correlations and their
-    calibration), through the written policy (``claims``): every claim here is about a
+    calibration), through the written policy (``claims.verdicts``): every claim here is about a
     trained MPLP, so it is not reached while the run has not left its plateau.
     ``thesis_plateau_end``: where §5.1 puts the end of the flat phase (claim 1's window is
     half to twice that).  ``longer``: (steps, losses, chosen checkpoint) of each seed run

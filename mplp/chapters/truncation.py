@@ -1,10 +1,7 @@
-"""The truncation toy of Metz et al. (2019), §2.3 and Figure 3.
-
-Inner loss ``l(w) = (w - 4)(w - 3) w^2`` (local minimum at w = 0, global at w ~ 3.57),
-from ``w0 = -1.2``, trained by SGD with momentum; the outer parameter is the momentum
-(Fig. 3b-c) or the learning rate (§2.3, Appendix A).  Everything is vectorised over a
-leading dimension of outer parameters and runs in float64.
-"""
+"""Chapter 4 (Metz et al. 2019, Vicol et al. 2021): the toy's landscape and basins, the
+estimators compared on it, the study that gathers every result, and the verdicts.  The toy
+itself is in ``truncation_toy``, Figure 4's learned-lr problem in ``truncation_lr``, the
+discussion's numbers in ``truncation_prose``."""
 
 from __future__ import annotations
 

@@ -3,7 +3,7 @@ fed the per-seed quantities of the thesis-budget runs, unchanged once a decisive
 
 Every function takes plain numbers (one value per seed, from ``analysis.plateau_exit``,
 ``final_level``, ``log_mean_loss``, ``spike_fraction``, ...) and returns a ``Decision``:
-the outcome before the policy (``claims.decide`` applies rules 1-3 afterwards), the p-value
+the outcome before the policy (``claims.verdicts.decide`` applies rules 1-3 afterwards), the p-value
 and the bootstrap interval it rests on, and the numbers in words.  One-sided tests at
 ``stats.ALPHA``; "every configuration" claims need every stratum significant on its own
 (an intersection-union test: no correction for the number of strata is needed).

@@ -26,7 +26,7 @@ THETA_NAMES = {"f": "f", "g_lin": "g_lin", "g_loss": "g_loss.mse", "g_relu": "g_
 
 
 def learned_function(theta: dict[str, torch.Tensor], name: str, spec_batch_norm: bool = False):
-    """A learned |m| = 1 function as ``fn(a, b)`` (same convention as ``plotting.sgd_function``).
+    """A learned |m| = 1 function as ``fn(a, b)`` (same convention as ``core.functions.sgd_function``).
 
     g_loss takes [prediction, target] (the §5.1 loss inputs).  With batch-norm a learner
     is not a pointwise function of its inputs, so it cannot be drawn this way.

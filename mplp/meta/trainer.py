@@ -4,8 +4,9 @@ Each outer step unrolls K inner steps from the carried (detached) inner state, t
 the gradient of the unroll's objective w.r.t. theta and applies one outer Adam step.
 A new inner problem (task and optimizee init) is drawn when ``t + K > T`` (released
 code; ``meta.unroll = "text"`` uses Algorithm 1's ``t + K >= T``).  The whole state
-(theta, Adam moments, inner state, RNG states, history) is checkpointed, and a
-resumed run gives bit-for-bit the result of an uninterrupted one on CPU.
+(theta, Adam moments, inner state, RNG states, history) is ``state_dict``, which the
+training loop (``meta.loop``) checkpoints; a resumed run gives bit-for-bit the result of an
+uninterrupted one on CPU.
 """
 
 from __future__ import annotations

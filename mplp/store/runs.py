@@ -3,7 +3,8 @@
 Files: ``config.yaml``; ``validation.csv`` (outer step, validation outer-loss, ...);
 ``train.csv`` (windowed training losses); ``theta.pt`` (final meta-parameters);
 ``snapshots.pt`` (theta at validation steps); ``meta.json`` (status, timings,
-machine); ``manifest.json`` (size and sha256 of every file above, written last);
+machine); ``final_state.pt`` (a finished run's whole training state, to extend it);
+``manifest.json`` (size and sha256 of every file above, written last);
 ``checkpoint.pt`` (an unfinished run's resume state) with its own record ``checkpoint.json``.
 
 Every read verifies what it returns: the manifest, the stored config's hash against the
@@ -62,8 +63,8 @@ def load_checkpoint(directory: Path) -> dict:
         if any(_matches(ckpt, r) for r in accept):
             return load_torch(ckpt)
         why = f"it differs from {rec} (damaged, edited or not written here)"
-    except FileNotFoundError:
-        pass
+    except FileNotFoundError as e:
+        why = f"{Path(e.filename or rec).name} is missing"
     except (KeyError, TypeError):
         why = f"{rec} is not a valid checkpoint record"
     raise DamagedResultError(f"{ckpt} cannot be read: {why}; train with --restart to start the run over")
