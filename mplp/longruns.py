@@ -54,7 +54,8 @@ for _queue, _names in QUEUES.items():
 def extend_sources(group: str, cfgs: list[C.ExperimentConfig], root) -> list | None:
     """Per config of ``group``, the directory of the shorter finished run it continues (None
     for groups that start at step 0)."""
-    S = registry.groups()[group].extends if group in registry.groups() else None
+    g = registry.groups().get(group)
+    S = g.extends if g is not None else None
     if S is None:
         return None
     return [R.run_dir(root, c.replace(**{"meta.S": S})) for c in cfgs]

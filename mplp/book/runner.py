@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 
 from mplp import paths
-from mplp.chapters.profiles import ProfileError, _typed, load_profile, notebook_parameters
+from mplp.chapters.profiles import ProfileError, load_profile, override
 from mplp.meta.trainer import resolve_device
 
 
@@ -40,11 +40,7 @@ def run_chapter(chapter: str, profile: str = "cpu", device: str | None = None, o
         elif device != "cpu":
             # CPU-only chapters (e.g. the truncation toy) have no device parameter
             print(f"chapter {chapter!r} has no 'device' parameter; it runs on the CPU")
-    expected = notebook_parameters(chapter)
-    for k, v in (overrides or {}).items():
-        if k not in params:
-            raise ProfileError(f"chapter {chapter!r} has no parameter {k!r}; it has {sorted(params)}")
-        params[k] = _typed(v, expected[k], f"parameter {k!r} of chapter {chapter!r}")
+    params = override(chapter, params, overrides or {})
     nb = paths.notebook(chapter)
     out = Path(output) if output is not None else nb
     # execute into a scratch file outside the book and replace the target only on success:

@@ -19,13 +19,12 @@ from mplp.chapters.registry import PREREG_SEEDS, Chapter, Group, how_to_train, r
 from mplp import store as R
 from mplp.meta.source import Store
 from mplp.claims import prereg, stats
-from mplp.claims.analysis import Continuation, InnerComparison, plateau_end, plateau_exit
+from mplp.claims.analysis import (Continuation, InnerComparison, choose_checkpoint, compare_inner_training,
+                                  plateau_end, plateau_exit)
 from mplp.claims.analysis import continuation as _continuation
 from mplp.claims.verdicts import (MEND_COMMIT, PLATEAU_RULE_COMMIT, POLICY_COMMIT, Verdict, decide,
                                   final_loss_reached, median_still_falling)
-from mplp.claims.analysis import choose_checkpoint
 from mplp.meta import baselines
-from mplp.claims.analysis import compare_inner_training
 
 THESIS_S = 150_000      # Table 5's outer steps per run
 PLATEAU_DROP = 0.1      # a run has left the plateau once its loss stays below 90 % of its start

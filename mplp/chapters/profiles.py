@@ -81,6 +81,18 @@ def _typed(value, default_source: str, where: str):
     return value
 
 
+def override(chapter: str, params: dict, overrides: dict) -> dict:
+    """``params`` with ``overrides`` applied, each checked against the notebook's parameters: an
+    unknown name or a value of the wrong type is a ``ProfileError``."""
+    expected = notebook_parameters(chapter)
+    out = dict(params)
+    for k, v in overrides.items():
+        if k not in params:
+            raise ProfileError(f"chapter {chapter!r} has no parameter {k!r}; it has {sorted(params)}")
+        out[k] = _typed(v, expected[k], f"parameter {k!r} of chapter {chapter!r}")
+    return out
+
+
 def check_parameters(chapter: str, namespace: dict) -> None:
     """Inside a chapter's notebook, after the values papermill injected: each parameter has its
     default's type (converted where text stands for a number); a wrong one stops the notebook
