@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from mplp.core import config as C
+from mplp.core.config import MetaConfig, OptimizeeConfig, TaskConfig
 from mplp.core.backward import dense_backward
 from mplp.core.fast import engine, fast_backward
 from mplp.core.learners import LearnerSpec, NeuralLearners, init_theta
@@ -33,13 +33,13 @@ from mplp.meta.loop import train_population
 
 SETTINGS = {
     # Table 3 (§5.1): |m| = 1, H = 80, K = 10, no batch-norm, fixed lr, loss node [pred, target]
-    "sinewave": dict(task=C.TaskConfig(name="sinewave"), sizes=(1, 20, 20, 1), loss="mse", m=1, H=80, K=10,
+    "sinewave": dict(task=TaskConfig(name="sinewave"), sizes=(1, 20, 20, 1), loss="mse", m=1, H=80, K=10,
                      bn=False, learned=False, lr=1e-3, loss_inputs="prediction_target", be=False),
     # Table 4 (§5.2), its most expensive cell: |m| = 8, H = 50, K = 5, batch-norm, learned lr
-    "ablation": dict(task=C.TaskConfig(name="sinewave", amplitude=(1.0, 5.0)), sizes=(1, 20, 20, 1), loss="mse",
+    "ablation": dict(task=TaskConfig(name="sinewave", amplitude=(1.0, 5.0)), sizes=(1, 20, 20, 1), loss="mse",
                      m=8, H=50, K=5, bn=True, learned=True, lr=1e-3, loss_inputs="full", be=False),
     # Table 5 (§5.3): MNIST, |m| = 24, H = 40, K = 5, batch-norm, learned lr, batch-entropy term
-    "mnist": dict(task=C.TaskConfig(name="mnist"), sizes=(784, 32, 20, 10), loss="xent", m=24, H=40, K=5,
+    "mnist": dict(task=TaskConfig(name="mnist"), sizes=(784, 32, 20, 10), loss="xent", m=24, H=40, K=5,
                   bn=True, learned=True, lr=1e-2, loss_inputs="full", be=True),
 }
 
@@ -107,8 +107,8 @@ def problem(name: str, population: int = 1, device="cpu", seed: int = 0):
 
 def outer_grad(spec, s, theta, params, xs, ys, backward):
     """Meta-gradient of one K-step unroll (summed over population members)."""
-    opt = C.OptimizeeConfig(s["sizes"], "relu", s["loss"])
-    meta = C.MetaConfig(K=s["K"], T=100, batch_entropy=s["be"])
+    opt = OptimizeeConfig(s["sizes"], "relu", s["loss"])
+    meta = MetaConfig(K=s["K"], T=100, batch_entropy=s["be"])
     leaf = {k: v.detach().requires_grad_(True) for k, v in theta.items()}
     res = unroll(NeuralLearners(leaf, spec), params, xs, ys, opt, meta, spec.loss_inputs, backward)
     return meta_gradient(res.total.sum(), leaf)

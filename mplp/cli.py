@@ -19,24 +19,23 @@ def _train(args) -> int:
     import torch
     import yaml
 
-    from mplp.core import config as C
+    from mplp.core import config
     from mplp.core.backward import dense_backward
     from mplp.core.fast import fast_backward
     from mplp.meta.loop import DIVERGED_SKIP_FRACTION, train_population
 
-    from mplp import store as R
-
-    cfg = C.load(args.config)
+    from mplp.store import check_writable
+    cfg = config.load(args.config)
     changes = {}
     for item in args.set:
         key, sep, value = item.partition("=")
         if not sep:
-            raise C.ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. meta.S=20000")
+            raise config.ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. meta.S=20000")
         try:
             changes[key.strip()] = yaml.safe_load(value)
         except yaml.YAMLError as e:
             first = str(e).splitlines()[0]
-            raise C.ConfigError(f"--set {item!r}: the value is not valid YAML ({first})") from None
+            raise config.ConfigError(f"--set {item!r}: the value is not valid YAML ({first})") from None
     if args.steps is not None:
         changes["meta.S"] = args.steps
     if changes:
@@ -44,7 +43,7 @@ def _train(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.out is not None:
-        R.check_writable(args.out)
+        check_writable(args.out)
     if args.resume and args.restart:
         raise ValueError("--resume and --restart exclude each other: continue the stored run or discard it")
     cfgs = [cfg.replace(seed=s) for s in args.seeds] if args.seeds else [cfg]
@@ -200,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--executor", default="local", choices=("local", "ray", "slurm"))
     w.add_argument("--max-parallel", type=int, default=1, help="jobs running at once (default 1)")
     w.add_argument("--status", action="store_true", help="only show each run's state: queued, running, interrupted, "
-                                                          "complete, diverged, damaged or failed")
+                   "complete, diverged, damaged or failed")
     w.add_argument("--out", default=None, help="results root (default: the repository's results/)")
     w.add_argument("--device", default="cpu")
     w.add_argument("--threads", type=int, default=1, help="torch threads per job (default 1)")

@@ -38,10 +38,9 @@ from mplp import paths, sweep
 from mplp.chapters import registry
 from mplp.chapters.ablation import GRID_ORDER  # noqa: F401  (named by book/preregistration.md)
 from mplp.chapters.registry import PREREG_SEEDS  # noqa: F401  (named by book/preregistration.md)
-from mplp.core import config as C
+from mplp.core.config import ExperimentConfig
 from mplp.meta.loop import train_population
-from mplp import store as R
-
+from mplp.store import RunLockedError, RunResult, committed_root, load_run, run_dir
 # every chapter's groups, and the work queues of the pre-registered runs in the plan's order: a
 # worker on a queue skips a population that another worker holds
 GROUPS = {name: g.populations for name, g in registry.groups().items()}
@@ -51,14 +50,14 @@ for _queue, _names in QUEUES.items():
     GROUPS[_queue] = (lambda names: lambda: [pop for n in names for pop in GROUPS[n]()])(_names)
 
 
-def extend_sources(group: str, cfgs: list[C.ExperimentConfig], root) -> list | None:
+def extend_sources(group: str, cfgs: list[ExperimentConfig], root) -> list | None:
     """Per config of ``group``, the directory of the shorter finished run it continues (None
     for groups that start at step 0)."""
     g = registry.groups().get(group)
     S = g.extends if g is not None else None
     if S is None:
         return None
-    return [R.run_dir(root, c.replace(**{"meta.S": S})) for c in cfgs]
+    return [run_dir(root, c.replace(**{"meta.S": S})) for c in cfgs]
 
 
 @dataclass
@@ -68,11 +67,11 @@ class GroupProgress:
     started).  A chapter shows them and decides nothing from them until all are finished."""
 
     group: str
-    planned: list[list[C.ExperimentConfig]]
-    populations: list[list[R.RunResult]]
+    planned: list[list[ExperimentConfig]]
+    populations: list[list[RunResult]]
 
     @property
-    def runs(self) -> list[R.RunResult]:
+    def runs(self) -> list[RunResult]:
         return [r for pop in self.populations for r in pop]
 
     def curves(self):
@@ -110,7 +109,7 @@ def progress(group: str, root=None) -> GroupProgress:
     pops = []
     for cfgs in planned:
         try:
-            pops.append([R.load_run(R.run_dir(root, c)) for c in cfgs])
+            pops.append([load_run(run_dir(root, c)) for c in cfgs])
         except FileNotFoundError:
             pops.append([])
     return GroupProgress(group, planned, pops)
@@ -118,7 +117,7 @@ def progress(group: str, root=None) -> GroupProgress:
 
 def status(root=None) -> list[tuple[str, sweep.RunStatus]]:
     """(group, run status) per run of every group, read from its files (``sweep.status``)."""
-    root = root if root is not None else R.committed_root()
+    root = root if root is not None else committed_root()
     return [(name, st) for name, groups in GROUPS.items() if name not in QUEUES for st in sweep.status(groups(), root)]
 
 
@@ -139,7 +138,7 @@ def main(argv=None) -> int:
         try:
             runs = train_population(cfgs, out_root=root, resume=True, progress=True,
                                     extend_from=extend_sources(args.group, cfgs, root))
-        except R.RunLockedError as e:
+        except RunLockedError as e:
             if args.group not in QUEUES:
                 raise
             print(f"skipped (another worker holds it): {e}", flush=True)

@@ -26,10 +26,11 @@ from mplp import chapters as _chapters  # noqa: F401  (every chapter registers i
 from mplp import paths
 from mplp.chapters import registry
 from mplp.chapters.profiles import load_profile
-from mplp.core import config as C
+from mplp.core.config import ExperimentConfig, MAX_YAML_BYTES, dump, from_dict
 from mplp.meta.trainer import resolve_device
 from mplp.meta.loop import train_population
-from mplp import store as R
+from mplp.store import (RunLock, RunLockedError, StoreError, load_run, open_stored, read_json, read_text, run_dir,
+                        write_text)
 
 
 def chapters() -> list[str]:
@@ -37,7 +38,7 @@ def chapters() -> list[str]:
     return [c.name for c in registry.chapters() if c.plan is not None]
 
 
-def plan(chapter: str, profile: str) -> list[list[C.ExperimentConfig]]:
+def plan(chapter: str, profile: str) -> list[list[ExperimentConfig]]:
     """The training populations (each one job) that ``chapter``'s study needs with ``profile``."""
     if chapter not in chapters():
         raise ValueError(f"chapter {chapter!r} has no meta-training runs to sweep; chapters: {', '.join(chapters())}")
@@ -66,7 +67,7 @@ class RunStatus:
     wall_time_s: float = 0.0  # training time recorded in meta.json, over every resume
 
 
-def _log_path(root: Path, cfgs: list[C.ExperimentConfig]) -> Path:
+def _log_path(root: Path, cfgs: list[ExperimentConfig]) -> Path:
     return Path(root) / "sweep_logs" / f"{cfgs[0].experiment}-{cfgs[0].hash()}.log"
 
 
@@ -76,18 +77,18 @@ ATTEMPT = "=== mplp sweep job started"    # heads each job's part of a log (jobs
 def _last_attempt(log: Path, tail: int = 200_000) -> str:
     """The part of a job log written by its latest job (after the last ``ATTEMPT`` line), read
     from its last ``tail`` bytes (a log grows with every job)."""
-    with R.open_stored(log) as f:
+    with open_stored(log) as f:
         f.seek(max(0, os.fstat(f.fileno()).st_size - tail))
         text = f.read().decode(errors="replace")
     return text[text.rfind(ATTEMPT):] if ATTEMPT in text else text
 
 
-def _held(root: Path, cfgs: list[C.ExperimentConfig]) -> bool:
+def _held(root: Path, cfgs: list[ExperimentConfig]) -> bool:
     """Whether a job elsewhere (another sweep, a train) is training a run of this population now."""
-    return any(R.RunLock.held_elsewhere(R.run_dir(root, c)) for c in cfgs)
+    return any(RunLock.held_elsewhere(run_dir(root, c)) for c in cfgs)
 
 
-def status(pops: list[list[C.ExperimentConfig]], root: Path | None = None) -> list[RunStatus]:
+def status(pops: list[list[ExperimentConfig]], root: Path | None = None) -> list[RunStatus]:
     """Per run of ``pops``: how far it got under ``root`` (default: the results root)."""
     root = Path(root) if root is not None else paths.results_root()
     out = []
@@ -95,36 +96,36 @@ def status(pops: list[list[C.ExperimentConfig]], root: Path | None = None) -> li
         log = _log_path(root, cfgs)
         try:
             failed = log.exists() and "Traceback" in _last_attempt(log)
-        except R.StoreError:                            # not a log this sweep wrote
+        except StoreError:                            # not a log this sweep wrote
             failed = True
         for cfg in cfgs:
-            d = R.run_dir(root, cfg)
+            d = run_dir(root, cfg)
             try:
-                meta = R.read_json(d / "meta.json") if (d / "meta.json").exists() else {}
+                meta = read_json(d / "meta.json") if (d / "meta.json").exists() else {}
                 if not isinstance(meta, dict):
                     raise ValueError
-            except (R.StoreError, ValueError):
+            except (StoreError, ValueError):
                 meta = {"status": "damaged"}
             st = meta.get("status")
             state = st if st in ("complete", "diverged", "damaged") else ("failed" if failed else
-                                                                         "running" if st else "queued")
-            if state in ("running", "queued") and log.exists() and not R.RunLock.held_elsewhere(d):
+                                                                          "running" if st else "queued")
+            if state in ("running", "queued") and log.exists() and not RunLock.held_elsewhere(d):
                 state = "interrupted"                  # its job started and stopped short, with no error logged
             if state in ("complete", "diverged"):      # one truth: the store's verified reading, not meta.json alone
                 try:
-                    R.load_run(d)
-                except (R.StoreError, OSError):
+                    load_run(d)
+                except (StoreError, OSError):
                     state = "damaged"
             out.append(RunStatus(d, state, int(meta.get("steps_done", 0)), cfg.meta.S, log if log.exists() else None,
                                  float(meta.get("wall_time_s", 0.0))))
     return out
 
 
-def pending(pops: list[list[C.ExperimentConfig]], root: Path | None = None) -> list[list[C.ExperimentConfig]]:
+def pending(pops: list[list[ExperimentConfig]], root: Path | None = None) -> list[list[ExperimentConfig]]:
     """The populations with a run not finished (complete or diverged) in the store."""
     done = {s.run for s in status(pops, root) if s.state in ("complete", "diverged")}
     root = Path(root) if root is not None else paths.results_root()
-    return [cfgs for cfgs in pops if any(R.run_dir(root, c) not in done for c in cfgs)]
+    return [cfgs for cfgs in pops if any(run_dir(root, c) not in done for c in cfgs)]
 
 
 def _refuse_linked(path: Path) -> None:
@@ -132,8 +133,8 @@ def _refuse_linked(path: Path) -> None:
     symbolic link, so nothing outside the store is written."""
     for p in (path, path.parent, path.parent.parent):
         if p.is_symlink():
-            raise R.StoreError(f"{p} is a symbolic link; the store neither follows nor writes through links: "
-                               "replace it with a regular file or directory")
+            raise StoreError(f"{p} is a symbolic link; the store neither follows nor writes through links: "
+                             "replace it with a regular file or directory")
 
 
 def open_for_writing(path: Path):
@@ -148,7 +149,7 @@ def open_for_writing(path: Path):
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o644)
     except OSError as e:
         _refuse_linked(path)
-        raise R.StoreError(f"{path} cannot be written ({e.strerror}): check the results directory") from None
+        raise StoreError(f"{path} cannot be written ({e.strerror}): check the results directory") from None
     fh = os.fdopen(fd, "w")
     fh.write(f"{ATTEMPT} by process {os.getpid()} at {time.strftime('%Y-%m-%d %H:%M:%S')} ===\n")
     fh.flush()
@@ -160,18 +161,18 @@ def _check_device(device: str) -> None:
     resolve_device(device)
 
 
-def write_job(cfgs: list[C.ExperimentConfig], directory: Path) -> Path:
+def write_job(cfgs: list[ExperimentConfig], directory: Path) -> Path:
     """A job file: the population's configs, one YAML document each."""
     f = Path(directory) / f"{cfgs[0].experiment}-{cfgs[0].hash()}.yaml"
     _refuse_linked(f)
-    R.write_text(f, "\n---\n".join(C.dump(c) for c in cfgs))    # atomic: a job reading it never sees half
+    write_text(f, "\n---\n".join(dump(c) for c in cfgs))    # atomic: a job reading it never sees half
     return f
 
 
-def read_job(path: Path) -> list[C.ExperimentConfig]:
+def read_job(path: Path) -> list[ExperimentConfig]:
     import yaml
 
-    return [C.from_dict(d) for d in yaml.safe_load_all(R.read_text(path, C.MAX_YAML_BYTES)) if d]
+    return [from_dict(d) for d in yaml.safe_load_all(read_text(path, MAX_YAML_BYTES)) if d]
 
 
 def run_job(path: Path, root: Path, device: str = "cpu") -> int:
@@ -180,7 +181,7 @@ def run_job(path: Path, root: Path, device: str = "cpu") -> int:
     submission exits at once and computes nothing."""
     try:
         train_population(read_job(path), out_root=root, resume=True, device=device, progress=False)
-    except R.RunLockedError as e:
+    except RunLockedError as e:
         print(f"mplp sweep job: left to the job that holds it ({e})", flush=True)
     return 0
 
@@ -196,7 +197,7 @@ def _run_logged(cmd: list[str], log: str) -> int:
         return subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT).returncode
 
 
-def run_ray(pops: list[list[C.ExperimentConfig]], root: Path | None = None, max_parallel: int = 1,
+def run_ray(pops: list[list[ExperimentConfig]], root: Path | None = None, max_parallel: int = 1,
             device: str = "cpu", threads: int = 1, address: str | None = None) -> list[RunStatus]:
     """The pending populations as Ray tasks, at most ``max_parallel`` at once: on a local
     cluster started here (``address`` None; shut down after) or on a running one
@@ -229,7 +230,7 @@ def run_ray(pops: list[list[C.ExperimentConfig]], root: Path | None = None, max_
     return status(pops, root)
 
 
-def run_slurm(pops: list[list[C.ExperimentConfig]], root: Path | None = None, max_parallel: int = 1,
+def run_slurm(pops: list[list[ExperimentConfig]], root: Path | None = None, max_parallel: int = 1,
               device: str = "cpu", threads: int = 1, folder: Path | None = None, cluster: str | None = None,
               timeout_min: int = 60 * 24) -> list[RunStatus]:
     """The pending populations as Slurm jobs through ``submitit`` (``cluster`` "local": its
@@ -258,7 +259,7 @@ def run_slurm(pops: list[list[C.ExperimentConfig]], root: Path | None = None, ma
     return status(pops, root)
 
 
-def run_local(pops: list[list[C.ExperimentConfig]], root: Path | None = None, max_parallel: int = 1,
+def run_local(pops: list[list[ExperimentConfig]], root: Path | None = None, max_parallel: int = 1,
               device: str = "cpu", threads: int = 1) -> list[RunStatus]:
     """Execute the pending populations as subprocesses (``python -m mplp.sweep job``), at most
     ``max_parallel`` at once, each logging to ``<root>/sweep_logs/``; returns the status after."""

@@ -4,25 +4,26 @@ from __future__ import annotations
 
 import torch
 
-from mplp.core import config as C
+from mplp.core.config import (ExperimentConfig, LearnerConfig, MetaConfig, OptimizeeConfig, TaskConfig,
+                              ValidationConfig)
 from mplp.core.learners import LearnerSpec
 
 
-def tiny_config(**changes) -> C.ExperimentConfig:
+def tiny_config(**changes) -> ExperimentConfig:
     """A seconds-long sinewave meta-training config; dotted-path overrides."""
-    base = C.ExperimentConfig(
+    base = ExperimentConfig(
         experiment="tiny",
-        optimizee=C.OptimizeeConfig(sizes=(1, 6, 5, 1)),
-        learner=C.LearnerConfig(message_size=2, hidden=8, batch_norm=True, learned_lr=True, lr=0.01),
-        task=C.TaskConfig(batch_size=8, amplitude=(1.0, 2.0)),
-        meta=C.MetaConfig(K=3, T=9, S=12, outer_lr=1e-3),
-        validation=C.ValidationConfig(every=4, n_runs=2, seed=7),
+        optimizee=OptimizeeConfig(sizes=(1, 6, 5, 1)),
+        learner=LearnerConfig(message_size=2, hidden=8, batch_norm=True, learned_lr=True, lr=0.01),
+        task=TaskConfig(batch_size=8, amplitude=(1.0, 2.0)),
+        meta=MetaConfig(K=3, T=9, S=12, outer_lr=1e-3),
+        validation=ValidationConfig(every=4, n_runs=2, seed=7),
         log_every=2, checkpoint_every=5,
     )
     return base.replace(**changes) if changes else base
 
 
-def learner_spec(c: C.ExperimentConfig) -> LearnerSpec:
+def learner_spec(c: ExperimentConfig) -> LearnerSpec:
     from mplp.core.learners import learner_spec as ls
     return ls(c)
 

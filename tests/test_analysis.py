@@ -152,12 +152,12 @@ def test_a_diverging_first_validation_is_not_an_escape_from_the_plateau():
 def test_continuation_is_where_runs_were_extended_and_how_many_had_left_by_then():
     from pathlib import Path
 
-    from mplp import store as R
+    from mplp.store import RunResult
     from mplp.claims.analysis import Continuation, continuation
 
     def run(losses, resumes):
         v = {"step": np.arange(len(losses)) * 100, "val_loss": np.asarray(losses, float)}
-        return R.RunResult(Path("."), tiny_config(), v, {}, {}, {"resumes": resumes})
+        return RunResult(Path("."), tiny_config(), v, {}, {}, {"resumes": resumes})
 
     ext = [{"step": 300, "extended_from": "a"}]
     early, late = run([5, 4, 3, 3, 3, 3], ext), run([5, 5, 5, 5, 3, 3], ext)      # leave at 100 and at 400

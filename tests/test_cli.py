@@ -1,4 +1,4 @@
-from mplp.core import config as C
+from mplp.core.config import dump
 from mplp.cli import main
 
 from helpers import tiny_config
@@ -6,7 +6,7 @@ from helpers import tiny_config
 
 def test_train_writes_results(tmp_path, capsys):
     cfg_path = tmp_path / "c.yaml"
-    cfg_path.write_text(C.dump(tiny_config()))
+    cfg_path.write_text(dump(tiny_config()))
     assert main(["train", str(cfg_path), "--out", str(tmp_path / "res"), "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "complete after 12 outer steps" in out and "validation outer-loss" in out
@@ -23,14 +23,14 @@ def test_bad_input_is_one_line_naming_the_problem(tmp_path, capsys):
     assert main(["train", str(tmp_path / "missing.yaml")]) == 2
     assert "config file not found" in capsys.readouterr().err
     good = tmp_path / "good.yaml"
-    good.write_text(C.dump(tiny_config()))
+    good.write_text(dump(tiny_config()))
     assert main(["train", str(good), "--device", "tpu", "--out", str(tmp_path)]) == 2
     assert "unknown device" in capsys.readouterr().err
 
 
 def test_set_overrides_fields(tmp_path, capsys):
     cfg_path = tmp_path / "c.yaml"
-    cfg_path.write_text(C.dump(tiny_config()))
+    cfg_path.write_text(dump(tiny_config()))
     args = ["train", str(cfg_path), "--out", str(tmp_path), "--no-progress", "--set", "meta.S=4",
             "--set", "learner.message_size=1"]
     assert main(args) == 0
@@ -44,7 +44,7 @@ def test_set_overrides_fields(tmp_path, capsys):
 
 def test_train_seeds_as_a_population(tmp_path, capsys):
     cfg_path = tmp_path / "c.yaml"
-    cfg_path.write_text(C.dump(tiny_config(**{"meta.S": 3})))
+    cfg_path.write_text(dump(tiny_config(**{"meta.S": 3})))
     assert main(["train", str(cfg_path), "--out", str(tmp_path), "--no-progress", "--seeds", "0", "1"]) == 0
     lines = [l for l in capsys.readouterr().out.splitlines() if "complete after 3 outer steps" in l]
     assert len(lines) == 2

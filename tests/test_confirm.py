@@ -6,10 +6,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mplp.chapters import ablation_grid as G
+from mplp.chapters.ablation_grid import Cell, GRID
 from mplp.chapters import confirm
-from mplp import store as R
-
+from mplp.store import RunResult
 from helpers import tiny_config
 
 EVERY = 300
@@ -26,7 +25,7 @@ def _run(seed, exit_at, S, start=250.0, end=100.0, spike_at=None, entropy=None, 
     v = {"step": steps, "val_loss": losses, "entropy_l0": np.zeros(len(steps)),
          "entropy_l1": entropy if entropy is not None else (steps >= (exit_at or S + 1)).astype(float)}
     t = {"step": np.arange(10), "be_term": np.asarray(be_term if be_term is not None else np.zeros(10), float)}
-    return R.RunResult(Path("."), tiny_config(seed=seed), v, t, {}, {})
+    return RunResult(Path("."), tiny_config(seed=seed), v, t, {}, {})
 
 
 def test_sinewave_rows_follow_the_plan():
@@ -55,7 +54,7 @@ def test_grid_rows_on_a_grid_shaped_like_the_thesis():
         end = 100.0 / (4 if c.message_size == 8 else 1) / (1.1 if c.learned_lr else 1) / (1.2 if c.batch_norm else 1)
         return [_run(s, exit_at, S, end=end * (1 + 0.01 * s), spike_at=9_000 if c.learned_lr else None)
                 for s in range(5)]
-    cells = {c: cell_runs(c) for c in G.GRID}
+    cells = {c: cell_runs(c) for c in GRID}
     rows = confirm.grid_rows(cells, sgd=141.0, adam=10.0, S=S)
     got = {v.claim.split(":")[0]: v.holds for v in rows}
     assert list(got) == [f"P2.{k}" for k in range(1, 17)]
@@ -63,7 +62,7 @@ def test_grid_rows_on_a_grid_shaped_like_the_thesis():
     assert got["P2.10"] == "yes" and got["P2.13"] == "yes" and got["P2.12"] == "trivial"
     assert got["P2.16"] == "partly"          # the |m| = 1 cells without BN never leave
     # the best cell decides P2.12-P2.13 on its own, as it does within the whole grid
-    alone = confirm.best_cell_rows(cells[G.Cell(8, True, True)], sgd=141.0, adam=10.0, S=S)
+    alone = confirm.best_cell_rows(cells[Cell(8, True, True)], sgd=141.0, adam=10.0, S=S)
     assert [(v.claim, v.holds, v.evidence) for v in alone] == [(v.claim, v.holds, v.evidence) for v in rows[11:13]]
     assert alone[0].seeds.startswith("5 seeds of the best cell")
 
@@ -97,7 +96,7 @@ def test_a_dry_run_of_the_plan_on_the_stored_shorter_runs(studies):
     rows = confirm.sinewave_rows(sw.long_runs["text"], sw.tuned["sgd"].best_metric, sw.tuned["adam"].best_metric,
                                  S=150_000)
     rows += confirm.grid_rows(ab.runs, ab.tuned["sgd"].best_metric, ab.tuned["adam"].best_metric,
-                              S=int(ab.table[G.GRID[0]].steps))
+                              S=int(ab.table[GRID[0]].steps))
     rows += confirm.mnist_rows(mn.long_runs[False], mn.long_runs[True], S=40_000)
     assert len(rows) == 5 + 16 + 6
     assert all(v.holds in ("yes", "partly", "no", "undecided", "trivial") and v.seeds for v in rows)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from mplp.core import config as C
+from mplp.core.config import ConfigError
 from mplp.chapters import controls
 from mplp.meta.source import Store
 from mplp.claims.verdicts import OUTCOMES
@@ -14,9 +14,9 @@ def test_control_config_is_table_2_with_a_learned_log_lr():
     assert cfg.learner.kind == "sgd" and cfg.meta.estimator == "pes" and cfg.meta.S == 40 and cfg.seed == 2
     with pytest.raises(ValueError, match="unknown estimator"):
         controls.control_config("adam", 40, 0)
-    with pytest.raises(C.ConfigError, match="learner.kind: 'sgd'.*needs learned_lr: true"):
+    with pytest.raises(ConfigError, match="learner.kind: 'sgd'.*needs learned_lr: true"):
         cfg.replace(**{"learner.learned_lr": False})
-    with pytest.raises(C.ConfigError, match="learner.kind: must be 'neural' or 'sgd'"):
+    with pytest.raises(ConfigError, match="learner.kind: must be 'neural' or 'sgd'"):
         cfg.replace(**{"learner.kind": "rnn"})
 
 

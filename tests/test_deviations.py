@@ -5,9 +5,9 @@ import math
 import pytest
 
 from mplp.chapters import ablation, deviations as D
-from mplp.core import config as C
+from mplp.core.config import load
 from mplp import paths
-from mplp import store as R
+from mplp.store import committed_root, find_run
 from mplp.meta.source import Store
 from mplp.chapters.profiles import load_profile
 
@@ -16,13 +16,13 @@ from helpers import tiny_config
 
 def test_book_side_configs_are_the_chapters_runs():
     p = load_profile("ablation", "cpu")
-    base = C.load(paths.repo_root() / "mplp" / "configs" / "ablation.yaml").replace(**{
+    base = load(paths.repo_root() / "mplp" / "configs" / "ablation.yaml").replace(**{
         "meta.S": p["S"], "validation.every": p["validation_every"], "validation.n_runs": p["validation_runs"],
         "meta.adam_bias_correction": p["adam_bias_correction"]})
     chapter = ablation.grid_configs(base, p["n_seeds"])[D.BEST_CELL]
     assert [c.hash() for c in D.ablation_configs("cpu", 3)] == [c.hash() for c in chapter[:3]]
     for c in D.ablation_configs("cpu", 3) + D.mnist_configs("cpu", 2):      # committed, so the report can read them
-        assert R.find_run(R.committed_root(), c) is not None
+        assert find_run(committed_root(), c) is not None
     with pytest.raises(ValueError, match="has 5 seeds"):
         D.ablation_configs("cpu", 6)
 
@@ -33,10 +33,10 @@ def test_other_choice_is_trained_and_validated_by_the_book_config(tmp_path):
     assert ch.steps == 12 and ch.seeds == [0, 1]
     assert all(math.isfinite(v) for v in ch.book + ch.other)
     others = Store(tmp_path, read_only=True).train([c.replace(**{"experiment": "deviations",
-                                                                   "meta.unroll": "text"}) for c in cfgs])
+                                                                 "meta.unroll": "text"}) for c in cfgs])
     assert [r.config.meta.unroll for r in others] == ["text", "text"]
     # the book side is the stored run of the same config, validated afresh: same number
-    assert ch.book[0] == pytest.approx(R.find_run(tmp_path, cfgs[0]).validation["val_loss"][-1], rel=1e-6)
+    assert ch.book[0] == pytest.approx(find_run(tmp_path, cfgs[0]).validation["val_loss"][-1], rel=1e-6)
     assert ch.book != ch.other
 
 

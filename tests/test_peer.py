@@ -150,9 +150,9 @@ def test_missing_reference_is_a_clear_error(tmp_path):
 def test_every_shipped_config_takes_the_codes_outer_adam_steps(cases, config_name):
     """Each shipped config's outer Adam (betas, eps, clip, lr, no bias correction) applied to the
     code's meta-gradients lands on its theta_after_adam, chained over the three truncations."""
-    from mplp.core import config as C
+    from mplp.core import config
 
-    meta = C.shipped(config_name).meta
+    meta = config.shipped(config_name).meta
     for name in ("sine64", "mnist64"):
         rows = peer.compare_adam(cases[name], meta)
         assert rows and not failing(rows), (config_name, failing(rows)[:3])

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from mplp.book import report
-from mplp import store as R
+from mplp.store import Record
 from mplp.claims.verdicts import OUTCOMES
 
 # The claims issue 9 asks the ledger to cover, by a word of each claim.
@@ -55,6 +55,7 @@ def test_ledger_follows_the_written_policy():
     assert long and long[0].n_left == 1 and long[0].ends[0] is not None
     # no claim about a trained MPLP is "not reproduced" while the runs it is judged on (the
     # chapter's census groups at the verdict's outer steps) are all on the plateau
+
     def on_plateau(r):
         groups = [c for c in rep.census if c.chapter == r.chapter and c.steps == r.verdict.steps]
         return r.chapter in ("sinewave", "mnist") and bool(groups) and sum(c.n_left for c in groups) == 0
@@ -80,8 +81,8 @@ def test_missing_profile_is_reported_not_raised(tmp_path):
 
 def test_cost_row_counts_a_population_once_and_unrecorded_results():
     meta = {"steps_done": 100, "wall_time_s": 50.0, "population_size": 5, "cpu_count": 2, "torch_threads": 1}
-    recs = [R.Record("a", Path(f"/r/{i}"), meta) for i in range(5)]
-    recs += [R.Record("a", Path("/r/0"), meta), R.Record("b", Path("/r/x"), {})]     # a repeat, an old result
+    recs = [Record("a", Path(f"/r/{i}"), meta) for i in range(5)]
+    recs += [Record("a", Path("/r/0"), meta), Record("b", Path("/r/x"), {})]     # a repeat, an old result
     row = report.cost_row("ablation", "cpu", recs)
     assert (row.n_results, row.outer_steps, row.unrecorded) == (6, 500, 1)
     assert row.wall_time_s == pytest.approx(50.0)

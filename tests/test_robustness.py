@@ -15,11 +15,11 @@ import pytest
 import torch
 import yaml
 
-from mplp.core import config as C
+from mplp.core.config import ConfigError, dump, load, shipped
 from mplp.tasks import data
 from mplp import paths
-from mplp import store as R
-from mplp.meta import trainer as T
+from mplp.store import (DamagedResultError, RunLockedError, StoreError, find_run, load_or_compute, result_dir, run_dir)
+from mplp.meta import trainer
 from mplp.meta import loop
 from mplp.cli import main
 from mplp.book.runner import run_chapter
@@ -37,7 +37,7 @@ def _files(d):
 
 def _config_file(tmp_path, cfg, name="c.yaml"):
     p = tmp_path / name
-    p.write_text(C.dump(cfg))
+    p.write_text(dump(cfg))
     return p
 
 
@@ -45,18 +45,18 @@ def _config_file(tmp_path, cfg, name="c.yaml"):
 
 def test_1_a_second_process_cannot_take_a_run_directory_in_use(tmp_path):
     cfg = tiny_config()
-    d = R.run_dir(tmp_path, cfg)
+    d = run_dir(tmp_path, cfg)
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import sys, time
         sys.path.insert(0, {str(ROOT)!r})
-        from mplp import store as R
-        lock = R.RunLock({str(d)!r}).acquire()
+        from mplp.store import 
+        lock = RunLock({str(d)!r}).acquire()
         print("locked", flush=True)
         time.sleep(60)
         """)], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
-        with pytest.raises(R.RunLockedError, match=f"in use by process {holder.pid}"):
+        with pytest.raises(RunLockedError, match=f"in use by process {holder.pid}"):
             loop.train(cfg, tmp_path, progress=False)
         assert _files(d) == {}                                  # nothing written by the refused run
     finally:
@@ -81,7 +81,7 @@ def test_2_a_complete_run_with_a_missing_file_is_refused_not_retrained(tmp_path)
     run = loop.train(cfg, tmp_path, progress=False)
     (run.path / "theta.pt").unlink()
     before = _files(run.path)
-    with pytest.raises(R.DamagedResultError, match="theta.pt is missing"):
+    with pytest.raises(DamagedResultError, match="theta.pt is missing"):
         loop.train(cfg, tmp_path, progress=False, resume=True)
     assert _files(run.path) == before                          # validation.csv and snapshots.pt kept
     fresh = loop.train(cfg, tmp_path, progress=False, restart=True)   # asked for: discard and start over
@@ -106,16 +106,16 @@ def test_3_a_hand_edited_config_is_refused(tmp_path):
     y = yaml.safe_load((run.path / "config.yaml").read_text())
     y["learner"]["message_size"] = 4
     (run.path / "config.yaml").write_text(yaml.safe_dump(y))
-    with pytest.raises(R.DamagedResultError, match="config.yaml hashes to"):
+    with pytest.raises(DamagedResultError, match="config.yaml hashes to"):
         loop.train(cfg, tmp_path, progress=False)
 
 
 def test_3_a_copied_short_run_does_not_answer_for_a_long_one(tmp_path):
     short, long = tiny_config(**{"meta.S": 2}), tiny_config(**{"meta.S": 5000})
     run = loop.train(short, tmp_path, progress=False)
-    shutil.copytree(run.path, R.run_dir(tmp_path, long))
-    with pytest.raises(R.DamagedResultError, match="hashes to"):
-        R.find_run(tmp_path, long)
+    shutil.copytree(run.path, run_dir(tmp_path, long))
+    with pytest.raises(DamagedResultError, match="hashes to"):
+        find_run(tmp_path, long)
 
 
 def test_3_edited_files_and_foreign_keys_are_refused(tmp_path):
@@ -125,29 +125,29 @@ def test_3_edited_files_and_foreign_keys_are_refused(tmp_path):
     step, loss, *rest = lines[1].split(",")
     lines[1] = ",".join([step, str(float(loss) * 0.5), *rest])          # a "better" step-0 loss, typed in
     (run.path / "validation.csv").write_text("\n".join(lines) + "\n")
-    with pytest.raises(R.DamagedResultError, match="validation.csv differs from"):
-        R.find_run(tmp_path, cfg)
+    with pytest.raises(DamagedResultError, match="validation.csv differs from"):
+        find_run(tmp_path, cfg)
     from dataclasses import dataclass
 
     @dataclass
     class Out:
         x: float
 
-    R.load_or_compute("k", {"a": 1}, lambda: Out(1.0), Out, root=tmp_path)
-    shutil.copytree(R.result_dir("k", {"a": 1}, tmp_path), R.result_dir("k", {"a": 2}, tmp_path))
-    with pytest.raises(R.DamagedResultError, match="another key"):
-        R.load_or_compute("k", {"a": 2}, lambda: Out(2.0), Out, root=tmp_path)
+    load_or_compute("k", {"a": 1}, lambda: Out(1.0), Out, root=tmp_path)
+    shutil.copytree(result_dir("k", {"a": 1}, tmp_path), result_dir("k", {"a": 2}, tmp_path))
+    with pytest.raises(DamagedResultError, match="another key"):
+        load_or_compute("k", {"a": 2}, lambda: Out(2.0), Out, root=tmp_path)
 
 
 def test_3_precision_and_backend_are_checked(tmp_path):
     cfg = tiny_config()
     loop.train(cfg, tmp_path, progress=False)
-    with pytest.raises(R.StoreError, match="trained in float32, not float64"):
+    with pytest.raises(StoreError, match="trained in float32, not float64"):
         loop.train(cfg, tmp_path, progress=False, dtype=torch.float64)
     from mplp.core.backward import dense_backward
 
     loop.train(cfg, tmp_path / "b", progress=False, max_steps=5)
-    with pytest.raises(R.StoreError, match="written with backward"):
+    with pytest.raises(StoreError, match="written with backward"):
         loop.train(cfg, tmp_path / "b", progress=False, resume=True, backward=dense_backward)
     done = loop.train(cfg, tmp_path / "b", progress=False, resume=True)
     assert done.meta["resumes"] == [{"step": 5, "dtype": "float32", "backward": done.meta["backward"]}]
@@ -164,7 +164,7 @@ def test_3_precision_and_backend_are_checked(tmp_path):
     ({"meta.be_threshold": float("nan")}, "meta.be_threshold"),
 ])
 def test_4_non_finite_values_are_refused(change, field):
-    with pytest.raises(C.ConfigError, match=field):
+    with pytest.raises(ConfigError, match=field):
         tiny_config(**change)
 
 
@@ -173,22 +173,22 @@ def test_4_an_overflowing_run_ends_diverged_and_the_cli_says_so(tmp_path, capsys
     assert main(["train", str(_config_file(tmp_path, cfg)), "--out", str(tmp_path), "--no-progress"]) == 1
     out, err = capsys.readouterr()
     assert "diverged after 5 outer steps" in out and "outer updates skipped" in out and "diverged" in err
-    run = R.find_run(tmp_path, cfg)
+    run = find_run(tmp_path, cfg)
     assert run.meta["status"] == "diverged" and not run.complete
 
 
 def test_4_a_section_given_as_a_mapping_is_merged(tmp_path):
-    cfg = C.shipped("sinewave_m8_bn")
+    cfg = shipped("sinewave_m8_bn")
     merged = cfg.replace(meta={"S": 2})
     assert merged.meta.S == 2 and merged.meta.beta1 == 0.99 and merged.meta.K == cfg.meta.K
-    with pytest.raises(C.ConfigError, match="meta.bogus: unknown field"):
+    with pytest.raises(ConfigError, match="meta.bogus: unknown field"):
         cfg.replace(meta={"bogus": 1})
 
 
 def test_4_an_empty_config_is_an_error(tmp_path):
     (tmp_path / "empty.yaml").write_text("")
-    with pytest.raises(C.ConfigError, match="is empty"):
-        C.load(tmp_path / "empty.yaml")
+    with pytest.raises(ConfigError, match="is empty"):
+        load(tmp_path / "empty.yaml")
 
 
 # -- 5. tracebacks become one-line errors -----------------------------------------------------
@@ -202,7 +202,7 @@ def _cli_error(argv, capsys):
 
 def test_5_K_1_is_refused_at_validation():
     for est in ("tbptt", "es"):
-        with pytest.raises(C.ConfigError, match="meta.K: must be >= 2"):
+        with pytest.raises(ConfigError, match="meta.K: must be >= 2"):
             tiny_config(**{"meta.K": 1, "meta.estimator": est})
 
 
@@ -220,7 +220,7 @@ def test_5_a_damaged_checkpoint_names_the_file(tmp_path, damage):
     part = loop.train(cfg, tmp_path, progress=False, max_steps=5)
     ckpt = part.path / "checkpoint.pt"
     (ckpt.write_bytes(damage) if damage else ckpt.write_bytes(ckpt.read_bytes()[:100]))
-    with pytest.raises(R.DamagedResultError, match=r"checkpoint.pt cannot be read.*--restart"):
+    with pytest.raises(DamagedResultError, match=r"checkpoint.pt cannot be read.*--restart"):
         loop.train(cfg, tmp_path, progress=False, resume=True)
 
 
@@ -231,11 +231,11 @@ def test_5_a_damaged_result_names_the_file(tmp_path):
     class Out:
         x: float
 
-    R.load_or_compute("k", {"a": 1}, lambda: Out(1.0), Out, root=tmp_path)
-    d = R.result_dir("k", {"a": 1}, tmp_path)
+    load_or_compute("k", {"a": 1}, lambda: Out(1.0), Out, root=tmp_path)
+    d = result_dir("k", {"a": 1}, tmp_path)
     (d / "result.pt").write_bytes(b"garbage")
-    with pytest.raises(R.DamagedResultError, match="result.pt"):
-        R.load_or_compute("k", {"a": 1}, lambda: Out(1.0), Out, root=tmp_path)
+    with pytest.raises(DamagedResultError, match="result.pt"):
+        load_or_compute("k", {"a": 1}, lambda: Out(1.0), Out, root=tmp_path)
 
 
 def _idx_files(directory, images, labels, raw=None):
@@ -279,9 +279,9 @@ def test_5_an_unwritable_results_root_is_refused_before_any_work(tmp_path, monke
     real = os.access
     monkeypatch.setattr(os, "access", lambda p, mode: False if str(p).startswith(str(tmp_path)) else real(p, mode))
     computed = []
-    with pytest.raises(R.StoreError, match="not writable"):
-        R.load_or_compute("k", {"a": 1}, lambda: computed.append(1), dict, root=tmp_path)
-    with pytest.raises(R.StoreError, match="not writable"):
+    with pytest.raises(StoreError, match="not writable"):
+        load_or_compute("k", {"a": 1}, lambda: computed.append(1), dict, root=tmp_path)
+    with pytest.raises(StoreError, match="not writable"):
         loop.train(tiny_config(), tmp_path, progress=False)
     assert computed == [] and not any(tmp_path.iterdir())
 
@@ -333,7 +333,7 @@ def test_6_make_bench_fails_when_a_benchmark_fails(tmp_path):
 def test_7_an_interrupt_inside_an_outer_step_is_taken_at_the_step_boundary(tmp_path, monkeypatch):
     cfg = tiny_config()
     full = loop.train(cfg, tmp_path / "full", progress=False)
-    real, calls = T.adam_update, []
+    real, calls = trainer.adam_update, []
 
     def interrupted_update(*args):
         calls.append(1)
@@ -343,11 +343,11 @@ def test_7_an_interrupt_inside_an_outer_step_is_taken_at_the_step_boundary(tmp_p
             time.sleep(0.05)
         return out
 
-    monkeypatch.setattr(T, "adam_update", interrupted_update)
+    monkeypatch.setattr(trainer, "adam_update", interrupted_update)
     with pytest.raises(KeyboardInterrupt):
         loop.train(cfg, tmp_path / "cut", progress=False)
-    monkeypatch.setattr(T, "adam_update", real)
-    ck = torch.load(R.run_dir(tmp_path / "cut", cfg) / "checkpoint.pt", weights_only=False)
+    monkeypatch.setattr(trainer, "adam_update", real)
+    ck = torch.load(run_dir(tmp_path / "cut", cfg) / "checkpoint.pt", weights_only=False)
     assert ck["step"] == 4 and ck["adam"]["step"] == 4          # state and step saved together
     resumed = loop.train(cfg, tmp_path / "cut", progress=False, resume=True)
     for k in full.theta:

@@ -6,7 +6,9 @@ import os
 import pytest
 import torch
 
-from mplp import store as R
+from mplp.store import (CHECKPOINT, CHECKPOINT_RECORD, DamagedResultError, FINAL_STATE, MANIFEST, RunLock,
+                        RunLockedError, StoreError, find_run, load_run, load_torch, read_csv, read_json, run_dir,
+                        save_torch, write_json, write_manifest, write_text)
 from mplp.store import files
 from mplp.meta.source import Store
 from mplp.claims.stats import Interval
@@ -39,9 +41,9 @@ def finished(tmp_path):
 def test_a_crafted_theta_with_a_matching_manifest_is_refused(finished):
     cfg, d, marker = finished
     plant(d / "theta.pt", marker)
-    R.write_manifest(d, [p.name for p in d.iterdir() if p.name not in (R.MANIFEST, ".lock")])
-    with pytest.raises(R.DamagedResultError, match="theta.pt cannot be read"):
-        R.load_run(d).theta
+    write_manifest(d, [p.name for p in d.iterdir() if p.name not in (MANIFEST, ".lock")])
+    with pytest.raises(DamagedResultError, match="theta.pt cannot be read"):
+        load_run(d).theta
     assert not marker.exists()
 
 
@@ -50,7 +52,7 @@ def test_a_crafted_checkpoint_is_refused_on_resume(tmp_path):
     run = train(cfg, tmp_path / "store", progress=False, max_steps=2)
     marker = tmp_path / "marker"
     plant(run.path / "checkpoint.pt", marker)
-    with pytest.raises(R.DamagedResultError, match="checkpoint.pt cannot be read"):
+    with pytest.raises(DamagedResultError, match="checkpoint.pt cannot be read"):
         train(cfg, tmp_path / "store", resume=True, progress=False)
     assert not marker.exists()
 
@@ -58,19 +60,19 @@ def test_a_crafted_checkpoint_is_refused_on_resume(tmp_path):
 def test_a_checkpoint_is_verified_against_its_record_before_it_is_read(tmp_path):
     cfg = tiny_config(**{"meta.S": 4, "validation.every": 1, "checkpoint_every": 1})
     run = train(cfg, tmp_path / "store", progress=False, max_steps=2)
-    good = (run.path / R.CHECKPOINT).read_bytes()
+    good = (run.path / CHECKPOINT).read_bytes()
     marker = tmp_path / "marker"
-    plant(run.path / R.CHECKPOINT, marker)
-    with pytest.raises(R.DamagedResultError, match="checkpoint.pt cannot be read: it differs from"):
+    plant(run.path / CHECKPOINT, marker)
+    with pytest.raises(DamagedResultError, match="checkpoint.pt cannot be read: it differs from"):
         train(cfg, tmp_path / "store", resume=True, progress=False)
-    payload = (run.path / R.CHECKPOINT).read_bytes()      # the record recomputed to vouch for the payload:
-    R.write_json(run.path / R.CHECKPOINT_RECORD,          # still data only, never code
-                 {"accept": [{"bytes": len(payload), "sha256": __import__("hashlib").sha256(payload).hexdigest()}]})
-    with pytest.raises(R.DamagedResultError, match="checkpoint.pt cannot be read"):
+    payload = (run.path / CHECKPOINT).read_bytes()      # the record recomputed to vouch for the payload:
+    write_json(run.path / CHECKPOINT_RECORD,          # still data only, never code
+               {"accept": [{"bytes": len(payload), "sha256": __import__("hashlib").sha256(payload).hexdigest()}]})
+    with pytest.raises(DamagedResultError, match="checkpoint.pt cannot be read"):
         train(cfg, tmp_path / "store", resume=True, progress=False)
-    (run.path / R.CHECKPOINT).write_bytes(good)
-    (run.path / R.CHECKPOINT_RECORD).unlink()
-    with pytest.raises(R.DamagedResultError, match="checkpoint.json is missing"):
+    (run.path / CHECKPOINT).write_bytes(good)
+    (run.path / CHECKPOINT_RECORD).unlink()
+    with pytest.raises(DamagedResultError, match="checkpoint.json is missing"):
         train(cfg, tmp_path / "store", resume=True, progress=False)
     assert not marker.exists()
 
@@ -86,28 +88,28 @@ def test_a_crash_while_a_checkpoint_is_replaced_leaves_one_that_resumes(tmp_path
     real = runs._atomic_write_bytes
 
     def killed(path, data):
-        if path.name == R.CHECKPOINT:
+        if path.name == CHECKPOINT:
             raise KeyboardInterrupt        # after the record accepts both, before the file is replaced
         real(path, data)
     monkeypatch.setattr(runs, "_atomic_write_bytes", killed)
     with pytest.raises(KeyboardInterrupt):
         train(cfg, tmp_path / "store", resume=True, progress=False)
     monkeypatch.setattr(runs, "_atomic_write_bytes", real)
-    assert len(R.read_json(R.run_dir(tmp_path / "store", cfg) / R.CHECKPOINT_RECORD)["accept"]) == 2
+    assert len(read_json(run_dir(tmp_path / "store", cfg) / CHECKPOINT_RECORD)["accept"]) == 2
     done = train(cfg, tmp_path / "store", resume=True, progress=False)
     assert list(done.validation["val_loss"]) == list(whole.validation["val_loss"])
-    assert not (done.path / R.CHECKPOINT_RECORD).exists()
+    assert not (done.path / CHECKPOINT_RECORD).exists()
 
 
 def test_an_unlisted_final_state_is_refused_on_extend(tmp_path):
     cfg = tiny_config(**{"meta.S": 4})
     done = train(cfg, tmp_path / "store", progress=False)
     marker = tmp_path / "marker"
-    plant(done.path / R.FINAL_STATE, marker)
-    manifest = R.read_json(done.path / R.MANIFEST)
-    del manifest["files"][R.FINAL_STATE]
-    R.write_json(done.path / R.MANIFEST, manifest)
-    with pytest.raises(R.DamagedResultError, match="final_state.pt is not in"):
+    plant(done.path / FINAL_STATE, marker)
+    manifest = read_json(done.path / MANIFEST)
+    del manifest["files"][FINAL_STATE]
+    write_json(done.path / MANIFEST, manifest)
+    with pytest.raises(DamagedResultError, match="final_state.pt is not in"):
         train(tiny_config(**{"meta.S": 8}), tmp_path / "store", progress=False, extend_from=done.path)
     assert not marker.exists()
 
@@ -119,28 +121,28 @@ def test_the_store_reads_only_its_own_regular_bounded_files(tmp_path, monkeypatc
     secret.write_bytes((run.path / "theta.pt").read_bytes())
     (run.path / "theta.pt").unlink()
     (run.path / "theta.pt").symlink_to(secret)           # a link out of the store, even to matching bytes
-    with pytest.raises(R.DamagedResultError, match="theta.pt cannot be read .it is a symbolic link"):
-        R.load_run(run.path)
+    with pytest.raises(DamagedResultError, match="theta.pt cannot be read .it is a symbolic link"):
+        load_run(run.path)
     (run.path / "theta.pt").unlink()
     os.mkfifo(run.path / "theta.pt")                     # reading a FIFO would block for ever
-    with pytest.raises(R.DamagedResultError, match="theta.pt cannot be read .it is not a regular file"):
-        R.load_run(run.path)
+    with pytest.raises(DamagedResultError, match="theta.pt cannot be read .it is not a regular file"):
+        load_run(run.path)
     (run.path / "theta.pt").unlink()
     (run.path / "theta.pt").write_bytes(secret.read_bytes())
-    R.load_run(run.path)
+    load_run(run.path)
     monkeypatch.setattr(files, "MAX_TEXT_BYTES", 100)        # a text file larger than any the store writes
-    with pytest.raises(R.DamagedResultError, match="more than any file the store writes"):
-        R.read_csv(run.path / "validation.csv")
+    with pytest.raises(DamagedResultError, match="more than any file the store writes"):
+        read_csv(run.path / "validation.csv")
 
 
 def test_a_manifest_naming_a_path_outside_the_run_is_refused(tmp_path):
     cfg = tiny_config(**{"meta.S": 2})
     run = train(cfg, tmp_path / "store", progress=False)
-    manifest = R.read_json(run.path / R.MANIFEST)
+    manifest = read_json(run.path / MANIFEST)
     manifest["files"]["../../outside.txt"] = {"bytes": 1, "sha256": "0" * 64}
-    R.write_json(run.path / R.MANIFEST, manifest)
-    with pytest.raises(R.DamagedResultError, match="not a file of the run directory"):
-        R.load_run(run.path)
+    write_json(run.path / MANIFEST, manifest)
+    with pytest.raises(DamagedResultError, match="not a file of the run directory"):
+        load_run(run.path)
 
 
 def test_a_crafted_result_is_refused(tmp_path):
@@ -150,8 +152,8 @@ def test_a_crafted_result_is_refused(tmp_path):
     d = next((tmp_path / "store" / "probe").iterdir())
     marker = tmp_path / "marker"
     plant(d / "result.pt", marker)
-    R.write_manifest(d, ("result.pt", "key.json", "meta.json"))
-    with pytest.raises(R.DamagedResultError, match="result.pt cannot be read"):
+    write_manifest(d, ("result.pt", "key.json", "meta.json"))
+    with pytest.raises(DamagedResultError, match="result.pt cannot be read"):
         Store(tmp_path / "store", read_only=True).load_or_compute("probe", key, lambda: None, Interval)
     assert not marker.exists() and not os.path.exists("marker")
 
@@ -159,19 +161,19 @@ def test_a_crafted_result_is_refused(tmp_path):
 def test_numeric_numpy_arrays_still_load(tmp_path):
     import numpy as np
 
-    R.save_torch(tmp_path / "a.pt", {"x": np.arange(3.0), "i": np.arange(2), "t": torch.zeros(1)})
-    got = R.load_torch(tmp_path / "a.pt")
+    save_torch(tmp_path / "a.pt", {"x": np.arange(3.0), "i": np.arange(2), "t": torch.zeros(1)})
+    got = load_torch(tmp_path / "a.pt")
     assert got["x"].tolist() == [0.0, 1.0, 2.0] and got["i"].dtype == np.int64
 
 
 def test_a_lock_linked_outside_the_store_is_refused_and_the_target_untouched(tmp_path):
     cfg = tiny_config(**{"meta.S": 2})
-    d = R.run_dir(tmp_path / "store", cfg)
+    d = run_dir(tmp_path / "store", cfg)
     d.mkdir(parents=True)
     victim = tmp_path / "victim.txt"
     victim.write_text("keep me")
     (d / ".lock").symlink_to(victim)
-    with pytest.raises(R.StoreError, match="symbolic link"):
+    with pytest.raises(StoreError, match="symbolic link"):
         train(cfg, tmp_path / "store", progress=False)
     assert victim.read_text() == "keep me"
 
@@ -182,10 +184,10 @@ def test_a_run_directory_that_is_a_link_is_refused_even_with_restart(tmp_path):
     elsewhere.mkdir()
     (elsewhere / "theta.pt").write_text("not the store's")
     (elsewhere / "x.tmp").write_text("not the store's")
-    d = R.run_dir(tmp_path / "store", cfg)
+    d = run_dir(tmp_path / "store", cfg)
     d.parent.mkdir(parents=True)
     d.symlink_to(elsewhere, target_is_directory=True)
-    with pytest.raises(R.StoreError, match="symbolic link"):
+    with pytest.raises(StoreError, match="symbolic link"):
         train(cfg, tmp_path / "store", progress=False, restart=True)
     assert sorted(p.name for p in elsewhere.iterdir()) == ["theta.pt", "x.tmp"]
 
@@ -209,13 +211,13 @@ def test_a_multi_seed_restart_takes_every_lock_before_deleting_anything(tmp_path
 
     cfgs = [tiny_config(seed=s, **{"meta.S": 2}) for s in (0, 1)]
     done = train(cfgs[0], tmp_path / "store", progress=False)
-    held = R.RunLock(R.run_dir(tmp_path / "store", cfgs[1])).acquire()
+    held = RunLock(run_dir(tmp_path / "store", cfgs[1])).acquire()
     try:
-        with pytest.raises(R.RunLockedError):
+        with pytest.raises(RunLockedError):
             train_population(cfgs, tmp_path / "store", restart=True, progress=False)
     finally:
         held.release()
-    assert R.find_run(tmp_path / "store", cfgs[0]) is not None and (done.path / "theta.pt").exists()
+    assert find_run(tmp_path / "store", cfgs[0]) is not None and (done.path / "theta.pt").exists()
 
 
 def test_a_crash_between_meta_and_manifest_resumes_from_the_checkpoint(tmp_path):
@@ -228,8 +230,8 @@ def test_a_crash_between_meta_and_manifest_resumes_from_the_checkpoint(tmp_path)
     part = train(cfg, tmp_path / "store", progress=False, max_steps=3)
     meta = json.loads((part.path / "meta.json").read_text())
     (part.path / "meta.json").write_text(json.dumps({**meta, "status": "complete"}))
-    (part.path / R.MANIFEST).unlink()
-    assert R.find_run(tmp_path / "store", cfg) is None
+    (part.path / MANIFEST).unlink()
+    assert find_run(tmp_path / "store", cfg) is None
     done = train(cfg, tmp_path / "store", resume=True, progress=False)
     assert done.meta["status"] == "complete" and not (done.path / "checkpoint.pt").exists()
     assert list(done.validation["val_loss"]) == list(whole.validation["val_loss"])
@@ -238,14 +240,14 @@ def test_a_crash_between_meta_and_manifest_resumes_from_the_checkpoint(tmp_path)
 def test_an_unfinished_run_at_rest_is_verified_against_its_manifest(tmp_path):
     cfg = tiny_config(**{"meta.S": 4, "validation.every": 1, "checkpoint_every": 1})
     part = train(cfg, tmp_path / "store", progress=False, max_steps=2)
-    R.load_run(part.path)                                   # whole: served
+    load_run(part.path)                                   # whole: served
     csv = part.path / "validation.csv"
     csv.write_text(csv.read_text().replace("\n1,", "\n1,0.0,", 1) if "\n1," in csv.read_text() else csv.read_text() + "\n")
-    with pytest.raises(R.DamagedResultError, match="validation.csv"):
-        R.load_run(part.path)
-    lock = R.RunLock(part.path).acquire()                   # its owner writing it now: read as it stands
+    with pytest.raises(DamagedResultError, match="validation.csv"):
+        load_run(part.path)
+    lock = RunLock(part.path).acquire()                   # its owner writing it now: read as it stands
     try:
-        assert R.load_run(part.path).path == part.path
+        assert load_run(part.path).path == part.path
     finally:
         lock.release()
 
@@ -256,8 +258,8 @@ def test_a_sweep_does_not_take_a_damaged_finished_run_for_complete(tmp_path):
     cfgs = [tiny_config(seed=s, **{"meta.S": 2}) for s in (0, 1)]
     for c in cfgs:
         train(c, tmp_path, progress=False)
-    (R.run_dir(tmp_path, cfgs[0]) / "theta.pt").unlink()
-    (R.run_dir(tmp_path, cfgs[1]) / "meta.json").write_text("{not json")
+    (run_dir(tmp_path, cfgs[0]) / "theta.pt").unlink()
+    (run_dir(tmp_path, cfgs[1]) / "meta.json").write_text("{not json")
     states = [s.state for s in sweep.status([cfgs], tmp_path)]
     assert states == ["damaged", "damaged"] and sweep.pending([cfgs], tmp_path) == [cfgs]
 
@@ -271,11 +273,11 @@ def test_a_sweep_writes_no_job_or_log_through_a_link(tmp_path):
     jobs = tmp_path / "store" / "sweep_logs" / "jobs"
     jobs.mkdir(parents=True)
     (jobs / f"{cfgs[0].experiment}-{cfgs[0].hash()}.yaml").symlink_to(victim)
-    with pytest.raises(R.StoreError, match="symbolic link"):
+    with pytest.raises(StoreError, match="symbolic link"):
         sweep.write_job(cfgs, jobs)
     log = sweep._log_path(tmp_path / "store", cfgs)
     log.symlink_to(victim)
-    with pytest.raises(R.StoreError, match="symbolic link"):
+    with pytest.raises(StoreError, match="symbolic link"):
         sweep.open_for_writing(log)
     assert victim.read_text() == "keep me"
 
@@ -311,7 +313,7 @@ def test_a_killed_job_is_interrupted_not_queued(tmp_path):
     assert [s.state for s in sweep.status([cfgs], tmp_path)] == ["interrupted"]
     train(cfgs[0], tmp_path, progress=False, max_steps=2)
     assert [s.state for s in sweep.status([cfgs], tmp_path)] == ["interrupted"]
-    lock = R.RunLock(R.run_dir(tmp_path, cfgs[0])).acquire()                # a job is on it now
+    lock = RunLock(run_dir(tmp_path, cfgs[0])).acquire()                # a job is on it now
     try:
         assert [s.state for s in sweep.status([cfgs], tmp_path)] == ["running"]
     finally:
@@ -341,13 +343,13 @@ def test_a_job_killed_for_real_is_interrupted_and_a_sweep_finishes_it(tmp_path):
     (row,) = sweep.status([cfgs], tmp_path)
     assert row.state == "interrupted" and 0 < row.steps_done < 400
     (row,) = sweep.run_local([cfgs], tmp_path)
-    assert row.state == "complete" and R.load_run(row.run).meta["resumes"]
+    assert row.state == "complete" and load_run(row.run).meta["resumes"]
 
 
 def test_a_read_only_store_does_not_serve_a_float64_run_for_a_float32_one(tmp_path):
     cfg = tiny_config(**{"meta.S": 2})
     train(cfg, tmp_path, progress=False, dtype=torch.float64)
-    with pytest.raises(R.StoreError, match="float64, not float32"):
+    with pytest.raises(StoreError, match="float64, not float32"):
         Store(tmp_path, read_only=True).train([cfg])
 
 
@@ -357,24 +359,24 @@ def test_broken_stores_give_one_line_errors(tmp_path, monkeypatch):
     cfg = tiny_config(**{"meta.S": 2})
     run = train(cfg, tmp_path / "store", progress=False)
     (run.path / "meta.json").write_text("[1, 2")                       # malformed JSON
-    with pytest.raises(R.DamagedResultError, match="meta.json or a curve cannot be read"):
-        R.load_run(run.path)
+    with pytest.raises(DamagedResultError, match="meta.json or a curve cannot be read"):
+        load_run(run.path)
     (run.path / "meta.json").unlink()
     (run.path / "meta.json").mkdir()                                   # a directory where a file belongs
-    with pytest.raises(R.DamagedResultError, match="meta.json cannot be read"):
-        R.load_run(run.path)
+    with pytest.raises(DamagedResultError, match="meta.json cannot be read"):
+        load_run(run.path)
     (tmp_path / "long").mkdir()
-    with pytest.raises(R.StoreError, match="name is too long"):
-        R.write_text(tmp_path / "long" / ("x" * 300), "y")
+    with pytest.raises(StoreError, match="name is too long"):
+        write_text(tmp_path / "long" / ("x" * 300), "y")
     (tmp_path / "dir.json").mkdir()
-    with pytest.raises(R.StoreError, match="a directory is where this file belongs"):
-        R.write_text(tmp_path / "dir.json", "y")
+    with pytest.raises(StoreError, match="a directory is where this file belongs"):
+        write_text(tmp_path / "dir.json", "y")
 
     def full(*a, **k):
         raise OSError(errno.ENOSPC, "No space left on device")
     monkeypatch.setattr(files.os, "replace", full)
-    with pytest.raises(R.StoreError, match="the disk is full"):
-        R.write_text(tmp_path / "z.txt", "y")
+    with pytest.raises(StoreError, match="the disk is full"):
+        write_text(tmp_path / "z.txt", "y")
 
 
 def test_reading_the_golden_reference_leaves_the_data_only_globals_in_place(tmp_path):
@@ -383,5 +385,5 @@ def test_reading_the_golden_reference_leaves_the_data_only_globals_in_place(tmp_
     from mplp.chapters import peer
 
     peer.load_reference()
-    R.save_torch(tmp_path / "a.pt", {"x": np.arange(3.0)})
-    assert R.load_torch(tmp_path / "a.pt")["x"].tolist() == [0.0, 1.0, 2.0]
+    save_torch(tmp_path / "a.pt", {"x": np.arange(3.0)})
+    assert load_torch(tmp_path / "a.pt")["x"].tolist() == [0.0, 1.0, 2.0]

@@ -4,7 +4,7 @@ the local executor trains the pending populations as subprocesses, resumably."""
 import pytest
 
 from mplp.book import report
-from mplp import store as R
+from mplp.store import RunLock, committed_root, load_run, run_dir
 from mplp.meta.source import Store
 from mplp import sweep
 
@@ -31,9 +31,9 @@ def test_plan_is_what_the_study_trains(chapter, tmp_path, monkeypatch):
 
 
 def test_status_of_the_committed_cpu_runs():
-    rows = sweep.status(sweep.plan("ablation", "cpu"), R.committed_root())
+    rows = sweep.status(sweep.plan("ablation", "cpu"), committed_root())
     assert len(rows) == 50 and {r.state for r in rows} == {"complete"}
-    assert sweep.pending(sweep.plan("ablation", "cpu"), R.committed_root()) == []
+    assert sweep.pending(sweep.plan("ablation", "cpu"), committed_root()) == []
     with pytest.raises(ValueError, match="no meta-training runs to sweep"):
         sweep.plan("sgd", "ci")
 
@@ -93,7 +93,7 @@ def test_a_killed_job_resumes_bit_for_bit_when_resubmitted(tmp_path):
     (row,) = sweep.run_ray([[cfg]], tmp_path / "a", max_parallel=1)
     assert row.state == "complete"
     sweep.run_local([[cfg]], tmp_path / "b")
-    resumed, fresh = R.load_run(row.run), R.load_run(R.run_dir(tmp_path / "b", cfg))
+    resumed, fresh = load_run(row.run), load_run(run_dir(tmp_path / "b", cfg))
     assert resumed.meta["resumes"] and all(torch.equal(resumed.theta[k], fresh.theta[k]) for k in fresh.theta)
 
 
@@ -112,10 +112,10 @@ def test_a_duplicate_job_leaves_a_locked_run_alone(tmp_path):
     from helpers import tiny_config
 
     cfg = tiny_config()
-    lock = R.RunLock(R.run_dir(tmp_path, cfg)).acquire()
+    lock = RunLock(run_dir(tmp_path, cfg)).acquire()
     try:
         assert sweep.run_job(sweep.write_job([cfg], tmp_path / "jobs"), tmp_path) == 0
-        assert not (R.run_dir(tmp_path, cfg) / "meta.json").exists()        # nothing computed
+        assert not (run_dir(tmp_path, cfg) / "meta.json").exists()        # nothing computed
     finally:
         lock.release()
 
@@ -137,7 +137,7 @@ def test_two_concurrent_sweeps_compute_nothing_twice(tmp_path):
     rows = sweep.status(pops, tmp_path)
     assert [r.state for r in rows] == ["complete"] * 3
     for r in rows:                      # one uninterrupted training each: never resumed, never restarted
-        assert R.load_run(r.run).meta.get("resumes", []) == []
+        assert load_run(r.run).meta.get("resumes", []) == []
         log = r.log.read_text()         # each job's lines kept (appended, not truncated), no error
         assert log.count(sweep.ATTEMPT) >= 1 and "Traceback" not in log
 
@@ -154,7 +154,7 @@ def test_report_plan_is_what_the_deviations_study_trains():
             self.asked.append(sorted(c.hash() for c in cfgs))
             return super().train(cfgs, device=device, progress=progress)
 
-    store = Recording(R.committed_root(), read_only=True)
+    store = Recording(committed_root(), read_only=True)
     p = report.load_profile("report", "cpu")
     deviations.study(p["alternatives_profile"], p["ablation_seeds"], p["mnist_seeds"], store)
     planned = [tuple(sorted(c.hash() for c in cfgs)) for cfgs in sweep.plan("report", "cpu")]

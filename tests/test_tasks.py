@@ -3,14 +3,14 @@ import math
 import pytest
 import torch
 
-from mplp.core import config as C
+from mplp.core.config import TaskConfig
 from mplp.tasks.families import BatchTask, MNISTFamily, SinewaveFamily, make_family, validation_set
 
 from helpers import tiny_config
 
 
 def test_sinewave_task_is_a_fixed_sample_walked_in_order(gen):
-    cfg = C.TaskConfig(batch_size=4, amplitude=(1.0, 5.0))
+    cfg = TaskConfig(batch_size=4, amplitude=(1.0, 5.0))
     task = SinewaveFamily(cfg).sample(gen, T=10)
     assert task.x.shape == (44, 1) and task.n_batches == 11
     xs, ys = task.batches(2, 3)
@@ -40,7 +40,7 @@ def test_validation_set_is_shared_across_learner_configs():
 
 
 def test_mnist_family_walks_the_training_split():
-    cfg = C.TaskConfig(name="mnist", batch_size=16, subset=320)
+    cfg = TaskConfig(name="mnist", batch_size=16, subset=320)
     fam = make_family(cfg)
     assert isinstance(fam, MNISTFamily) and fam.continue_cursor
     xs, ys = fam.sample(None, 5).batches(0, 2)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from mplp import store as R
+from mplp.store import FINAL_STATE, run_dir
 from mplp.meta.trainer import MetaTrainer, resolve_device
 from mplp.meta.loop import RunExistsError, train
 
@@ -45,7 +45,7 @@ def test_resume_with_batch_entropy_and_text_convention(tmp_path):
 def test_stored_results(tmp_path):
     cfg = tiny_config()
     run = train(cfg, tmp_path, progress=False)
-    assert run.path == R.run_dir(tmp_path, cfg)
+    assert run.path == run_dir(tmp_path, cfg)
     assert run.validation["step"].tolist() == [0, 4, 8, 12]
     assert run.train["step"].tolist() == [2, 4, 6, 8, 10, 12]
     assert {"entropy_l0", "entropy_l1", "val_loss_std"} <= set(run.validation)
@@ -162,7 +162,7 @@ def test_population_equals_runs_one_by_one(tmp_path):
 
 
 def test_population_resumes_and_refuses_mismatched_members(tmp_path):
-    from mplp.core import config as C
+    from mplp.core import config
     from mplp.meta.loop import train_population
 
     base = tiny_config(**{"meta.S": 8})
@@ -173,9 +173,9 @@ def test_population_resumes_and_refuses_mismatched_members(tmp_path):
     for f, r in zip(full, resumed):
         for k in f.theta:
             assert torch.equal(f.theta[k], r.theta[k]), k
-    with pytest.raises(C.ConfigError, match="must share"):
+    with pytest.raises(config.ConfigError, match="must share"):
         train_population([base, base.replace(**{"seed": 1, "meta.K": 2})], tmp_path / "c", progress=False)
-    with pytest.raises(C.ConfigError, match="identical"):
+    with pytest.raises(config.ConfigError, match="identical"):
         train_population([base, base], tmp_path / "c", progress=False)
 
 
@@ -226,12 +226,11 @@ def test_estimator_settings_are_checked_and_keep_old_hashes():
 def test_a_finished_run_extends_to_a_longer_one_bit_for_bit(tmp_path):
     """Issue 16: a finished run keeps its final state, and a longer run of the same config
     continues from it along the same trajectory as one run trained without stopping."""
-    from mplp import store as R
     from mplp.meta.loop import train
 
     short, long_ = tiny_config(**{"meta.S": 8}), tiny_config(**{"meta.S": 16})
     done = train(short, out_root=tmp_path / "a", progress=False)
-    assert (done.path / R.FINAL_STATE).exists() and not (done.path / "checkpoint.pt").exists()
+    assert (done.path / FINAL_STATE).exists() and not (done.path / "checkpoint.pt").exists()
     ext = train(long_, out_root=tmp_path / "a", progress=False, extend_from=done.path)
     ref = train(long_, out_root=tmp_path / "b", progress=False)
     for k in ref.theta:
@@ -243,16 +242,16 @@ def test_a_finished_run_extends_to_a_longer_one_bit_for_bit(tmp_path):
 
 
 def test_extension_refuses_a_different_config_or_a_shorter_target(tmp_path):
-    from mplp.core import config as C
+    from mplp.core import config
     from mplp.meta.loop import train
 
     done = train(tiny_config(**{"meta.S": 8}), out_root=tmp_path, progress=False)
-    with pytest.raises(C.ConfigError, match="differs from this one in learner"):
+    with pytest.raises(config.ConfigError, match="differs from this one in learner"):
         train(tiny_config(**{"meta.S": 16, "learner.hidden": 9}), out_root=tmp_path, progress=False,
               extend_from=done.path)
-    with pytest.raises(C.ConfigError, match="meta.S must be larger"):
+    with pytest.raises(config.ConfigError, match="meta.S must be larger"):
         train(tiny_config(**{"meta.S": 4}), out_root=tmp_path / "y", progress=False, extend_from=done.path)
-    with pytest.raises(C.ConfigError, match="not a multiple of log_every"):
+    with pytest.raises(config.ConfigError, match="not a multiple of log_every"):
         odd = train(tiny_config(**{"meta.S": 7}), out_root=tmp_path / "z", progress=False)
         train(tiny_config(**{"meta.S": 12}), out_root=tmp_path / "z", progress=False, extend_from=odd.path)
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from mplp.chapters import truncation as Tr
+from mplp.chapters.truncation import LATE, LandscapeRow, basin_reading, landscape, toy_estimates, verdicts
 from mplp.chapters import truncation_toy as Toy
 from mplp.chapters import truncation_lr as Fig4
 
@@ -122,7 +122,7 @@ def test_momentum_toy_system_matches_the_vectorised_runs():
 
 def test_landscape_rows_count_jumps_and_basins():
     m = torch.linspace(0, 0.99, 1000, dtype=torch.float64)     # fine enough that smooth changes are < 1
-    rows = Tr.landscape(m, [10, 2000], lr=0.02)
+    rows = landscape(m, [10, 2000], lr=0.02)
     assert [r.T for r in rows] == [10, 2000]
     w = Toy.momentum_trajectories(m, 2000, 0.02)[:, -1]
     assert rows[1].frac_global == pytest.approx(float(((w - 3.57).abs() < 0.3).double().mean()))
@@ -130,20 +130,20 @@ def test_landscape_rows_count_jumps_and_basins():
 
 
 def test_truncation_verdicts_from_constructed_results():
-    rows = [Tr.LandscapeRow(10, 0, 5.0, 0.0), Tr.LandscapeRow(1000, 6, 500.0, 0.3)]
+    rows = [LandscapeRow(10, 0, 5.0, 0.0), LandscapeRow(1000, 6, 500.0, 0.3)]
     lg = Toy.LrGradient(torch.tensor([0.01]), [1, 100], torch.tensor([[1.0, 50.0]]), torch.tensor([[1.0, 50.0]]))
     tr = lambda lr: Fig4.OuterTrace("x", 1, np.array([1, 2]), np.array([1e-3, lr]), 0.0, 1)   # starts at 1e-3
     grid = Fig4.LrGrid(np.array([1e-3, 4e-3]), np.array([1.0, 0.5]), 4e-3)
     tg = lambda total: Fig4.TruncationGradients(10, 1e-3, np.array([10]), np.array([total]), np.array([total]))
-    vs = Tr.verdicts(rows, lg, [2.0, 900.0], {"tbptt-10": tr(5e-4), "tbptt-1000": tr(3e-3), "pes-10": tr(5e-3)},
-                     grid, 10, 1000, {10: tg(+0.4), 1000: tg(-0.1)})
+    vs = verdicts(rows, lg, [2.0, 900.0], {"tbptt-10": tr(5e-4), "tbptt-1000": tr(3e-3), "pes-10": tr(5e-3)},
+                  grid, 10, 1000, {10: tg(+0.4), 1000: tg(-0.1)})
     assert [v.holds for v in vs] == ["yes", "yes", "yes", "partly", "yes", "yes"]
     assert "positive later" in vs[3].claim and vs[3].partly_rule == "positive later, not negative early"
     assert "anti-correlated" in vs[4].claim and vs[4].seeds
-    assert "PES" in vs[5].claim and f"(k = 10, {Tr.LATE})" in vs[5].test    # how the lr is read, not a number
+    assert "PES" in vs[5].claim and f"(k = 10, {LATE})" in vs[5].test    # how the lr is read, not a number
     # the short truncation's lr below the full unroll's but rising from its start: the ordering alone
-    rising = Tr.verdicts(rows, lg, [2.0, 900.0], {"tbptt-10": tr(2e-3), "tbptt-1000": tr(3e-3)}, grid, 10, 1000,
-                         {10: tg(-0.4), 1000: tg(-0.1)})
+    rising = verdicts(rows, lg, [2.0, 900.0], {"tbptt-10": tr(2e-3), "tbptt-1000": tr(3e-3)}, grid, 10, 1000,
+                      {10: tg(-0.4), 1000: tg(-0.1)})
     assert rising[2].holds == "partly" and "rises" in rising[2].partly_rule and rising[4].holds == "no"
 
 
@@ -155,23 +155,23 @@ def test_fig_3b_reading_of_the_toy_basins():
     to_far = np.linspace(-1.2, 3.57, T + 1)
     swinging = np.array([-1.2, 3.0, 1.0, 3.5, 3.6, 3.57, 3.57])
     traj = np.stack([to_zero, to_zero, to_far, swinging])
-    b = Tr.basin_reading([0.1, 0.5, 0.7, 0.9], traj)
+    b = basin_reading([0.1, 0.5, 0.7, 0.9], traj)
     assert b["ends"] == [0, 0, 1, 1] and b["crossings"] == [0, 0, 1, 3]
-    rows = [Tr.LandscapeRow(10, 0, 5.0, 0.0), Tr.LandscapeRow(1000, 6, 500.0, 0.3)]
+    rows = [LandscapeRow(10, 0, 5.0, 0.0), LandscapeRow(1000, 6, 500.0, 0.3)]
     lg = Toy.LrGradient(torch.tensor([0.01]), [1, 100], torch.tensor([[1.0, 50.0]]), torch.tensor([[1.0, 50.0]]))
     tr = lambda lr: Fig4.OuterTrace("x", 1, np.array([1, 2]), np.array([1e-3, lr]), 0.0, 1)
     grid = Fig4.LrGrid(np.array([1e-3, 4e-3]), np.array([1.0, 0.5]), 4e-3)
     traces = {"tbptt-10": tr(5e-4), "tbptt-1000": tr(3e-3)}
-    v = Tr.verdicts(rows, lg, [2.0, 900.0], traces, grid, 10, 1000, basins=b)[1]
+    v = verdicts(rows, lg, [2.0, 900.0], traces, grid, 10, 1000, basins=b)[1]
     assert "oscillate" in v.claim and v.holds == "yes"
-    no_swing = Tr.basin_reading([0.1, 0.5, 0.7, 0.9], np.stack([to_zero, to_zero, to_far, to_far]))
-    assert Tr.verdicts(rows, lg, [2.0, 900.0], traces, grid, 10, 1000, basins=no_swing)[1].holds == "partly"
-    vs = Tr.verdicts(rows[::-1], lg, [900.0, 2.0],
-                     {"tbptt-10": tr(3e-3), "tbptt-1000": tr(5e-4), "pes-10": tr(1e-4)}, grid, 10, 1000)
+    no_swing = basin_reading([0.1, 0.5, 0.7, 0.9], np.stack([to_zero, to_zero, to_far, to_far]))
+    assert verdicts(rows, lg, [2.0, 900.0], traces, grid, 10, 1000, basins=no_swing)[1].holds == "partly"
+    vs = verdicts(rows[::-1], lg, [900.0, 2.0],
+                  {"tbptt-10": tr(3e-3), "tbptt-1000": tr(5e-4), "pes-10": tr(1e-4)}, grid, 10, 1000)
     assert [v.holds for v in vs] == ["no", "no", "no", "no"]
-    three = [Tr.LandscapeRow(3, 0, 5.0, 0.0), Tr.LandscapeRow(30, 4, 50.0, 0.2), Tr.LandscapeRow(1000, 6, 500.0, 0.3)]
-    rise_and_fall = Tr.verdicts(three, lg, [2.0, 900.0, 3.0], {"tbptt-10": tr(5e-4), "tbptt-1000": tr(3e-3)}, grid,
-                                10, 1000)
+    three = [LandscapeRow(3, 0, 5.0, 0.0), LandscapeRow(30, 4, 50.0, 0.2), LandscapeRow(1000, 6, 500.0, 0.3)]
+    rise_and_fall = verdicts(three, lg, [2.0, 900.0, 3.0], {"tbptt-10": tr(5e-4), "tbptt-1000": tr(3e-3)}, grid,
+                             10, 1000)
     assert rise_and_fall[1].holds == "partly" and "T=30: 900" in rise_and_fall[1].evidence
 
 
@@ -186,7 +186,7 @@ def test_momentum_gradients_match_finite_differences():
 def test_toy_estimates_agree_with_backprop_where_the_landscape_is_smooth():
     # at T = 10 the loss is smooth in the momentum: with a small sigma both estimators
     # must centre on the backprop gradient
-    r = Tr.toy_estimates([0.3, 0.5], T=10, lr=0.02, sigma=1e-4, n_pairs=4, n_rep=5)
+    r = toy_estimates([0.3, 0.5], T=10, lr=0.02, sigma=1e-4, n_pairs=4, n_rep=5)
     assert r.es.shape == r.combined.shape == (2, 5)
     np.testing.assert_allclose(r.combined.mean(1), r.exact, rtol=1e-3)
     se = r.es.std(1, ddof=1) / np.sqrt(r.es.shape[1])                 # ES is noisy: judge it by its own error

@@ -15,7 +15,7 @@ from pathlib import Path
 from mplp import chapters as _chapters  # noqa: F401  (every chapter registers its record)
 from mplp import longruns, paths, sweep
 from mplp.chapters import registry
-from mplp import store as R
+from mplp.store import MissingResultError, Record, RunResult, committed_root
 from mplp.meta.source import Store
 from mplp.claims.analysis import plateau_end
 from mplp.claims.verdicts import LABELS, Verdict, tally
@@ -74,7 +74,7 @@ class CensusRow:
         return self.steps / self.thesis_steps if self.thesis_steps else float("nan")
 
 
-def run_groups(chapter: str, st) -> dict[str, list[R.RunResult]]:
+def run_groups(chapter: str, st) -> dict[str, list[RunResult]]:
     """A chapter study's meta-training runs, grouped as the chapter shows them."""
     record = registry.chapter(chapter)
     return record.run_groups(st) if record.run_groups is not None else {}
@@ -141,11 +141,11 @@ def chapter_study(chapter: str, profile: str, root: Path | None = None):
     ``store.MissingResultError`` naming the first missing result."""
     if chapter not in STUDIES:
         raise ValueError(f"unknown chapter {chapter!r}; chapters with claims: {', '.join(STUDIES)}")
-    store = Store(root if root is not None else R.committed_root(), read_only=True)
+    store = Store(root if root is not None else committed_root(), read_only=True)
     return STUDIES[chapter](**study_parameters(chapter, profile), store=store), store
 
 
-def cost_row(chapter: str, profile: str, records: list[R.Record]) -> CostRow:
+def cost_row(chapter: str, profile: str, records: list[Record]) -> CostRow:
     """The cost of ``records`` (each stored result counted once)."""
     seen, steps, wall, unrecorded, machines = set(), 0, 0.0, 0, []
     for r in records:
@@ -173,7 +173,7 @@ def build(profiles: list[str], root: Path | None = None, chapters: list[str] | N
         for profile in profiles:
             try:
                 st, store = chapter_study(chapter, profile, root)
-            except R.MissingResultError as e:
+            except MissingResultError as e:
                 reasons.append(f"{profile}: {e}")
                 continue
             ledger += [LedgerRow(chapter, profile, v) for v in st.verdicts()]
@@ -426,7 +426,7 @@ BUDGET_GROUPS = ("sinewave-thesis", "grid-thesis", "mnist-thesis")
 def thesis_budget(root: Path | None = None) -> list[BudgetGroup]:
     """``BudgetGroup`` per group of the plan (``book/preregistration.md``), read from the stored
     runs' own files; the runs of a population train together, so its wall time counts once."""
-    root = root if root is not None else R.committed_root()
+    root = root if root is not None else committed_root()
     out = []
     for name in BUDGET_GROUPS:
         pops = [sweep.status([cfgs], root) for cfgs in longruns.GROUPS[name]()]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mplp import store as R
+from mplp.store import RunResult
 from mplp.chapters.ablation_grid import (LR_FIXED, LR_LEARNED_INIT, PLATEAU_WINDOW, THESIS_S, Cell, CellSummary,
                                          base_config, cell_config, common_level, decisive_configs, grid_configs,
                                          long_config, summarise, summary_table)
@@ -18,15 +18,15 @@ from mplp.chapters.registry import PREREG_SEEDS, Chapter, Group, chosen_after, h
 from mplp.claims import prereg, stats
 from mplp.claims.analysis import plateau_end
 from mplp.claims.verdicts import MEND_COMMIT, PLATEAU_RULE_COMMIT, POLICY_COMMIT, Verdict, decide
-from mplp.core import config as C
+from mplp.core.config import ExperimentConfig
 from mplp.meta import baselines
 from mplp.meta.source import Store
 
 DECISIVE_RULE_COMMIT = "913f3c6"   # where the longer runs' rule was written (see verdicts)
 
 
-def train_grid(base: C.ExperimentConfig, n_seeds: int, store: Store | None = None, device="cpu",
-               progress: bool = True) -> dict[Cell, list[R.RunResult]]:
+def train_grid(base: ExperimentConfig, n_seeds: int, store: Store | None = None, device="cpu",
+               progress: bool = True) -> dict[Cell, list[RunResult]]:
     """Meta-train (or load) every cell of the grid, each cell's seeds as one population."""
     store = store if store is not None else Store()
     return {cell: store.train(cfgs, device=device, progress=progress)
@@ -38,13 +38,13 @@ class AblationStudy:
     """Chapter 2's data: the stored ``runs`` per cell, the ``tuned`` baselines, the
     common loss ``level`` and the per-cell ``table``."""
 
-    base: C.ExperimentConfig
-    runs: dict[Cell, list[R.RunResult]]
+    base: ExperimentConfig
+    runs: dict[Cell, list[RunResult]]
     tuned: dict
     level: float
     table: dict[Cell, "CellSummary"]
-    long_run: R.RunResult | None = None
-    decisive: dict[Cell, list[R.RunResult]] | None = None          # the longer runs, as far as they got
+    long_run: RunResult | None = None
+    decisive: dict[Cell, list[RunResult]] | None = None          # the longer runs, as far as they got
     decisive_table: dict[Cell, "CellSummary"] | None = None
     # the S of the decisive runs seen before these longer ones were chosen (None: planned before)
     decisive_after: int | None = None
@@ -328,13 +328,13 @@ GRID_ORDER = (Cell(8, True, True), Cell(8, False, True), Cell(8, True, False), C
               Cell(1, True, True), Cell(1, False, True), Cell(1, True, False), Cell(1, False, False))
 
 
-def thesis_grid() -> list[list[C.ExperimentConfig]]:
+def thesis_grid() -> list[list[ExperimentConfig]]:
     """§5.2's 8 cells at 120,000 outer steps, seeds ``PREREG_SEEDS``, one population per cell (``GRID_ORDER``)."""
     base = base_config(THESIS_S, 300, 20, adam_bias_correction=False)
     return [[cell_config(base, cell, s) for s in PREREG_SEEDS] for cell in GRID_ORDER]
 
 
-def plan(p: dict) -> list[list[C.ExperimentConfig]]:
+def plan(p: dict) -> list[list[ExperimentConfig]]:
     """The training populations the study needs with the profile values ``p``."""
     base = base_config(p["S"], p["validation_every"], p["validation_runs"], p.get("adam_bias_correction", False))
     pops = list(grid_configs(base, p["n_seeds"]).values())
@@ -345,7 +345,7 @@ def plan(p: dict) -> list[list[C.ExperimentConfig]]:
     return pops
 
 
-def run_groups(st: AblationStudy) -> dict[str, list[R.RunResult]]:
+def run_groups(st: AblationStudy) -> dict[str, list[RunResult]]:
     """The study's meta-training runs, grouped as the chapter shows them."""
     groups = {c.label: rs for c, rs in st.runs.items()}
     if st.long_run is not None:

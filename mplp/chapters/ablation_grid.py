@@ -8,11 +8,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mplp import store as R
+from mplp.store import RunResult
 from mplp.claims.analysis import log_mean_loss, plateau_end, plateau_exit, spike_fraction
 from mplp.claims.verdicts import final_loss_reached, median_still_falling
-from mplp.core import config as C
-
+from mplp.core.config import ConfigError, ExperimentConfig, shipped
 LR_FIXED = 1.0e-3          # the fixed learning rate of cells without a learned lr (Table 3)
 LR_LEARNED_INIT = 1.0e-2   # initial value of the learned lr (released code)
 THESIS_S = 120_000         # §5.2's outer steps per run
@@ -36,17 +35,17 @@ class Cell:
 GRID = tuple(Cell(m, bn, lr) for m in (1, 8) for lr in (False, True) for bn in (False, True))
 
 
-def cell_config(base: C.ExperimentConfig, cell: Cell, seed: int) -> C.ExperimentConfig:
+def cell_config(base: ExperimentConfig, cell: Cell, seed: int) -> ExperimentConfig:
     """``base`` with the cell's learner choices and ``seed`` (validation runs unchanged)."""
     return base.replace(**{"seed": seed, "learner.message_size": cell.message_size,
                            "learner.batch_norm": cell.batch_norm, "learner.learned_lr": cell.learned_lr,
                            "learner.lr": LR_LEARNED_INIT if cell.learned_lr else LR_FIXED})
 
 
-def grid_configs(base: C.ExperimentConfig, n_seeds: int) -> dict[Cell, list[C.ExperimentConfig]]:
+def grid_configs(base: ExperimentConfig, n_seeds: int) -> dict[Cell, list[ExperimentConfig]]:
     """The configs of every cell, seeds ``0 .. n_seeds - 1``."""
     if n_seeds < 1:
-        raise C.ConfigError(f"n_seeds: must be >= 1 (got {n_seeds})")
+        raise ConfigError(f"n_seeds: must be >= 1 (got {n_seeds})")
     return {cell: [cell_config(base, cell, s) for s in range(n_seeds)] for cell in GRID}
 
 
@@ -59,7 +58,7 @@ DECISIVE_SEEDS = 3
 
 
 def decisive_configs(S: int, validation_every: int = 300,
-                     validation_runs: int = 20) -> dict[Cell, list[C.ExperimentConfig]]:
+                     validation_runs: int = 20) -> dict[Cell, list[ExperimentConfig]]:
     """The longer runs of ``DECISIVE_CELLS``, seeds 0-2, with the released code's outer Adam
     (``adam_bias_correction: false``), trained by ``mplp.longruns`` across sessions."""
     base = base_config(S, validation_every, validation_runs, adam_bias_correction=False)
@@ -67,21 +66,21 @@ def decisive_configs(S: int, validation_every: int = 300,
 
 
 def base_config(S: int, validation_every: int, validation_runs: int,
-                adam_bias_correction: bool = False) -> C.ExperimentConfig:
+                adam_bias_correction: bool = False) -> ExperimentConfig:
     """The grid's shared setting (``configs/ablation.yaml``) with chapter 2's profile values."""
-    return C.shipped("ablation").replace(**{"meta.S": S, "validation.every": validation_every,
-                                            "validation.n_runs": validation_runs,
-                                            "meta.adam_bias_correction": adam_bias_correction})
+    return shipped("ablation").replace(**{"meta.S": S, "validation.every": validation_every,
+                                          "validation.n_runs": validation_runs,
+                                          "meta.adam_bias_correction": adam_bias_correction})
 
 
-def long_config(S: int, validation_every: int, adam_bias_correction: bool = False) -> C.ExperimentConfig:
+def long_config(S: int, validation_every: int, adam_bias_correction: bool = False) -> ExperimentConfig:
     """One longer run of §5.2's best cell (|m| = 8, batch-norm, learned lr initialised at the
     fixed lr 1e-3): ``configs/sinewave_m8_bn.yaml`` with ``S`` outer steps."""
-    return C.shipped("sinewave_m8_bn").replace(**{"meta.S": S, "validation.every": validation_every,
-                                                  "meta.adam_bias_correction": adam_bias_correction})
+    return shipped("sinewave_m8_bn").replace(**{"meta.S": S, "validation.every": validation_every,
+                                                "meta.adam_bias_correction": adam_bias_correction})
 
 
-def curves(runs: list[R.RunResult]) -> tuple[np.ndarray, np.ndarray]:
+def curves(runs: list[RunResult]) -> tuple[np.ndarray, np.ndarray]:
     """Validation steps ``(V,)`` and losses ``(n_seeds, V)`` of one cell's runs; a
     diverged validation (nan) counts as an infinite loss."""
     steps = runs[0].validation["step"]
@@ -135,7 +134,7 @@ def first_reach(steps: np.ndarray, losses: np.ndarray, level: float) -> float:
     return float(steps[hit[0]]) if len(hit) else math.nan
 
 
-def summarise(cell: Cell, runs: list[R.RunResult], level: float) -> CellSummary:
+def summarise(cell: Cell, runs: list[RunResult], level: float) -> CellSummary:
     """The table row of one cell; ``level`` is the fixed loss level of "steps to reach"."""
     steps, L = curves(runs)
     final = L[:, -1]
@@ -154,12 +153,12 @@ def summarise(cell: Cell, runs: list[R.RunResult], level: float) -> CellSummary:
                        tuple(plateau_exit(steps, l, int(PLATEAU_WINDOW * THESIS_S)) for l in L), tuple(final))
 
 
-def common_level(runs: dict[Cell, list[R.RunResult]], fraction: float = 0.5) -> float:
+def common_level(runs: dict[Cell, list[RunResult]], fraction: float = 0.5) -> float:
     """The fixed loss level of "steps to reach": ``fraction`` x the median step-0
     validation loss over every run of the grid (the same level for every cell)."""
     return fraction * float(np.median([r.validation["val_loss"][0] for rs in runs.values() for r in rs]))
 
 
-def summary_table(runs: dict[Cell, list[R.RunResult]], level: float) -> dict[Cell, CellSummary]:
+def summary_table(runs: dict[Cell, list[RunResult]], level: float) -> dict[Cell, CellSummary]:
     """``summarise`` for every cell of the grid, in ``GRID`` order."""
     return {cell: summarise(cell, runs[cell], level) for cell in GRID if cell in runs}

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from mplp.meta import baselines
-from mplp.core import config as C
-from mplp import store as R
+from mplp.core.config import ExperimentConfig, shipped
+from mplp.store import RunResult
 from mplp.meta.source import Store
 from mplp.claims.verdicts import Verdict
 
@@ -24,12 +24,12 @@ ESTIMATORS = ("tbptt", "pes")
 GRID = (41, 1e-3, 1.0)          # the fine lr grid of the known answer: n, low, high (log-spaced)
 
 
-def control_config(estimator: str, S: int, seed: int) -> C.ExperimentConfig:
+def control_config(estimator: str, S: int, seed: int) -> ExperimentConfig:
     """``configs/control_lr.yaml`` with the estimator, outer steps and seed."""
     if estimator not in ESTIMATORS:
         raise ValueError(f"unknown estimator {estimator!r}; expected one of {ESTIMATORS}")
-    return C.shipped("control_lr").replace(**{"meta.estimator": estimator, "meta.S": S, "seed": seed,
-                                              "snapshot_every": max(1, S // 30)})
+    return shipped("control_lr").replace(**{"meta.estimator": estimator, "meta.S": S, "seed": seed,
+                                            "snapshot_every": max(1, S // 30)})
 
 
 @dataclass
@@ -42,7 +42,7 @@ class LrControl:
     seeds: list[int]
     steps: np.ndarray
     lr: dict[str, np.ndarray]
-    runs: dict[str, list[R.RunResult]]
+    runs: dict[str, list[RunResult]]
     tuned_lr: float
     grid: baselines.BaselineResult
 

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from mplp.chapters import ablation, mnist_be
-from mplp.core import config as C
-from mplp import store as R
+from mplp.core.config import ExperimentConfig
+from mplp.store import RunResult
 from mplp.meta.source import Store
 from mplp.chapters.profiles import load_profile
 from mplp.chapters.registry import Chapter, register
@@ -63,7 +63,7 @@ class Revalidation:
     entropy: float
 
 
-def _revalidate(book_cfg: C.ExperimentConfig, run: R.RunResult, step: int, theta, store: Store) -> Revalidation:
+def _revalidate(book_cfg: ExperimentConfig, run: RunResult, step: int, theta, store: Store) -> Revalidation:
     """``theta`` (of ``run`` at outer ``step``) validated under ``book_cfg``; stored under
     results/deviations_validation/ so the report only reads it."""
 
@@ -85,7 +85,7 @@ def _compare(point, setting, book_choice, other_choice, book_cfgs, flip: dict, s
                        [x.loss for x in b], [x.loss for x in o], [x.entropy for x in b], [x.entropy for x in o])
 
 
-def ablation_configs(profile: str, n_seeds: int) -> list[C.ExperimentConfig]:
+def ablation_configs(profile: str, n_seeds: int) -> list[ExperimentConfig]:
     """§5.2's best cell as chapter 2 runs it with ``profile``, seeds ``0 .. n_seeds - 1``."""
     p = load_profile("ablation", profile)
     if n_seeds > p["n_seeds"]:
@@ -94,7 +94,7 @@ def ablation_configs(profile: str, n_seeds: int) -> list[C.ExperimentConfig]:
     return [ablation.cell_config(base, BEST_CELL, s) for s in range(n_seeds)]
 
 
-def mnist_configs(profile: str, n_seeds: int) -> list[C.ExperimentConfig]:
+def mnist_configs(profile: str, n_seeds: int) -> list[ExperimentConfig]:
     """Chapter 3's runs with the batch-entropy term, as run with ``profile``."""
     p = load_profile("mnist", profile)
     if n_seeds > p["n_seeds"]:
@@ -103,7 +103,7 @@ def mnist_configs(profile: str, n_seeds: int) -> list[C.ExperimentConfig]:
     return mnist_be.run_configs(base, n_seeds)[True]
 
 
-def adam_choices(cfg: C.ExperimentConfig) -> tuple[str, str]:
+def adam_choices(cfg: ExperimentConfig) -> tuple[str, str]:
     """(the chapter's choice, the other one) of the outer Adam's bias correction: the released
     code has none (the default); the committed cpu runs were made with it."""
     code, corrected = "none (released code)", "bias-corrected (Kingma & Ba)"
@@ -163,7 +163,7 @@ def comparisons(profile: str, ablation_seeds: int, mnist_seeds: int) -> list[tup
     ]
 
 
-def training_populations(profile: str, ablation_seeds: int, mnist_seeds: int) -> list[list[C.ExperimentConfig]]:
+def training_populations(profile: str, ablation_seeds: int, mnist_seeds: int) -> list[list[ExperimentConfig]]:
     """What ``study`` trains, population by population (the book's and the other choice's
     runs of each comparison, and the chapter-3 runs the validation-split check reads)."""
     pops = []
@@ -173,7 +173,7 @@ def training_populations(profile: str, ablation_seeds: int, mnist_seeds: int) ->
     return pops
 
 
-def other_configs(book_cfgs: list[C.ExperimentConfig], flip: dict) -> list[C.ExperimentConfig]:
+def other_configs(book_cfgs: list[ExperimentConfig], flip: dict) -> list[ExperimentConfig]:
     return [c.replace(**{"experiment": "deviations", **flip}) for c in book_cfgs]
 
 

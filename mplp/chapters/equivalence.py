@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from mplp.core import config as C
+from mplp.core.config import OptimizeeConfig, TaskConfig
 from mplp.chapters import peer
 from mplp.meta.source import Store
 from mplp.meta.baselines import inner_train
@@ -27,9 +27,9 @@ from mplp.tasks.families import make_family
 from mplp.core.unroll import rollout
 
 PROBLEMS = {
-    "sinewave": (C.OptimizeeConfig((1, 20, 20, 1), "relu", "mse"),
-                 C.TaskConfig(name="sinewave", phase=(0.0, math.pi), amplitude=(1.0, 1.0))),
-    "mnist": (C.OptimizeeConfig((784, 32, 20, 10), "relu", "xent"), C.TaskConfig(name="mnist")),
+    "sinewave": (OptimizeeConfig((1, 20, 20, 1), "relu", "mse"),
+                 TaskConfig(name="sinewave", phase=(0.0, math.pi), amplitude=(1.0, 1.0))),
+    "mnist": (OptimizeeConfig((784, 32, 20, 10), "relu", "xent"), TaskConfig(name="mnist")),
 }
 
 

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mplp.core import config as C
+from mplp.core.config import ConfigError, ExperimentConfig, shipped
 from mplp.chapters.registry import PREREG_SEEDS, Chapter, Group, how_to_train, register
-from mplp import store as R
+from mplp.store import RunResult
 from mplp.meta.source import Store
 from mplp.claims import prereg, stats
 from mplp.claims.analysis import (Continuation, InnerComparison, choose_checkpoint, compare_inner_training,
@@ -32,10 +32,10 @@ NEAR_ZERO = 0.05        # "near zero": the batch-entropy term below 5 % of its f
 PLATEAU_WINDOW = 0.02   # the plan's plateau exit holds for 2 % of S (book/preregistration.md)
 
 
-def run_configs(base: C.ExperimentConfig, n_seeds: int) -> dict[bool, list[C.ExperimentConfig]]:
+def run_configs(base: ExperimentConfig, n_seeds: int) -> dict[bool, list[ExperimentConfig]]:
     """``{batch_entropy: [config of seed 0 .. n_seeds - 1]}`` for the term off and on."""
     if n_seeds < 1:
-        raise C.ConfigError(f"n_seeds: must be >= 1 (got {n_seeds})")
+        raise ConfigError(f"n_seeds: must be >= 1 (got {n_seeds})")
     return {be: [base.replace(**{"seed": s, "meta.batch_entropy": be}) for s in range(n_seeds)]
             for be in (False, True)}
 
@@ -46,13 +46,13 @@ LONG_SEEDS = 2
 LONG_RULE_COMMIT = "83a3a69"   # claims judged on the longer runs (written after their partial curves were seen)
 
 
-def long_configs(S: int, T: int = 100, validation_every: int = 150) -> dict[bool, list[C.ExperimentConfig]]:
+def long_configs(S: int, T: int = 100, validation_every: int = 150) -> dict[bool, list[ExperimentConfig]]:
     """The longer runs: ``{batch_entropy: [seed 0, seed 1]}`` to ``S`` outer steps."""
     return run_configs(base_config(S, T, validation_every, 0, adam_bias_correction=False), LONG_SEEDS)
 
 
-def train_runs(base: C.ExperimentConfig, n_seeds: int, store: Store | None = None, device="cpu",
-               progress: bool = True) -> dict[bool, list[R.RunResult]]:
+def train_runs(base: ExperimentConfig, n_seeds: int, store: Store | None = None, device="cpu",
+               progress: bool = True) -> dict[bool, list[RunResult]]:
     """Meta-train (or load) all runs as one population; ``{batch_entropy: [runs]}``."""
     store = store if store is not None else Store()
     cfgs = run_configs(base, n_seeds)
@@ -60,7 +60,7 @@ def train_runs(base: C.ExperimentConfig, n_seeds: int, store: Store | None = Non
     return {False: runs[:n_seeds], True: runs[n_seeds:]}
 
 
-def last_hidden_entropy(run: R.RunResult) -> np.ndarray:
+def last_hidden_entropy(run: RunResult) -> np.ndarray:
     """Batch entropy of the optimizee's last hidden layer at every validation ``(V,)``."""
     cols = sorted(k for k in run.validation if k.startswith("entropy_l"))
     if not cols:
@@ -81,7 +81,7 @@ class RunRow:
     entropy_end: float
 
 
-def run_table(runs: dict[bool, list[R.RunResult]]) -> list[RunRow]:
+def run_table(runs: dict[bool, list[RunResult]]) -> list[RunRow]:
     rows = []
     for be, rs in runs.items():
         for r in rs:
@@ -92,7 +92,7 @@ def run_table(runs: dict[bool, list[R.RunResult]]) -> list[RunRow]:
     return rows
 
 
-def continuation(runs: dict[bool, list[R.RunResult]]) -> Continuation | None:
+def continuation(runs: dict[bool, list[RunResult]]) -> Continuation | None:
     """``analysis.continuation`` of all ``runs`` (``{batch_entropy: runs}``), counting the
     plateau exits of the runs without the term (what the choice to continue them rested on)."""
     return _continuation([r for rs in runs.values() for r in rs], runs[False], PLATEAU_DROP)
@@ -102,8 +102,8 @@ def _late(end: int | None) -> float:
     return np.inf if end is None else float(end)
 
 
-def verdicts(runs: dict[bool, list[R.RunResult]], cmp: InnerComparison, adam_metric: float = float("nan"),
-             picked: R.RunResult | None = None, thesis_S: int = THESIS_S) -> list[Verdict]:
+def verdicts(runs: dict[bool, list[RunResult]], cmp: InnerComparison, adam_metric: float = float("nan"),
+             picked: RunResult | None = None, thesis_S: int = THESIS_S) -> list[Verdict]:
     """§5.3's claims tested on the runs (``{batch_entropy: runs}``) and on Figure 11's
     comparison ``cmp`` (learned MPLP vs tuned Adam, ``cmp.T`` the meta-training horizon),
     through the written policy (``claims.verdicts``); ``adam_metric``: tuned Adam's validation
@@ -133,7 +133,7 @@ class _Context:
     seeds: str
 
 
-def _context(runs: dict[bool, list[R.RunResult]], thesis_S: int) -> _Context:
+def _context(runs: dict[bool, list[RunResult]], thesis_S: int) -> _Context:
     rows = run_table(runs)
     S = int(max(r.validation["step"][-1] for rs in runs.values() for r in rs))
     off = [r for r in rows if not r.batch_entropy]
@@ -171,7 +171,7 @@ def _long_plateau(c: _Context) -> Verdict:
                             "as in chapters 1 and 2 (after the data was seen)")
 
 
-def _entropy_rises(runs: dict[bool, list[R.RunResult]], c: _Context) -> Verdict:
+def _entropy_rises(runs: dict[bool, list[RunResult]], c: _Context) -> Verdict:
     """§5.3: batch entropy rises when learning starts (runs without the term that left the plateau)."""
     off, n_left_off, budget, seeds = c.off, c.n_left_off, c.budget, c.seeds
     rises = []
@@ -193,7 +193,7 @@ def _entropy_rises(runs: dict[bool, list[R.RunResult]], c: _Context) -> Verdict:
                    partly_rule=f"rises in some of the {len(rises)} runs that left", seeds=seeds)
 
 
-def _no_plateau_with_term(runs: dict[bool, list[R.RunResult]], c: _Context) -> Verdict:
+def _no_plateau_with_term(runs: dict[bool, list[RunResult]], c: _Context) -> Verdict:
     """§5.3: with the term, no plateau: "allows for immediate training" (the plan's test, P3.4)."""
     off, on, S, thesis_S, n_left_on = c.off, c.on, c.S, c.thesis_S, c.n_left_on
     budget, ph, seeds = c.budget, c.ph, c.seeds
@@ -219,7 +219,7 @@ def _no_plateau_with_term(runs: dict[bool, list[R.RunResult]], c: _Context) -> V
                             "replace 10 % of S and 'stays below for good' (after the data was seen)")
 
 
-def _term_near_zero(runs: dict[bool, list[R.RunResult]], c: _Context) -> Verdict:
+def _term_near_zero(runs: dict[bool, list[RunResult]], c: _Context) -> Verdict:
     """§5.3: the batch-entropy loss falls to near zero."""
     budget, seeds = c.budget, c.seeds
     ratios = []
@@ -236,8 +236,8 @@ def _term_near_zero(runs: dict[bool, list[R.RunResult]], c: _Context) -> Verdict
                    partly_rule=f"below {NEAR_ZERO:.0%} in {near} of {len(ratios)} runs", seeds=seeds)
 
 
-def _against_adam(runs: dict[bool, list[R.RunResult]], cmp: InnerComparison, adam_metric: float,
-                  picked: R.RunResult | None, c: _Context) -> list[Verdict]:
+def _against_adam(runs: dict[bool, list[RunResult]], cmp: InnerComparison, adam_metric: float,
+                  picked: RunResult | None, c: _Context) -> list[Verdict]:
     """§5.3: the learned MPLP is about as fast as tuned Adam over T steps; past T, Adam wins."""
     on, S, thesis_S, n_left_on = c.on, c.S, c.thesis_S, c.n_left_on
     out = []
@@ -288,7 +288,7 @@ def _against_adam(runs: dict[bool, list[R.RunResult]], cmp: InnerComparison, ada
     return out
 
 
-def pick_optimizer(runs_with_term: list[R.RunResult]):
+def pick_optimizer(runs_with_term: list[RunResult]):
     """Figure 11's learned optimizer, by rule: among the runs with the term, the one with
     the lowest validation loss at a stored snapshot, at that snapshot.  Returns
     ``(run, analysis.Checkpoint)``."""
@@ -300,11 +300,11 @@ def pick_optimizer(runs_with_term: list[R.RunResult]):
 
 
 def base_config(S: int, T: int, validation_every: int, subset: int,
-                adam_bias_correction: bool = False) -> C.ExperimentConfig:
+                adam_bias_correction: bool = False) -> ExperimentConfig:
     """Table 5's setting (``configs/mnist_table5.yaml``) with chapter 3's profile values."""
-    return C.shipped("mnist_table5").replace(**{"meta.S": S, "meta.T": T, "validation.every": validation_every,
-                                                "task.subset": subset,
-                                                "meta.adam_bias_correction": adam_bias_correction})
+    return shipped("mnist_table5").replace(**{"meta.S": S, "meta.T": T, "validation.every": validation_every,
+                                              "task.subset": subset,
+                                              "meta.adam_bias_correction": adam_bias_correction})
 
 
 @dataclass
@@ -313,17 +313,17 @@ class MnistStudy:
     per-run ``rows``, Figure 11's ``picked`` run and ``checkpoint`` and its ``comparison``
     with the tuned baselines on fresh initialisations."""
 
-    base: C.ExperimentConfig
-    runs: dict[bool, list[R.RunResult]]
+    base: ExperimentConfig
+    runs: dict[bool, list[RunResult]]
     tuned: dict
     rows: list[RunRow]
-    picked: R.RunResult
+    picked: RunResult
     checkpoint: object
     comparison: InnerComparison
-    long_runs: dict[bool, list[R.RunResult]] | None = None    # the longer runs, as far as they got
+    long_runs: dict[bool, list[RunResult]] | None = None    # the longer runs, as far as they got
 
     @property
-    def judged(self) -> dict[bool, list[R.RunResult]]:
+    def judged(self) -> dict[bool, list[RunResult]]:
         """The runs the verdicts are judged on: the longer runs when there are any."""
         return self.long_runs or self.runs
 
@@ -371,19 +371,19 @@ def study(n_seeds: int, S: int, T: int, validation_every: int, subset: int, n_in
 LONG_S, LONG_EXTENDED_S = 20_000, 40_000
 
 
-def thesis_runs() -> list[list[C.ExperimentConfig]]:
+def thesis_runs() -> list[list[ExperimentConfig]]:
     """Table 5 at 150,000 outer steps, the term off (seeds ``PREREG_SEEDS``), then on."""
     base = base_config(THESIS_S, 100, 150, 0, adam_bias_correction=False)
     return [[base.replace(**{"seed": s, "meta.batch_entropy": be}) for s in PREREG_SEEDS] for be in (False, True)]
 
 
-def long_population(S: int) -> list[C.ExperimentConfig]:
+def long_population(S: int) -> list[ExperimentConfig]:
     """The decisive comparison at ``S``: the term off (seeds 0, 1) and on (seeds 0, 1), one population."""
     cfgs = long_configs(S)
     return cfgs[False] + cfgs[True]
 
 
-def plan(p: dict) -> list[list[C.ExperimentConfig]]:
+def plan(p: dict) -> list[list[ExperimentConfig]]:
     """The training populations the study needs with the profile values ``p``."""
     base = base_config(p["S"], p["T"], p["validation_every"], p["subset"], p.get("adam_bias_correction", False))
     cfgs = run_configs(base, p["n_seeds"])
@@ -394,7 +394,7 @@ def plan(p: dict) -> list[list[C.ExperimentConfig]]:
     return pops
 
 
-def run_groups(st: MnistStudy) -> dict[str, list[R.RunResult]]:
+def run_groups(st: MnistStudy) -> dict[str, list[RunResult]]:
     """The study's meta-training runs, grouped as the chapter shows them."""
     groups = {f"batch-entropy term {'on' if be else 'off'}": rs for be, rs in st.runs.items()}
     for be, rs in (st.long_runs or {}).items():

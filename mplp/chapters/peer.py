@@ -31,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-from mplp.core import config as C
+from mplp.core import config
 from mplp import paths
 from mplp.core.backward import dense_backward
 from mplp.core.fast import fast_backward
@@ -134,13 +134,13 @@ def load_reference(path: Path | None = None) -> dict[str, GoldenCase]:
     return cases
 
 
-def config_for(case: GoldenCase) -> C.ExperimentConfig:
+def config_for(case: GoldenCase) -> config.ExperimentConfig:
     """The shipped config of the case's setting, with its T and batch-entropy switch only;
     raises ``ReferenceError`` naming every other setting where the config differs from the
     code's run (that is: where the shipped config does not follow the released code)."""
     s = case.settings
     name = "sinewave_table3" if s["setting"] == "sine" else "mnist_table5"
-    cfg = C.shipped(name).replace(**{"meta.T": s["T"], "meta.batch_entropy": s["be_reg"]})
+    cfg = config.shipped(name).replace(**{"meta.T": s["T"], "meta.batch_entropy": s["be_reg"]})
     lr = 1e-2 if s["learned_lr"] else s["inner_lr"]
     want = {"meta.K": (cfg.meta.K, s["K"]), "task.batch_size": (cfg.task.batch_size, s["B"]),
             "learner.hidden": (cfg.learner.hidden, s["H"]), "learner.message_size": (cfg.learner.message_size, s["M"]),
@@ -240,7 +240,7 @@ def replay_population(cases: list[GoldenCase]) -> dict[str, list[TruncationRepla
     return out
 
 
-def adam_replay(case: GoldenCase, meta: C.MetaConfig) -> list[dict[str, torch.Tensor]]:
+def adam_replay(case: GoldenCase, meta: config.MetaConfig) -> list[dict[str, torch.Tensor]]:
     """``theta`` after each truncation's outer Adam step on the golden meta-gradients, chained
     from ``theta0`` with fresh moments (as the code's run did: its gradients were taken at
     ``theta0``, its Adam state and theta carried on)."""
@@ -294,7 +294,7 @@ def compare(case: GoldenCase, replays: list[TruncationReplay], path: str) -> lis
     return rows
 
 
-def compare_adam(case: GoldenCase, meta: C.MetaConfig) -> list[Row]:
+def compare_adam(case: GoldenCase, meta: config.MetaConfig) -> list[Row]:
     """``theta_after_adam`` of the golden case against this project's outer Adam with ``meta``,
     compared as displacements from ``theta0`` (one outer step is ~1e-4 next to theta ~0.1,
     so comparing theta itself would hide a wrong step)."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 import yaml
 
 from mplp import paths
-from mplp.core import config as C
+from mplp.core.config import read_yaml
 
 
 class ProfileError(ValueError):
@@ -30,7 +30,7 @@ def load_profile(chapter: str, profile: str) -> dict:
     if not p.exists():
         raise ProfileError(f"{p.relative_to(paths.repo_root())} is missing")
     try:
-        values = C.read_yaml(p.read_text()) or {}
+        values = read_yaml(p.read_text()) or {}
     except yaml.YAMLError as e:
         raise ProfileError(f"{p}: not valid YAML ({' '.join(str(e).split())})") from None
     if not isinstance(values, dict):

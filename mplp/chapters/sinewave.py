@@ -14,9 +14,9 @@ import numpy as np
 
 from mplp.meta import baselines
 from mplp.claims import prereg, stats
-from mplp.core import config as C
+from mplp.core.config import ExperimentConfig, shipped
 from mplp.chapters.registry import PREREG_SEEDS, Chapter, Group, how_to_train, register
-from mplp import store as R
+from mplp.store import RunResult
 from mplp.meta.source import Store
 from mplp.claims.analysis import Checkpoint, choose_checkpoint, continuation, plateau_end, plateau_exit
 from mplp.claims.readings import AgreementTrajectory, InputRanges, agreement, agreement_trajectory, learned_function, record_input_ranges
@@ -60,7 +60,7 @@ class SeedAgreement:
     ranges: InputRanges | None = None
 
 
-def seed_agreement(run: R.RunResult, checkpoint: Checkpoint, n_range_tasks: int, store: Store,
+def seed_agreement(run: RunResult, checkpoint: Checkpoint, n_range_tasks: int, store: Store,
                    q: float = 0.95) -> SeedAgreement:
     """``SeedAgreement`` of one longer run at its chosen checkpoint (input ranges stored like
     the chapter run's, keyed by config and step)."""
@@ -95,15 +95,15 @@ class SinewaveStudy:
     rule, the learners' recorded input ``ranges``, the ``learned`` functions of two
     inputs and ``corr``, their correlation with SGD's over those ranges."""
 
-    cfg: C.ExperimentConfig
-    run: R.RunResult
+    cfg: ExperimentConfig
+    run: RunResult
     tuned: dict[str, baselines.BaselineResult]
     checkpoint: Checkpoint
     ranges: InputRanges
     learned: dict
     corr: dict[str, float]
     calibration: AgreementTrajectory
-    long_runs: dict[str, list[R.RunResult]] | None = None   # {"text": 3 seeds, "script": 1}, as far as they got
+    long_runs: dict[str, list[RunResult]] | None = None   # {"text": 3 seeds, "script": 1}, as far as they got
     # {"sgd", "adam"} tuned on the script's task (amplitudes U(1, 5): losses on another scale than the text's)
     script_tuned: dict[str, baselines.BaselineResult] | None = None
     long_agreement: list[SeedAgreement] | None = None     # claim 4 per text-setting longer run
@@ -148,7 +148,7 @@ class SinewaveStudy:
 
 
 def long_configs(S: int, script_S: int, validation_every: int = 300,
-                 snapshot_every: int = 3000) -> dict[str, list[C.ExperimentConfig]]:
+                 snapshot_every: int = 3000) -> dict[str, list[ExperimentConfig]]:
     """The longer runs: "text", §5.1's text setting with seeds ``LONG_SEEDS`` to ``S`` outer
     steps (one population); "script", the released script's setting, seed 0, to ``script_S``."""
     text = [chapter_config(s, S, validation_every, snapshot_every, "prediction_target", [1.0, 1.0], False)
@@ -176,11 +176,11 @@ def _over_seeds(outcomes: list[str]) -> str:
 
 
 def chapter_config(seed: int, S: int, validation_every: int, snapshot_every: int, loss_inputs: str,
-                   amplitude: list[float], adam_bias_correction: bool) -> C.ExperimentConfig:
+                   amplitude: list[float], adam_bias_correction: bool) -> ExperimentConfig:
     """Table 3's setting (``configs/sinewave_table3.yaml``, the released script's) with chapter
     1's profile values: ``loss_inputs`` "prediction_target" and ``amplitude`` [1, 1] are the
     thesis text's §5.1 variant (g_loss a surface of two inputs, as Figs. 4-7 plot it)."""
-    return C.shipped("sinewave_table3").replace(**{
+    return shipped("sinewave_table3").replace(**{
         "seed": seed, "meta.S": S, "validation.every": validation_every, "snapshot_every": snapshot_every,
         "learner.loss_inputs": loss_inputs, "task.amplitude": list(amplitude),
         "meta.adam_bias_correction": adam_bias_correction})
@@ -393,12 +393,12 @@ def _resemble_sgd(corr: dict[str, float], cal: AgreementTrajectory, q: float, le
 LONG_S, LONG_SCRIPT_S = 150_000, 100_000
 
 
-def thesis_runs() -> list[C.ExperimentConfig]:
+def thesis_runs() -> list[ExperimentConfig]:
     """Table 3 at its 300,000 outer steps in the thesis text's setting (chapter 1's), seeds ``PREREG_SEEDS``."""
     return [chapter_config(s, THESIS_S, 300, 3000, "prediction_target", [1.0, 1.0], False) for s in PREREG_SEEDS]
 
 
-def plan(p: dict) -> list[list[C.ExperimentConfig]]:
+def plan(p: dict) -> list[list[ExperimentConfig]]:
     """The training populations the study needs with the profile values ``p``."""
     pops = [[chapter_config(p["seed"], p["S"], p["validation_every"], p["snapshot_every"],
                             p.get("loss_inputs", "prediction_target"), p.get("amplitude", [1.0, 1.0]),
@@ -409,7 +409,7 @@ def plan(p: dict) -> list[list[C.ExperimentConfig]]:
     return pops
 
 
-def run_groups(st: SinewaveStudy) -> dict[str, list[R.RunResult]]:
+def run_groups(st: SinewaveStudy) -> dict[str, list[RunResult]]:
     """The study's meta-training runs, grouped as the chapter shows them."""
     groups = {"Table 3 run": [st.run]}
     if st.long_runs:

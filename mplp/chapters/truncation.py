@@ -15,7 +15,7 @@ import torch
 from mplp.claims.verdicts import CH4_RULES_COMMIT, MEND_COMMIT, Verdict
 from mplp.chapters import controls
 from mplp.chapters.registry import Chapter, register
-from mplp.core import config as C
+from mplp.core.config import ExperimentConfig, shipped
 from mplp.chapters.truncation_lr import (AdamLrProblem, LrGrid, OuterTrace, TruncationGradients, lr_grid, outer_train,
                                          truncation_gradients)
 from mplp.chapters.truncation_toy import (DTYPE, LrGradient, MomentumToy, lr_gradients, momentum_gradients,
@@ -270,7 +270,7 @@ def mplp_base_config(S: int, validation_runs: int, pairs: int, sigma: float, see
                      adam_bias_correction: bool = False):
     """The §5.2 setting that chapter 4 meta-trains with each estimator (``meta.estimator`` set per run)."""
 
-    return C.shipped("ablation").replace(**{
+    return shipped("ablation").replace(**{
         "experiment": "estimators", "meta.S": S, "validation.every": max(1, S // 10),
         "validation.n_runs": validation_runs, "meta.es_pairs": pairs, "meta.es_sigma": sigma, "seed": seed,
         "meta.adam_bias_correction": adam_bias_correction})
@@ -333,7 +333,7 @@ def study(toy_lr: float, n_momenta: int, horizons: list[int], grad_horizons: lis
                            mplp_runs, control)
 
 
-def plan(p: dict) -> list[list[C.ExperimentConfig]]:
+def plan(p: dict) -> list[list[ExperimentConfig]]:
     """The training populations the study needs with the profile values ``p``: the MPLP runs per
     estimator, and the learned-lr control runs."""
     base = mplp_base_config(p["mplp_S"], p["mplp_validation_runs"], p["mplp_pairs"], p["mplp_sigma"], p["seed"],

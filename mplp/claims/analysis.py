@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from mplp.core import config as C
+from mplp.core.config import ExperimentConfig
 from mplp.core.fast import fast_backward
 from mplp.core.learners import NeuralLearners, learner_spec
 from mplp.core.optimizee import accuracy, init_params
@@ -207,7 +207,7 @@ class InnerComparison:
 
 
 @torch.no_grad()
-def compare_inner_training(cfg: C.ExperimentConfig, theta: dict[str, torch.Tensor], lrs: dict[str, float],
+def compare_inner_training(cfg: ExperimentConfig, theta: dict[str, torch.Tensor], lrs: dict[str, float],
                            n_inits: int = 20, steps: int | None = None, seed: int = 99) -> InnerComparison:
     """Train ``n_inits`` fresh inits on the first ``steps`` (default 3T) batches of the
     validation split with the learned MPLP (``theta``) and with each baseline at its lr

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from mplp.core import config as C
+from mplp.core.config import ExperimentConfig
 from mplp.core.backward import dense_backward
 from mplp.core.fast import fast_backward
 from mplp.core.functions import FUNCTIONS, grid, sgd_function
@@ -91,7 +91,7 @@ class InputRanges:
 
 
 @torch.no_grad()
-def record_input_ranges(cfg: C.ExperimentConfig, theta: dict[str, torch.Tensor], n_tasks: int = 20,
+def record_input_ranges(cfg: ExperimentConfig, theta: dict[str, torch.Tensor], n_tasks: int = 20,
                         seed: int = 2024, per_call: int = 512, max_samples: int = 20000,
                         record_every: int = 5) -> InputRanges:
     """Inner-train ``n_tasks`` fresh tasks for T steps with ``theta`` and take the 1st/99th
@@ -141,7 +141,7 @@ class FitExample:
 
 
 @torch.no_grad()
-def fit_example(cfg: C.ExperimentConfig, theta: dict[str, torch.Tensor], seed: int = 7, n: int = 200) -> FitExample:
+def fit_example(cfg: ExperimentConfig, theta: dict[str, torch.Tensor], seed: int = 7, n: int = 200) -> FitExample:
     """Inner-train one fresh sinewave task for T steps with ``theta``."""
 
     gen = torch.Generator().manual_seed(seed)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from mplp.core import config as C
+from mplp.core.config import ExperimentConfig, OptimizeeConfig
 from mplp.core.optimizee import accuracy, forward, loss_node
 from mplp.tasks.families import ValidationSet, validation_set
 from mplp.meta.source import Store
@@ -59,7 +59,7 @@ def adam_step(params: list[torch.Tensor], grads: list[torch.Tensor], m: list[tor
 
 
 def inner_train(name: str, lr: float, inits: list[torch.Tensor], xs: torch.Tensor, ys: torch.Tensor,
-                opt: C.OptimizeeConfig, betas=(0.9, 0.999), eps: float = 1e-8) -> InnerRun:
+                opt: OptimizeeConfig, betas=(0.9, 0.999), eps: float = 1e-8) -> InnerRun:
     """Train R problems at once for T steps with autograd SGD or Adam: ``inits[l]``
     ``(R, n_in + 1, n_out)``, ``xs`` ``(R, T, B, n_in)``."""
     if name not in OPTIMIZERS:
@@ -104,7 +104,7 @@ class BaselineResult:
     curves: np.ndarray
 
 
-def tune(name: str, cfg: C.ExperimentConfig, lrs: list[float] | None = None,
+def tune(name: str, cfg: ExperimentConfig, lrs: list[float] | None = None,
          val: ValidationSet | None = None, dtype=torch.float32, device="cpu") -> BaselineResult:
     """Grid-search the learning rate of ``name`` on ``cfg``'s validation set."""
     lrs = default_grid() if lrs is None else list(lrs)
@@ -124,7 +124,7 @@ def tune(name: str, cfg: C.ExperimentConfig, lrs: list[float] | None = None,
                           curves[best].double().mean(0).cpu().numpy(), curves[best].cpu().numpy())
 
 
-def tuned(cfg: C.ExperimentConfig, store=None) -> dict[str, BaselineResult]:
+def tuned(cfg: ExperimentConfig, store=None) -> dict[str, BaselineResult]:
     """``{"sgd", "adam"}`` tuned on ``cfg``'s validation set, stored under results/baselines/."""
 
     store = store if store is not None else Store()

@@ -17,15 +17,18 @@ from pathlib import Path
 import torch
 
 from mplp import paths
-from mplp import store as R
-from mplp.core import config as C
+from mplp.store import (CHECKPOINT, CHECKPOINT_RECORD, FINAL_STATE, RUN_FILES, RunLock, RunResult, StoreError,
+                        find_run, load_checkpoint, load_final_state, load_run, machine_record, own_files, read_json,
+                        read_text, run_dir, save_checkpoint, save_torch, write_csv, write_json, write_manifest,
+                        write_text)
+from mplp.core.config import ConfigError, ExperimentConfig, dump
 from mplp.core.backward import sgd_backward
 from mplp.core.fast import fast_backward
 from mplp.meta.trainer import (MetaTrainer, TrainState, _population_key, backward_name, population_step,
                                resolve_device)
 
 
-class RunExistsError(R.StoreError):
+class RunExistsError(StoreError):
     """A run directory holds an unfinished run that this call may not continue or replace."""
 
 
@@ -44,31 +47,31 @@ def final_status(st: TrainState, S: int) -> str:
 
 
 def _write_outputs(trainer: MetaTrainer, st: TrainState, out, status: str, population_size: int) -> None:
-    R.write_csv(out / "validation.csv", st.val_rows)
-    R.write_csv(out / "train.csv", st.train_rows)
-    R.save_torch(out / "theta.pt", st.theta)
-    R.save_torch(out / "snapshots.pt", st.snapshots)
-    R.write_json(out / "meta.json", {
+    write_csv(out / "validation.csv", st.val_rows)
+    write_csv(out / "train.csv", st.train_rows)
+    save_torch(out / "theta.pt", st.theta)
+    save_torch(out / "snapshots.pt", st.snapshots)
+    write_json(out / "meta.json", {
         "status": status, "config_hash": trainer.cfg.hash(), "steps_done": st.step,
         "steps_total": trainer.cfg.meta.S, "skipped_outer_updates": st.skipped,
         "wall_time_s": round(st.elapsed, 3), "dtype": str(trainer.dtype).replace("torch.", ""),
         "backward": backward_name(trainer), "resumes": st.resumes,
-        "population_size": population_size, **R.machine_record(trainer.device)})
-    R.write_manifest(out, R.RUN_FILES)
+        "population_size": population_size, **machine_record(trainer.device)})
+    write_manifest(out, RUN_FILES)
 
 
 class _Run:
     """One run's bookkeeping inside the training loop: validation, logs, checkpoints."""
 
     def __init__(self, trainer: MetaTrainer, out_root, resume: bool, restart: bool = False,
-                 extend_from: Path | None = None, lock: R.RunLock | None = None):
+                 extend_from: Path | None = None, lock: RunLock | None = None):
         cfg = self.cfg = trainer.cfg
         self.extend_from = Path(extend_from) if extend_from is not None else None
         self.population_size = 1       # runs sharing this run's wall time (set by train_population)
-        self.trainer, self.out = trainer, R.run_dir(out_root, cfg)
-        self.ckpt = self.out / R.CHECKPOINT
+        self.trainer, self.out = trainer, run_dir(out_root, cfg)
+        self.ckpt = self.out / CHECKPOINT
         # one owner at a time, until finish() / close(); a population takes every lock first
-        self.lock = lock if lock is not None else R.RunLock(self.out).acquire()
+        self.lock = lock if lock is not None else RunLock(self.out).acquire()
         try:
             self._open(trainer, resume, restart)
         except BaseException:
@@ -78,16 +81,16 @@ class _Run:
 
     def _open(self, trainer: MetaTrainer, resume: bool, restart: bool) -> None:
         for tmp in self.out.glob("*.tmp"):            # left by a process killed mid-write
-            if tmp in R.own_files(self.out):
+            if tmp in own_files(self.out):
                 tmp.unlink()
         if restart:                                    # only what the store wrote
-            for f in R.own_files(self.out):
+            for f in own_files(self.out):
                 f.unlink()
         if self.ckpt.exists():
             if not resume:
                 raise RunExistsError(f"{self.out} holds an unfinished run; pass --resume (resume=True) to "
                                      "continue it, or --restart (restart=True) to discard it and start over")
-            self.st = trainer.load_state_dict(R.load_checkpoint(self.out))
+            self.st = trainer.load_state_dict(load_checkpoint(self.out))
             self.st.resumes.append({"step": self.st.step, "dtype": str(trainer.dtype).replace("torch.", ""),
                                     "backward": backward_name(trainer)})
             return
@@ -95,30 +98,30 @@ class _Run:
         if left:
             raise RunExistsError(self._refusal(left))
         self.st = trainer.init_state() if self.extend_from is None else self._extended(trainer)
-        R.write_text(self.out / "config.yaml", C.dump(self.cfg))
+        write_text(self.out / "config.yaml", dump(self.cfg))
 
     def _extended(self, trainer: MetaTrainer) -> TrainState:
         """The finished shorter run in ``extend_from``'s final state, to be continued to this
         config's S: the same trajectory as one uninterrupted run, since nothing but S differs."""
         src = self.extend_from
-        shorter = R.load_run(src)                      # verified: complete and whole
-        if not shorter.finished or not (src / R.FINAL_STATE).exists():
-            raise R.StoreError(f"{src} cannot be extended: it is not finished or has no {R.FINAL_STATE} (runs "
-                               "finished before extensions existed do not keep one)")
+        shorter = load_run(src)                      # verified: complete and whole
+        if not shorter.finished or not (src / FINAL_STATE).exists():
+            raise StoreError(f"{src} cannot be extended: it is not finished or has no {FINAL_STATE} (runs "
+                             "finished before extensions existed do not keep one)")
         a, b = shorter.config.to_dict(), self.cfg.to_dict()
         S0 = a["meta"].pop("S")
         b["meta"].pop("S")
         if a != b:
             diff = sorted(k for k in a if a[k] != b[k])
-            raise C.ConfigError(f"--extend-from {src}: its config differs from this one in {', '.join(diff)}, "
-                                "not only in meta.S")
+            raise ConfigError(f"--extend-from {src}: its config differs from this one in {', '.join(diff)}, "
+                              "not only in meta.S")
         if S0 >= self.cfg.meta.S:
-            raise C.ConfigError(f"--extend-from {src}: it ran {S0:,} outer steps; meta.S must be larger (got "
-                                f"{self.cfg.meta.S:,})")
+            raise ConfigError(f"--extend-from {src}: it ran {S0:,} outer steps; meta.S must be larger (got "
+                              f"{self.cfg.meta.S:,})")
         if self.cfg.log_every and S0 % self.cfg.log_every:
-            raise C.ConfigError(f"--extend-from {src}: its S = {S0:,} is not a multiple of log_every, so its last "
-                                "logged mean covers other steps than an uninterrupted run's")
-        st = trainer.load_state_dict(R.load_final_state(src), config_hash=shorter.config.hash())
+            raise ConfigError(f"--extend-from {src}: its S = {S0:,} is not a multiple of log_every, so its last "
+                              "logged mean covers other steps than an uninterrupted run's")
+        st = trainer.load_state_dict(load_final_state(src), config_hash=shorter.config.hash())
         # A run validates and snapshots at its last step S0 even off their grids; an uninterrupted
         # run would not, so those records go (validation draws no random numbers: the trajectory
         # is unchanged, tests/test_trainer.py)
@@ -137,13 +140,13 @@ class _Run:
     def _refusal(self, left: list[str]) -> str:
         """Why a directory with files but no checkpoint is not trained over, and what would be lost."""
         try:
-            meta = R.read_json(self.out / "meta.json")
+            meta = read_json(self.out / "meta.json")
             what = f"status {meta.get('status')!r}, {meta.get('steps_done')} of {meta.get('steps_total')} outer steps"
-        except (OSError, R.StoreError, AttributeError):
+        except (OSError, StoreError, AttributeError):
             what = "no readable meta.json"
         try:
-            rows = max(0, len(R.read_text(self.out / "validation.csv").splitlines()) - 1)
-        except (OSError, R.StoreError):
+            rows = max(0, len(read_text(self.out / "validation.csv").splitlines()) - 1)
+        except (OSError, StoreError):
             rows = 0
         return (f"{self.out} holds a run that cannot be continued ({what}; no checkpoint.pt to resume from) or is "
                 f"damaged; training again would overwrite {', '.join(sorted(left))} ({rows} validation rows). "
@@ -154,7 +157,7 @@ class _Run:
 
     def checkpoint(self, status: str) -> None:
         self.st.elapsed = time.perf_counter() - self.started
-        R.save_checkpoint(self.out, self.trainer.state_dict(self.st))
+        save_checkpoint(self.out, self.trainer.state_dict(self.st))
         _write_outputs(self.trainer, self.st, self.out, status, self.population_size)
 
     def maybe_validate(self) -> None:
@@ -178,18 +181,18 @@ class _Run:
         if st.step % self.cfg.checkpoint_every == 0 and st.step < S:
             self.checkpoint("running")
 
-    def finish(self) -> R.RunResult:
+    def finish(self) -> RunResult:
         if self.st.step >= self.cfg.meta.S:
             self.st.elapsed = time.perf_counter() - self.started
-            R.save_torch(self.out / R.FINAL_STATE, self.trainer.state_dict(self.st))     # kept: extensible
+            save_torch(self.out / FINAL_STATE, self.trainer.state_dict(self.st))     # kept: extensible
             _write_outputs(self.trainer, self.st, self.out, final_status(self.st, self.cfg.meta.S),
                            self.population_size)
-            for f in (self.ckpt, self.out / R.CHECKPOINT_RECORD):
+            for f in (self.ckpt, self.out / CHECKPOINT_RECORD):
                 if f.exists():
                     f.unlink()
         else:
             self.checkpoint("running")
-        return R.load_run(self.out)
+        return load_run(self.out)
 
 
 class _DeferredInterrupt:
@@ -216,10 +219,10 @@ class _DeferredInterrupt:
             signal.signal(signal.SIGINT, self.old)
 
 
-def train_population(cfgs: list[C.ExperimentConfig], out_root=None, resume: bool = False, device="cpu",
+def train_population(cfgs: list[ExperimentConfig], out_root=None, resume: bool = False, device="cpu",
                      dtype=torch.float32, backward=fast_backward, progress: bool = True,
                      max_steps: int | None = None, restart: bool = False,
-                     extend_from: list | None = None) -> list[R.RunResult]:
+                     extend_from: list | None = None) -> list[RunResult]:
     """Meta-train several runs that share a configuration shape (e.g. the seeds of an
     ablation cell) as one batched program; each is stored as if run alone.
 
@@ -235,19 +238,19 @@ def train_population(cfgs: list[C.ExperimentConfig], out_root=None, resume: bool
     dev = resolve_device(device)
     out_root = out_root if out_root is not None else paths.results_root()
     dtype_name = str(dtype).replace("torch.", "")
-    results: dict[int, R.RunResult] = {}
+    results: dict[int, RunResult] = {}
     runs: dict[int, _Run] = {}
-    locks: dict[int, R.RunLock] = {}
+    locks: dict[int, RunLock] = {}
     try:
         pending = []
         for i, cfg in enumerate(cfgs):
-            done = None if restart else R.find_run(out_root, cfg, dtype=dtype_name)
+            done = None if restart else find_run(out_root, cfg, dtype=dtype_name)
             if done is not None:
                 results[i] = done
             else:
                 pending.append(i)
         for i in pending:                             # every lock before anything is deleted or written
-            locks[i] = R.RunLock(R.run_dir(out_root, cfgs[i])).acquire()
+            locks[i] = RunLock(run_dir(out_root, cfgs[i])).acquire()
         for i in pending:
             runs[i] = _Run(MetaTrainer(cfgs[i], dtype, dev, backward), out_root, resume, restart,
                            (extend_from or [None] * len(cfgs))[i], lock=locks.pop(i))
@@ -267,18 +270,18 @@ def train_population(cfgs: list[C.ExperimentConfig], out_root=None, resume: bool
     return [results[i] for i in range(len(cfgs))]
 
 
-def _check_population(cfgs: list[C.ExperimentConfig]) -> None:
+def _check_population(cfgs: list[ExperimentConfig]) -> None:
     """Members of one population share everything that shapes the batched step and differ."""
     if not cfgs:
         raise ValueError("train_population needs at least one config")
     key = _population_key(cfgs[0])
     for c in cfgs[1:]:
         if _population_key(c) != key:
-            raise C.ConfigError(f"population members must share optimizee, learner, task and meta (except "
-                                f"meta.batch_entropy); {c.experiment} (seed {c.seed}) differs")
+            raise ConfigError(f"population members must share optimizee, learner, task and meta (except "
+                              f"meta.batch_entropy); {c.experiment} (seed {c.seed}) differs")
     hashes = [c.hash() for c in cfgs]
     if len(set(hashes)) != len(hashes):
-        raise C.ConfigError("population members must differ (e.g. by seed): two configs are identical")
+        raise ConfigError("population members must differ (e.g. by seed): two configs are identical")
 
 
 def _train_group(group: list[_Run], step0: int, max_steps: int | None, progress: bool) -> None:
@@ -318,9 +321,9 @@ def _train_group(group: list[_Run], step0: int, max_steps: int | None, progress:
         bar.close()
 
 
-def train(cfg: C.ExperimentConfig, out_root=None, resume: bool = False, device="cpu",
+def train(cfg: ExperimentConfig, out_root=None, resume: bool = False, device="cpu",
           dtype=torch.float32, backward=fast_backward, progress: bool = True,
-          max_steps: int | None = None, restart: bool = False, extend_from=None) -> R.RunResult:
+          max_steps: int | None = None, restart: bool = False, extend_from=None) -> RunResult:
     """Meta-train ``cfg`` into ``<out_root>/<experiment>/<hash>/`` and return the stored run
     (``out_root`` defaults to ``paths.results_root()``, the repository's ``results/``).
 

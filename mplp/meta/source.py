@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Callable, TypeVar
 
 from mplp import paths
-from mplp.core import config as C
+from mplp.core.config import ExperimentConfig
 from mplp.meta.loop import train_population
 from mplp.store import (MissingResultError, Record, RunResult, find_run, load_or_compute, load_run,
-                                read_json, result_dir, run_dir)
+                        read_json, result_dir, run_dir)
 
 Result = TypeVar("Result")
 
@@ -40,7 +40,7 @@ class Store:
         self.records.append(Record(experiment, meta.parent, read_json(meta) if meta.exists() else {}))
         return result
 
-    def train(self, cfgs: list[C.ExperimentConfig], device="cpu", progress: bool = False) -> list[RunResult]:
+    def train(self, cfgs: list[ExperimentConfig], device="cpu", progress: bool = False) -> list[RunResult]:
         """The complete stored runs of ``cfgs``; unless read-only, missing ones are trained
         (one population, resuming checkpoints)."""
         if self.read_only:
@@ -57,7 +57,7 @@ class Store:
         self.records += [Record(r.config.experiment, r.path, r.meta) for r in runs]
         return runs
 
-    def stored_runs(self, cfgs: list[C.ExperimentConfig], how_to_train: str) -> list[RunResult]:
+    def stored_runs(self, cfgs: list[ExperimentConfig], how_to_train: str) -> list[RunResult]:
         """The stored runs of ``cfgs`` as far as they got, finished or still running (the
         multi-session runs of ``mplp.longruns``); nothing is computed, whatever ``read_only``
         says, since these runs take hours.  A missing run is a ``MissingResultError`` that

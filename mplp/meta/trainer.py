@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from mplp.core import config as C
-from mplp import store as R
+from mplp.core.config import ExperimentConfig
+from mplp.store import DamagedResultError, StoreError
 from mplp.core.backward import dense_backward, sgd_backward
 from mplp.core.fast import engine, fast_backward
 from mplp.core.learners import init_theta, learner_spec, make_learners
@@ -82,7 +82,7 @@ class Validation:
 class MetaTrainer:
     """Algorithm 1 for one experiment config, with a pluggable backward."""
 
-    def __init__(self, cfg: C.ExperimentConfig, dtype=torch.float32, device="cpu",
+    def __init__(self, cfg: ExperimentConfig, dtype=torch.float32, device="cpu",
                  backward=fast_backward):
         self.cfg, self.dtype, self.device, self.backward = cfg, dtype, torch.device(device), backward
         self.spec = learner_spec(cfg)
@@ -238,14 +238,14 @@ class MetaTrainer:
         """The state a checkpoint holds; it must belong to this config (or to ``config_hash``,
         the shorter run an extension starts from)."""
         if not isinstance(d, dict) or "config_hash" not in d:
-            raise R.DamagedResultError("the checkpoint is not one this library wrote; train with --restart")
+            raise DamagedResultError("the checkpoint is not one this library wrote; train with --restart")
         if d["config_hash"] != (config_hash or self.cfg.hash()):
-            raise R.DamagedResultError(f"checkpoint belongs to config {d['config_hash']}, not {self.cfg.hash()}")
+            raise DamagedResultError(f"checkpoint belongs to config {d['config_hash']}, not {self.cfg.hash()}")
         for what, have in (("dtype", str(self.dtype).replace("torch.", "")), ("backward", backward_name(self))):
             if d.get(what, have) != have:    # checkpoints written before these were recorded pass
-                raise R.StoreError(f"the checkpoint was written with {what} {d[what]!r}, this run uses {have!r}: "
-                                   "resuming would mix them; resume with the same --dtype / --backward / "
-                                   "MPLP_COMPILE, or --restart")
+                raise StoreError(f"the checkpoint was written with {what} {d[what]!r}, this run uses {have!r}: "
+                                 "resuming would mix them; resume with the same --dtype / --backward / "
+                                 "MPLP_COMPILE, or --restart")
         to = lambda t: t.to(self.device)
         inner = None
         if d["inner"] is not None:
@@ -290,7 +290,7 @@ def resolve_device(device: str) -> torch.device:
     return dev
 
 
-def _population_key(cfg: C.ExperimentConfig) -> dict:
+def _population_key(cfg: ExperimentConfig) -> dict:
     """What members of one population must share: everything that shapes the batched step."""
     d = cfg.to_dict()
     d["meta"].pop("batch_entropy")

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mplp.core import config as C
+from mplp.core.config import ConfigError, ExperimentConfig, parse
 from mplp.store.files import (MANIFEST, DamagedResultError, RunLockedError, StoreError, _atomic_write_bytes,
                               _matches, load_torch, read_csv, read_json, read_text, verify_manifest, write_json)
 from mplp.store.locks import RunLock
@@ -77,7 +77,7 @@ def load_final_state(directory: Path) -> dict:
     return load_torch(Path(directory) / FINAL_STATE)
 
 
-def run_dir(root: str | Path, cfg: C.ExperimentConfig) -> Path:
+def run_dir(root: str | Path, cfg: ExperimentConfig) -> Path:
     return Path(root) / cfg.experiment / cfg.hash()
 
 
@@ -91,7 +91,7 @@ class RunResult:
     """
 
     path: Path
-    config: C.ExperimentConfig
+    config: ExperimentConfig
     validation: dict[str, np.ndarray]
     train: dict[str, np.ndarray]
     theta: dict[str, torch.Tensor]
@@ -129,12 +129,12 @@ def load_run(path: str | Path) -> RunResult:
             raise DamagedResultError(f"{path / name} is missing: the run in {path} is incomplete; train it again "
                                      "with --restart (discards the rest) or restore the file")
     try:
-        cfg = C.parse(read_text(path / "config.yaml"), path / "config.yaml")
+        cfg = parse(read_text(path / "config.yaml"), path / "config.yaml")
         meta = json.loads(read_text(path / "meta.json"))
         if not isinstance(meta, dict):
             raise ValueError("not a JSON object")
         run = RunResult(path, cfg, read_csv(path / "validation.csv"), read_csv(path / "train.csv"), {}, meta)
-    except (C.ConfigError, ValueError) as e:
+    except (ConfigError, ValueError) as e:
         raise DamagedResultError(f"{path}: config.yaml, meta.json or a curve cannot be read ({e}); restore it "
                                  "or train the run again with --restart") from None
     except OSError as e:                  # a directory where a file belongs, an unreadable file, ...
@@ -168,7 +168,7 @@ def verify_run(run: RunResult) -> None:
         verify_manifest(d, required=("config.yaml", "meta.json", "validation.csv", "train.csv", "theta.pt"))
 
 
-def find_run(root: str | Path, cfg: C.ExperimentConfig, dtype: str | None = None) -> RunResult | None:
+def find_run(root: str | Path, cfg: ExperimentConfig, dtype: str | None = None) -> RunResult | None:
     """The finished stored run of ``cfg`` under ``root`` ("complete" or "diverged"), or None
     (nothing there, or not finished).
     A damaged or foreign run is a ``DamagedResultError``; with ``dtype`` ("float32"), a run stored
@@ -199,5 +199,5 @@ def own_files(directory: Path) -> list[Path]:
     names = {*RUN_FILES, CHECKPOINT, CHECKPOINT_RECORD, MANIFEST}
     return [f for f in Path(directory).iterdir()
             if not f.is_symlink() and f.is_file() and (f.name in names or
-                                                        (f.name.endswith(".tmp") and f.name.split(".")[0] in
-                                                         {n.split(".")[0] for n in names}))]
+                                                       (f.name.endswith(".tmp") and f.name.split(".")[0] in
+                                                        {n.split(".")[0] for n in names}))]
