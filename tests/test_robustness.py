@@ -49,7 +49,7 @@ def test_1_a_second_process_cannot_take_a_run_directory_in_use(tmp_path):
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import sys, time
         sys.path.insert(0, {str(ROOT)!r})
-        from mplp.store import 
+        from mplp.store import RunLock
         lock = RunLock({str(d)!r}).acquire()
         print("locked", flush=True)
         time.sleep(60)

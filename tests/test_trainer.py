@@ -182,20 +182,17 @@ def test_population_resumes_and_refuses_mismatched_members(tmp_path):
 def test_es_meta_gradient_points_like_truncated_bptt_on_one_truncation():
     # ES on the smoothed loss of one truncation estimates (for small sigma) the gradient
     # truncated BPTT computes exactly; with many pairs the two must align
-    from mplp.core.learners import NeuralLearners
-    from mplp.meta.outer import meta_gradient
-    from mplp.core.unroll import unroll
+    from mplp.meta.estimators import TBPTT
+    from mplp.meta.trainer import Truncation
 
     cfg = tiny_config(**{"meta.estimator": "es", "meta.es_pairs": 3000, "meta.es_sigma": 1e-3,
                          "learner.batch_norm": False})
     tr = MetaTrainer(cfg, dtype=torch.float64)
     st = tr.init_state()
     xs, ys = tr.next_batches(st)
-    es, _ = tr.es_estimate(st, xs, ys)
-    leaf = {k: v.detach().requires_grad_(True) for k, v in st.theta.items()}
-    res = unroll(NeuralLearners(leaf, tr.spec), st.inner.params, xs, ys, cfg.optimizee, cfg.meta,
-                 cfg.learner.loss_inputs, tr.backward)
-    exact = meta_gradient(res.total, leaf)
+    system = Truncation(tr.optimizer, xs, ys, cfg.meta)
+    es = tr.estimator.estimate(system, st.theta, st.inner.params, cfg.meta.K, st.gen_es).grad
+    exact = TBPTT().estimate(system, st.theta, st.inner.params, cfg.meta.K).grad
     a = torch.cat([es[k].flatten() for k in sorted(es)])
     b = torch.cat([exact[k].flatten() for k in sorted(exact)])
     cos = float(a @ b / (a.norm() * b.norm()))

@@ -70,8 +70,8 @@ def test_adam_problem_matches_torch_adam_and_its_lr_gradient_matches_finite_diff
         opt.step()
     assert all(torch.allclose(a, b) for a, b in zip(new.params, ps)) and new.cursor == 5 and new.t == 5
     # d loss / d log-lr by autograd through the unroll vs central differences
-    from mplp.meta.estimators import tbptt
-    est, _ = tbptt(prob, theta, st, 5)
+    from mplp.meta.estimators import TBPTT
+    est = TBPTT().estimate(prob, theta, st, 5)
     h = 1e-5
     fd = (prob.unroll(theta + h, st, 5)[0] - prob.unroll(theta - h, st, 5)[0]) / (2 * h)
     assert torch.allclose(est.grad, fd.reshape(1), rtol=1e-5, atol=1e-9)

@@ -20,7 +20,7 @@ from mplp.chapters.truncation_lr import (AdamLrProblem, LrGrid, OuterTrace, Trun
                                          truncation_gradients)
 from mplp.chapters.truncation_toy import (DTYPE, LrGradient, MomentumToy, lr_gradients, momentum_gradients,
                                           momentum_trajectories, toy_loss)
-from mplp.meta import estimators as E
+from mplp.meta.estimators import ES, ReparamES
 from mplp.meta.source import Store
 from mplp.tasks.data import mnist
 
@@ -231,8 +231,9 @@ def toy_estimates(momenta, T: int, lr: float, sigma: float, n_pairs: int, n_rep:
     es, comb = [], []
     for mi in m:
         th = mi.reshape(1)
-        es.append([float(E.es(toy, th, toy.init(), T, sigma, n_pairs, gen).grad[0]) for _ in range(n_rep)])
-        comb.append([float(E.reparam_es(toy, th, toy.init(), T, sigma, n_pairs, gen).grad[0]) for _ in range(n_rep)])
+        es.append([float(ES(sigma, n_pairs).estimate(toy, th, toy.init(), T, gen).grad[0]) for _ in range(n_rep)])
+        comb.append([float(ReparamES(sigma, n_pairs).estimate(toy, th, toy.init(), T, gen).grad[0])
+                     for _ in range(n_rep)])
     return ToyEstimates(m.numpy(), T, sigma, exact.numpy(), np.asarray(es), np.asarray(comb))
 
 

@@ -14,8 +14,7 @@ from mplp.meta.baselines import adam_step
 from mplp.meta.outer import adam_init, adam_update
 from mplp.core.optimizee import init_params
 from mplp.core.optimizee import forward, loss_node
-from mplp.meta.estimators import tbptt
-from mplp.meta import estimators as E
+from mplp.meta.estimators import ES, PES, TBPTT
 
 @dataclass
 class InnerAdamState:
@@ -108,7 +107,8 @@ def truncation_gradients(problem, lr: float, N: int, k: int, seed: int = 0) -> T
     state = problem.init(torch.Generator().manual_seed(seed))
     grads = []
     for _ in range(N // k):
-        est, state = tbptt(problem, theta, state, k)
+        est = TBPTT().estimate(problem, theta, state, k)
+        state = est.state
         grads.append(float(est.grad[0]))
     g = np.asarray(grads)
     return TruncationGradients(k, lr, np.arange(1, N // k + 1) * k, g, np.cumsum(g))
@@ -154,18 +154,12 @@ def outer_train(problem, estimator: str, k: int, N: int, n_problems: int, init_l
     meta = MetaConfig(outer_lr=meta_lr, beta1=0.9, beta2=0.999, eps=1e-8, grad_clip=float("inf"),
                       adam_bias_correction=True)      # a standard Adam, as Metz et al.
     lrs, steps, gs = [], [], []
-    pes = E.PES(problem, n_pairs, sigma, gen) if estimator == "pes" else None
+    method = TBPTT() if estimator == "tbptt" else (PES if estimator == "pes" else ES)(sigma, n_pairs)
     for _ in range(n_problems):
-        state = problem.init(gen)
-        if pes is not None:
-            pes.reset(theta["log_lr"], state)
+        state, memory = problem.init(gen), None         # PES' particles restart with each inner problem
         for _ in range(N // k):
-            if estimator == "tbptt":
-                est, state = E.tbptt(problem, theta["log_lr"], state, k)
-            elif estimator == "pes":
-                est = pes.step(theta["log_lr"], k)
-            else:
-                est = E.es(problem, theta["log_lr"], state, k, sigma, n_pairs, gen)
+            est = method.estimate(problem, theta["log_lr"], state, k, gen, memory)
+            state, memory = est.state, est.memory
             gs.append(float(est.grad[0]))
             theta, adam = adam_update(theta, {"log_lr": est.grad}, adam, meta)
             steps.append(adam.step * k)

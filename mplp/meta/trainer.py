@@ -16,15 +16,16 @@ from dataclasses import dataclass, field
 
 import torch
 
-from mplp.core.config import ExperimentConfig
+from mplp.core.config import ExperimentConfig, MetaConfig
 from mplp.store import DamagedResultError, StoreError
 from mplp.core.backward import dense_backward, sgd_backward
 from mplp.core.fast import engine, fast_backward
-from mplp.core.learners import init_theta, learner_spec, make_learners
+from mplp.core.learned_optimizer import MPLP, LearnedOptimizer
 from mplp.core.optimizee import init_params
+from mplp.core.unroll import UnrollResult, outer_metric
+from mplp.meta.estimators import from_meta
 from mplp.meta.outer import AdamState, adam_init, adam_update, meta_gradient
 from mplp.tasks.families import BatchTask, ValidationSet, make_family, validation_set
-from mplp.core.unroll import outer_metric, rollout, unroll
 
 
 def _seeded(seed: int) -> torch.Generator:
@@ -79,22 +80,57 @@ class Validation:
         return d
 
 
+@dataclass
+class Truncation:
+    """The next K batches ``xs, ys`` of the carried inner problem as an unrolled system for
+    the estimators: the state is the optimizee's params; batched members (a population, ES
+    perturbations) sit on a leading dimension of theta, params and batches.  ``last``: the
+    latest unroll's full result (its losses and batch-entropy term, for the log)."""
+
+    optimizer: LearnedOptimizer
+    xs: torch.Tensor
+    ys: torch.Tensor
+    meta: MetaConfig
+    last: UnrollResult | None = None
+
+    def unroll(self, theta, params, K: int, be_weight=None):
+        assert K == len(self.xs), "a Truncation unrolls exactly its K batches"
+        self.last = self.optimizer.unroll(theta, params, self.xs, self.ys, self.meta, be_weight)
+        return self.last.total, self.last.params
+
+    def unroll_batch(self, thetas, params, K: int):
+        M = next(iter(thetas.values())).shape[0]
+        expand = lambda t: t.unsqueeze(1).expand(t.shape[0], M, *t.shape[1:])
+        self.last = self.optimizer.unroll(thetas, params, expand(self.xs), expand(self.ys), self.meta)
+        return self.last.total, self.last.params
+
+    def repeat(self, params, M: int):
+        return [p.expand(M, *p.shape) for p in params]
+
+    def join(self, a, b):
+        return [torch.cat([x, y]) for x, y in zip(a, b)]
+
+    def take(self, params, index):
+        return [w[index] for w in params]
+
+
 class MetaTrainer:
-    """Algorithm 1 for one experiment config, with a pluggable backward."""
+    """Algorithm 1 for one experiment config: a learned optimizer (MPLP, with a pluggable
+    backward) meta-trained by the gradient estimator ``meta.estimator`` names."""
 
     def __init__(self, cfg: ExperimentConfig, dtype=torch.float32, device="cpu",
                  backward=fast_backward):
-        self.cfg, self.dtype, self.device, self.backward = cfg, dtype, torch.device(device), backward
-        self.spec = learner_spec(cfg)
-        if self.spec.kind == "sgd":          # Table 2's functions: their closed form (== dense, tested)
-            self.backward = sgd_backward
+        self.cfg, self.dtype, self.device = cfg, dtype, torch.device(device)
+        self.optimizer = MPLP.from_config(cfg, backward)
+        self.backward = self.optimizer.backward
+        self.estimator = from_meta(cfg.meta)
         self.family = make_family(cfg.task, dtype, self.device)
         self._val: ValidationSet | None = None
 
     # -- state -------------------------------------------------------------------------
     def init_state(self) -> TrainState:
         s = self.cfg.seed
-        theta = init_theta(self.spec, _seeded(s), self.dtype, self.device)
+        theta = self.optimizer.init_theta(_seeded(s), self.dtype, self.device)
         return TrainState(0, theta, adam_init(theta), None, _seeded(s + 1_000_003), _seeded(s + 2_000_029),
                           gen_es=_seeded(s + 3_000_017))
 
@@ -118,64 +154,19 @@ class MetaTrainer:
         return st.inner.task.batches(st.inner.cursor, self.cfg.meta.K)
 
     def outer_step(self, st: TrainState) -> dict:
-        """Advance ``st`` by one outer step in place; returns that step's losses."""
-        if self.cfg.meta.estimator != "tbptt":
-            return self._es_step(st)
+        """Advance ``st`` by one outer step in place; returns that step's losses.  The ES
+        family's perturbed unrolls and the unperturbed one (which carries the inner state
+        on) run as one batched no-grad program; PES' particles restart with every new inner
+        problem (Vicol et al. 2021), which removes the truncation bias."""
         xs, ys = self.next_batches(st)
-        leaf = {k: v.detach().requires_grad_(True) for k, v in st.theta.items()}
-        res = unroll(make_learners(leaf, self.spec), st.inner.params, xs, ys, self.cfg.optimizee, self.cfg.meta,
-                     self.cfg.learner.loss_inputs, self.backward)
-        self.advance(st, meta_gradient(res.total, leaf), res.params)
-        return {"outer_loss": float(res.total.detach()), "inner_loss": float(res.outer.detach()),
-                "be_term": float(res.be_term.detach())}
-
-    def _es_step(self, st: TrainState) -> dict:
-        """One outer step with an evolution-strategies estimate of the meta-gradient
-        (``meta.estimator`` "es" or "pes", antithetic, ``meta.es_pairs`` pairs, scale
-        ``meta.es_sigma``).  All 2N perturbed unrolls and the unperturbed one (which carries
-        the inner state on) run as one batched no-grad program.  "es" unrolls every pair
-        from the carried inner state (ES over one truncation); "pes" keeps each particle's
-        own inner state and the sum of its perturbations (Vicol et al. 2021), restarted
-        with every new inner problem, which removes the truncation bias."""
-        xs, ys = self.next_batches(st)
-        grads, res = self.es_estimate(st, xs, ys)
-        N = self.cfg.meta.es_pairs
-        self.advance(st, grads, [w[2 * N] for w in res.params])
-        L, be = res.total, res.be_term.expand_as(res.total)
-        return {"outer_loss": float(L[2 * N]), "inner_loss": float(res.outer[2 * N]), "be_term": float(be[2 * N])}
-
-    def es_estimate(self, st: TrainState, xs: torch.Tensor, ys: torch.Tensor):
-        """The ES / PES meta-gradient for the unroll on ``xs, ys`` from ``st``'s inner state
-        (updates only the generator and the PES particles).  Returns ``(grads, res)``,
-        ``res`` the batched unroll: members ``:N`` at theta + e_i, ``N:2N`` at theta - e_i,
-        the last at theta."""
-        meta = self.cfg.meta
-        N, sigma = meta.es_pairs, meta.es_sigma
-        eps = {k: sigma * torch.randn((N,) + tuple(v.shape), generator=st.gen_es, dtype=v.dtype).to(v.device)
-               for k, v in st.theta.items()}
-        thetas = {k: torch.cat([v + eps[k], v - eps[k], v[None]]) for k, v in st.theta.items()}
-        P = 2 * N + 1
-        if meta.estimator == "pes":
-            if st.pes is None or st.inner.t == 0:                  # a new inner problem: restart the particles
-                st.pes = {"params": [p.expand(2 * N, *p.shape).clone() for p in st.inner.params],
-                          "xi": {k: torch.zeros_like(e) for k, e in eps.items()}}
-            params = [torch.cat([q, p[None]]) for q, p in zip(st.pes["params"], st.inner.params)]
-        else:
-            params = [p.expand(P, *p.shape) for p in st.inner.params]
-        expand = lambda t: t.unsqueeze(1).expand(t.shape[0], P, *t.shape[1:])
-        with torch.no_grad():
-            res = unroll(make_learners(thetas, self.spec), params, expand(xs), expand(ys), self.cfg.optimizee,
-                         meta, self.cfg.learner.loss_inputs, self.backward)
-        L = res.total
-        diff = (L[:N] - L[N:2 * N])                                     # (N,)
-        shape = lambda e: diff.reshape((N,) + (1,) * (e.dim() - 1))
-        if meta.estimator == "pes":
-            st.pes["xi"] = {k: x + eps[k] for k, x in st.pes["xi"].items()}
-            grads = {k: (x * shape(x)).sum(0) / (2 * sigma ** 2 * N) for k, x in st.pes["xi"].items()}
-            st.pes["params"] = [w[:2 * N] for w in res.params]
-        else:
-            grads = {k: (e * shape(e)).sum(0) / (2 * sigma ** 2 * N) for k, e in eps.items()}
-        return grads, res
+        system = Truncation(self.optimizer, xs, ys, self.cfg.meta)
+        est = self.estimator.estimate(system, st.theta, st.inner.params, self.cfg.meta.K, st.gen_es,
+                                      st.pes if st.inner.t > 0 else None)
+        st.pes = est.memory
+        self.advance(st, est.grad, est.state)
+        res, i = system.last, est.centre
+        value = lambda t: float(t.detach().expand_as(res.total)[i] if i is not None else t.detach())
+        return {"outer_loss": value(res.total), "inner_loss": value(res.outer), "be_term": value(res.be_term)}
 
     def advance(self, st: TrainState, grads: dict[str, torch.Tensor], params: list[torch.Tensor]) -> None:
         """Apply the outer Adam step (skipped and counted when the meta-gradient is not
@@ -202,17 +193,13 @@ class MetaTrainer:
         The fast backward takes all runs at once (a leading run dimension, batch-norm
         statistics per run); the dense reference goes run by run."""
         v = self.validation_set
-        learners = make_learners(theta, self.spec)
-        lo = self.cfg.learner.loss_inputs
         if self.backward in (fast_backward, sgd_backward):
             inits = [torch.stack(ps) for ps in zip(*v.inits)]               # (R, n_in + 1, n_out)
-            r = rollout(learners, inits, v.xs.transpose(0, 1), v.ys.transpose(0, 1), self.cfg.optimizee, lo,
-                        self.backward, self.cfg.meta.be_formula)
+            r = self.optimizer.rollout(theta, inits, v.xs.transpose(0, 1), v.ys.transpose(0, 1))
             curves = r.losses.transpose(0, 1)                                # (R, T)
             ent = r.entropy.double().mean((0, 2))                            # (T, n_hidden, R) -> (n_hidden,)
         else:
-            rs = [rollout(learners, init, xs, ys, self.cfg.optimizee, lo, self.backward, self.cfg.meta.be_formula)
-                  for xs, ys, init in zip(v.xs, v.ys, v.inits)]
+            rs = [self.optimizer.rollout(theta, init, xs, ys) for xs, ys, init in zip(v.xs, v.ys, v.inits)]
             curves = torch.stack([r.losses for r in rs])
             ent = torch.stack([r.entropy for r in rs]).double().mean((0, 1))
         metric = outer_metric(curves, self.cfg.meta.unroll).double()
@@ -315,9 +302,7 @@ def population_step(trainers: list[MetaTrainer], states: list[TrainState]) -> li
     be_weight = None
     if any(be) and not all(be):
         be_weight = torch.tensor([float(b) for b in be], dtype=xs.dtype, device=xs.device)
-    res = unroll(make_learners(leaf, t0.spec), params, xs, ys, t0.cfg.optimizee,
-                 dataclasses.replace(meta, batch_entropy=any(be)), t0.cfg.learner.loss_inputs,
-                 t0.backward, be_weight)
+    res = t0.optimizer.unroll(leaf, params, xs, ys, dataclasses.replace(meta, batch_entropy=any(be)), be_weight)
     grads = meta_gradient(res.total.sum(), leaf)
     be_term = res.be_term.detach().expand_as(res.total)
     out = []
