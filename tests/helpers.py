@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from mplp.core.config import (ExperimentConfig, LearnerConfig, MetaConfig, OptimizeeConfig, TaskConfig,
@@ -42,3 +43,15 @@ def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     """max |a - b| / max(max |b|, tiny)."""
     a, b = a.detach(), b.detach()
     return float((a - b).abs().max() / b.abs().max().clamp_min(1e-300))
+
+
+def calibration(corr, null=0.3):
+    """A sinewave agreement trajectory rising linearly to ``corr`` {learner: r} over 1,000 steps,
+    with a null band of +-``null`` (the verdict tests' stand-in for a measured calibration)."""
+    from mplp.claims.readings import AgreementTrajectory
+
+    names = list(corr)
+    steps = np.array([0, 500, 1000])
+    c = {k: np.array([0.0, v / 2, v]) for k, v in corr.items()}
+    sign = np.prod(np.sign(np.stack([c[k] for k in names])), 0)
+    return AgreementTrajectory(steps, c, sign, {k: np.linspace(-null, null, 21) for k in names})

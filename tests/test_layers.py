@@ -100,3 +100,12 @@ def test_the_layers_are_subpackages_and_contributing_shows_them():
     assert len(packages) >= 5 and packages <= set(RANK)
     text = (PACKAGE.parent / "CONTRIBUTING.md").read_text()
     assert all(f"`mplp/{p}/`" in text for p in packages), "CONTRIBUTING.md names every subpackage"
+
+
+def test_tests_mirror_the_layers():
+    """``tests/<layer>/test_<module>.py`` for the subpackages' modules; no test sits in a folder
+    that is not a layer."""
+    tests = PACKAGE.parent / "tests"
+    packages = {p.parent.name for p in PACKAGE.glob("*/__init__.py")}
+    folders = {p.parent.name for p in tests.glob("*/test_*.py")}
+    assert folders <= packages, f"test folders without a layer: {sorted(folders - packages)}"

@@ -124,7 +124,7 @@ class _Run:
         st = trainer.load_state_dict(load_final_state(src), config_hash=shorter.config.hash())
         # A run validates and snapshots at its last step S0 even off their grids; an uninterrupted
         # run would not, so those records go (validation draws no random numbers: the trajectory
-        # is unchanged, tests/test_trainer.py)
+        # is unchanged, tests/meta/test_trainer.py)
         dropped = []
         if S0 % self.cfg.validation.every and st.val_rows and st.val_rows[-1]["step"] == S0:
             st.val_rows.pop()

@@ -1,7 +1,7 @@
 """The outer optimiser: Adam on the meta-parameters ``theta`` (thesis §4.3).
 
 Hand-written like the released code (SimonsThijs/MPLP @ 31403b7, checked against its
-outputs in ``tests/test_peer.py``): the meta-gradient is clipped element-wise to
+outputs in ``tests/chapters/test_peer.py``): the meta-gradient is clipped element-wise to
 ``[-grad_clip, grad_clip]`` before the moments, eps 1e-11, and the moments are used
 *without* bias correction::
 

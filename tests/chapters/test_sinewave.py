@@ -3,26 +3,26 @@
 import numpy as np
 import pytest
 
-from mplp.chapters import sinewave as SW
+from mplp.chapters import sinewave
 from mplp.claims.analysis import Checkpoint
 
-from test_analysis import _calibration
+from helpers import calibration
 
 
 def test_long_configs_are_the_texts_setting_and_the_scripts():
-    cfgs = SW.long_configs(150_000, 100_000)
+    cfgs = sinewave.long_configs(150_000, 100_000)
     text, script = cfgs["text"], cfgs["script"]
-    assert [c.seed for c in text] == list(SW.LONG_SEEDS) and {c.meta.S for c in text} == {150_000}
+    assert [c.seed for c in text] == list(sinewave.LONG_SEEDS) and {c.meta.S for c in text} == {150_000}
     assert {c.learner.loss_inputs for c in text} == {"prediction_target"} and text[0].task.amplitude == (1.0, 1.0)
     assert script[0].learner.loss_inputs == "full" and script[0].task.amplitude == (1.0, 5.0)
     assert script[0].meta.S == 100_000 and not any(c.meta.adam_bias_correction for c in text + script)
 
 
 def test_over_seeds_needs_a_majority_decided_and_agreement():
-    assert SW._over_seeds(["yes", "undecided", "undecided"]) == "undecided"
-    assert SW._over_seeds(["yes", "yes", "undecided"]) == "yes"
-    assert SW._over_seeds(["no", "no", "no"]) == "no"
-    assert SW._over_seeds(["yes", "no", "undecided"]) == "partly"
+    assert sinewave._over_seeds(["yes", "undecided", "undecided"]) == "undecided"
+    assert sinewave._over_seeds(["yes", "yes", "undecided"]) == "yes"
+    assert sinewave._over_seeds(["no", "no", "no"]) == "no"
+    assert sinewave._over_seeds(["yes", "no", "undecided"]) == "partly"
 
 
 def test_claims_1_and_2_are_judged_on_the_longer_runs():
@@ -31,30 +31,30 @@ def test_claims_1_and_2_are_judged_on_the_longer_runs():
     chapter_run = np.full(11, 50.0)                                        # the chapter's own run: flat
     leaves_at_500 = np.array([50, 50, 49, 50, 49, 40, 30, 20, 15, 12, 10.0])
     corr = {"f": -0.9, "g_lin": 0.9}
-    cal = _calibration(corr)
+    cal = calibration(corr)
     ck = Checkpoint(1000, 10.0, {}, "")
     longer = [(steps, leaves_at_500, ck), (steps, leaves_at_500, ck), (steps, chapter_run, Checkpoint(0, 50.0, {}, ""))]
-    v = SW.verdicts(steps, chapter_run, Checkpoint(0, 50.0, {}, ""), 18.0, 5.0, corr, cal, longer=longer, **kw)
+    v = sinewave.verdicts(steps, chapter_run, Checkpoint(0, 50.0, {}, ""), 18.0, 5.0, corr, cal, longer=longer, **kw)
     assert v[0].holds == "yes" and "plateau exits 500, 500, never (of 1,000 steps)" in v[0].evidence
     assert v[0].interval.startswith("median exit 500") and v[0].seeds.startswith("3 seeds")
     # 2 of 3 left, but their median curve still falls (12 -> 10): a final-loss claim is not reached (rule 1)
     assert v[1].holds == "not_reached" and v[1].test_outcome == "yes" and "median 10 vs SGD 18" in v[1].evidence
-    assert "still falling at 1,000 of 300,000" in v[1].evidence and v[1].post_hoc.startswith(SW.FALLING_RULE_COMMIT)
+    assert "still falling at 1,000 of 300,000" in v[1].evidence and v[1].post_hoc.startswith(sinewave.FALLING_RULE_COMMIT)
     settled = np.array([50, 50, 49, 50, 40, 15, 15, 15, 15, 15, 15.0])      # leaves at 400, then flat
-    v = SW.verdicts(steps, chapter_run, Checkpoint(0, 50.0, {}, ""), 18.0, 5.0, corr, cal, **kw,
+    v = sinewave.verdicts(steps, chapter_run, Checkpoint(0, 50.0, {}, ""), 18.0, 5.0, corr, cal, **kw,
                     longer=[(steps, settled, ck), (steps, settled, ck), (steps, chapter_run, ck)])
     assert v[1].holds == "yes" and "settled" in v[1].evidence
     early = np.array([50, 50, 40] + [30.0] * 8)                               # leaves at 200: before 250
-    v = SW.verdicts(steps, chapter_run, ck, 18.0, 5.0, corr, cal, **kw,
+    v = sinewave.verdicts(steps, chapter_run, ck, 18.0, 5.0, corr, cal, **kw,
                     longer=[(steps, early, ck), (steps, early, ck), (steps, chapter_run, ck)])
     assert v[0].holds == "partly" and v[0].partly_rule.startswith("median exit outside [250, 1,000]")
     # a spike after the exit does not move it (the old rule's end did)
     spiky = leaves_at_500.copy()
     spiky[8] = 500.0
-    v = SW.verdicts(steps, chapter_run, ck, 18.0, 5.0, corr, cal, **kw,
+    v = sinewave.verdicts(steps, chapter_run, ck, 18.0, 5.0, corr, cal, **kw,
                     longer=[(steps, spiky, ck), (steps, spiky, ck), (steps, chapter_run, ck)])
     assert v[0].holds == "yes" and "old rule (stays below for good, moved by later spikes): 900, 900" in v[0].evidence
-    alone = SW.verdicts(steps, chapter_run, Checkpoint(0, 50.0, {}, ""), 18.0, 5.0, corr, cal, **kw)
+    alone = sinewave.verdicts(steps, chapter_run, Checkpoint(0, 50.0, {}, ""), 18.0, 5.0, corr, cal, **kw)
     assert [x.holds for x in alone[:2]] == ["not_reached", "not_reached"]
 
 
@@ -80,30 +80,30 @@ def test_claim_4_is_judged_on_the_longer_runs_that_left_the_plateau():
     leaves = np.array([50, 50, 49, 50, 49, 40, 30, 20, 15, 12, 10.0])
     names = ("f", "g_lin")
     chapter_corr = {"f": 0.1, "g_lin": 0.2}                     # the chapter's run: on its plateau
-    cal, ck = _calibration(chapter_corr), Checkpoint(1000, 10.0, {}, "")
-    agree = SW.SeedAgreement(0, 900, {"f": -0.9, "g_lin": -0.8}, {k: 0.3 for k in names})
-    weak = SW.SeedAgreement(1, 900, {"f": -0.9, "g_lin": -0.1}, {k: 0.3 for k in names})
-    chance = SW.SeedAgreement(2, 0, {"f": 0.9, "g_lin": 0.9}, {k: 0.95 for k in names})
-    assert SW.resemble_outcome(agree.corr, agree.null_q) == "yes"
-    assert SW.resemble_outcome(weak.corr, weak.null_q) == "partly"
-    assert SW.resemble_outcome(chance.corr, chance.null_q) == "no"         # no stronger than random learners
+    cal, ck = calibration(chapter_corr), Checkpoint(1000, 10.0, {}, "")
+    agree = sinewave.SeedAgreement(0, 900, {"f": -0.9, "g_lin": -0.8}, {k: 0.3 for k in names})
+    weak = sinewave.SeedAgreement(1, 900, {"f": -0.9, "g_lin": -0.1}, {k: 0.3 for k in names})
+    chance = sinewave.SeedAgreement(2, 0, {"f": 0.9, "g_lin": 0.9}, {k: 0.95 for k in names})
+    assert sinewave.resemble_outcome(agree.corr, agree.null_q) == "yes"
+    assert sinewave.resemble_outcome(weak.corr, weak.null_q) == "partly"
+    assert sinewave.resemble_outcome(chance.corr, chance.null_q) == "no"         # no stronger than random learners
 
     def claim4(curves, agreement):
         longer = [(steps, c, ck) for c in curves]
-        return SW.verdicts(steps, flat, Checkpoint(0, 50.0, {}, ""), 18.0, 5.0, chapter_corr, cal,
+        return sinewave.verdicts(steps, flat, Checkpoint(0, 50.0, {}, ""), 18.0, 5.0, chapter_corr, cal,
                            longer=longer, long_agreement=agreement, **kw)[3]
 
     v = claim4([leaves, leaves, flat], [agree, agree, chance])
     assert v.holds == "yes" and "seed 2, step 0 (on its plateau): undecided" in v.evidence   # seed 2 not counted
-    assert "chapter run: checkpoint f +0.10" in v.evidence and SW.LONG_AGREEMENT_RULE_COMMIT in v.test
-    assert f"{SW.LONG_AGREEMENT_RULE_COMMIT}: judged on the longer runs" in v.post_hoc      # chosen after their exits
+    assert "chapter run: checkpoint f +0.10" in v.evidence and sinewave.LONG_AGREEMENT_RULE_COMMIT in v.test
+    assert f"{sinewave.LONG_AGREEMENT_RULE_COMMIT}: judged on the longer runs" in v.post_hoc      # chosen after their exits
     mixed = claim4([leaves, leaves, flat], [agree, weak, chance])
     assert mixed.holds == "partly" and mixed.partly_rule.endswith("(yes, partly)")
     # only one seed left: not reached (a majority must have left), whatever its functions look like
     one = claim4([leaves, flat, flat], [agree, agree, agree])
     assert one.holds == "not_reached" and one.test_outcome == "undecided"
     # without the longer runs' agreement, the chapter's run alone decides (here: on its plateau)
-    alone = SW.verdicts(steps, flat, Checkpoint(0, 50.0, {}, ""), 18.0, 5.0, chapter_corr, cal,
+    alone = sinewave.verdicts(steps, flat, Checkpoint(0, 50.0, {}, ""), 18.0, 5.0, chapter_corr, cal,
                         longer=[(steps, leaves, ck)] * 3, **kw)[3]
     assert alone.holds == "not_reached" and "longer runs" not in alone.evidence + alone.post_hoc
     with pytest.raises(ValueError, match="one per longer run"):
@@ -116,7 +116,7 @@ def test_the_study_gives_the_longer_runs_plateau_ends_and_claim_4_per_seed(cpu_s
     assert len(ends) == len(outcomes) == len(st.long_runs["text"]) and len(st.long_plateau_ends("script")) == 1
     claim4 = st.verdicts()[3]
     for a, e, o in zip(st.long_agreement, ends, outcomes):       # the verdict's evidence is these outcomes
-        assert o == ("undecided" if e is None else SW.resemble_outcome(a.corr, a.null_q))
+        assert o == ("undecided" if e is None else sinewave.resemble_outcome(a.corr, a.null_q))
         assert f"seed {a.seed}, step {a.step:,}{'' if e is not None else ' (on its plateau)'}: {o}," in claim4.evidence
     pick = st.long_example()
     cks = st.long_checkpoints()
@@ -125,7 +125,7 @@ def test_the_study_gives_the_longer_runs_plateau_ends_and_claim_4_per_seed(cpu_s
 
 
 def test_without_longer_runs_the_study_has_no_per_seed_data():
-    st = SW.SinewaveStudy(*[None] * 8)                     # profiles without longer runs (ci)
+    st = sinewave.SinewaveStudy(*[None] * 8)                     # profiles without longer runs (ci)
     assert st.long_plateau_ends() == [] and st.long_outcomes() == [] and st.long_example() is None
 
 
@@ -133,7 +133,7 @@ def test_a_note_on_the_longer_runs_marks_only_the_claims_judged_on_them():
     steps, flat = np.arange(0, 1001, 100), np.full(11, 50.0)
     leaves = np.array([50, 50, 49, 50, 49, 40, 30, 20, 15, 12, 10.0])
     corr, ck = {"f": -0.9, "g_lin": 0.9}, Checkpoint(1000, 10.0, {}, "")
-    agree = [SW.SeedAgreement(k, 900, {"f": -0.9, "g_lin": -0.8}, {"f": 0.3, "g_lin": 0.3}) for k in range(3)]
-    v = SW.verdicts(steps, flat, Checkpoint(0, 50.0, {}, ""), 18.0, 5.0, corr, _calibration(corr),
+    agree = [sinewave.SeedAgreement(k, 900, {"f": -0.9, "g_lin": -0.8}, {"f": 0.3, "g_lin": 0.3}) for k in range(3)]
+    v = sinewave.verdicts(steps, flat, Checkpoint(0, 50.0, {}, ""), 18.0, 5.0, corr, calibration(corr),
                     thesis_plateau_end=500, longer=[(steps, leaves, ck)] * 3, long_agreement=agree, longer_note="NOTE")
     assert ["NOTE" in x.post_hoc for x in v] == [True, True, False, True]

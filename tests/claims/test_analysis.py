@@ -8,7 +8,7 @@ from mplp.claims.readings import agreement, learned_function, read_activation, r
 from mplp.book.plotting import sgd_function
 from mplp.meta.loop import train
 
-from helpers import tiny_config
+from helpers import calibration, tiny_config
 
 M1 = {"learner.message_size": 1, "learner.batch_norm": False, "learner.loss_inputs": "prediction_target"}
 
@@ -98,16 +98,6 @@ def test_inner_comparison_starts_every_optimizer_from_the_same_inits():
         compare_inner_training(cfg, theta, {}, n_inits=1, steps=41)
 
 
-def _calibration(corr, null=0.3):
-    from mplp.claims.readings import AgreementTrajectory
-
-    names = list(corr)
-    steps = np.array([0, 500, 1000])
-    c = {k: np.array([0.0, v / 2, v]) for k, v in corr.items()}
-    sign = np.prod(np.sign(np.stack([c[k] for k in names])), 0)
-    return AgreementTrajectory(steps, c, sign, {k: np.linspace(-null, null, 21) for k in names})
-
-
 def test_sinewave_verdicts_follow_the_policy():
     from mplp.claims.analysis import Checkpoint
     from mplp.chapters.sinewave import verdicts as sinewave_verdicts
@@ -117,25 +107,25 @@ def test_sinewave_verdicts_follow_the_policy():
     flat_then_down = np.array([50, 50, 49, 50, 49, 40, 30, 20, 15, 12, 10.0])
     ck = Checkpoint(1000, 10.0, {}, "")
     corr = {"f": -0.95, "g_lin": 0.9, "g_loss": -0.99, "g_relu": 0.85}
-    v = sinewave_verdicts(steps, flat_then_down, ck, 18.0, 5.0, corr, _calibration(corr), **kw)
+    v = sinewave_verdicts(steps, flat_then_down, ck, 18.0, 5.0, corr, calibration(corr), **kw)
     # worse than Adam: true, but the untrained optimizer (step 0: 50) is worse too; better than
     # SGD: true, but a final-loss claim on a run still falling short of the thesis' steps (rule 1)
     assert [x.holds for x in v] == ["yes", "not_reached", "trivial", "yes"] and "step 500" in v[0].evidence
     assert v[1].test_outcome == "yes"
     settled = np.array([50, 50, 49, 50, 40, 15, 15, 15, 15, 15, 15.0])
-    assert sinewave_verdicts(steps, settled, ck, 18.0, 5.0, corr, _calibration(corr), **kw)[1].holds == "yes"
+    assert sinewave_verdicts(steps, settled, ck, 18.0, 5.0, corr, calibration(corr), **kw)[1].holds == "yes"
     weak = {"f": -0.95, "g_lin": -0.1, "g_loss": 0.2, "g_relu": 0.85}    # one beyond chance, signs +
-    assert sinewave_verdicts(steps, flat_then_down, ck, 18.0, 5.0, weak, _calibration(weak), **kw)[3].holds == "partly"
+    assert sinewave_verdicts(steps, flat_then_down, ck, 18.0, 5.0, weak, calibration(weak), **kw)[3].holds == "partly"
     # correlations as strong as random learners give are not agreement
-    assert sinewave_verdicts(steps, flat_then_down, ck, 18.0, 5.0, corr, _calibration(corr, null=0.99),
+    assert sinewave_verdicts(steps, flat_then_down, ck, 18.0, 5.0, corr, calibration(corr, null=0.99),
                              **kw)[3].holds == "no"
     flat = {"f": 0.1, "g_lin": 0.9, "g_loss": -0.2, "g_relu": float("nan")}
     never = sinewave_verdicts(steps, np.full(11, 50.0), Checkpoint(0, 50.0, {}, ""), 18.0, 5.0, flat,
-                              _calibration(flat), **kw)
+                              calibration(flat), **kw)
     assert [x.holds for x in never] == ["not_reached", "not_reached", "trivial", "not_reached"]
     assert [x.test_outcome for x in never] == ["undecided", "no", "yes", "no"]
     two = {"f": -0.9, "g_lin": 0.9}
-    at_once = sinewave_verdicts(steps, np.array([50, 40] + [30.0] * 9), ck, 18.0, 11.0, two, _calibration(two), **kw)
+    at_once = sinewave_verdicts(steps, np.array([50, 40] + [30.0] * 9), ck, 18.0, 11.0, two, calibration(two), **kw)
     assert [x.holds for x in at_once] == ["no", "yes", "no", "no"]    # ends too early; sign product negative
 
 
