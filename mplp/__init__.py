@@ -7,3 +7,13 @@ Vocabulary (see CONTRIBUTING.md): ``theta`` meta-parameters (learner weights),
 """
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name):
+    """``mplp.optimize``: train an MLP with one of the book's trained MPLPs (``mplp.pretrained``),
+    imported on first use so that ``import mplp`` stays light."""
+    if name == "optimize":
+        from mplp.pretrained import optimize
+
+        return optimize
+    raise AttributeError(f"module 'mplp' has no attribute {name!r}")

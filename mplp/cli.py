@@ -1,9 +1,11 @@
-"""Command line: ``mplp train CONFIG.yaml [--out DIR] [--resume] [--device cpu|cuda]`` and
-``mplp run [--profile ci|cpu|paper] [--device cpu|cuda] [CHAPTER ...]``.
+"""mplp: meta-train MPLP learned optimizers and re-run the chapters of the MPLP reproducibility book.
 
-Errors in the input (bad config value, unknown device, missing data, an unfinished
-run without --resume, a damaged or locked run directory) are reported in one line naming
-the problem, exit status 2; a run that diverged ends with exit status 1.
+Commands: train (one experiment config), run (book chapters, into a run folder or
+--in-place), sweep (every run a chapter's profile needs, as jobs), bench (outer-step
+timings), costs (what the stored runs cost).  Errors in the input (a bad config value or
+parameter, an unknown device, missing data, an unfinished run without --resume, a damaged
+or locked run directory) are reported in one line naming the problem, exit status 2; a run
+that diverged ends with exit status 1.  Modules are imported per command, so --help is quick.
 """
 
 from __future__ import annotations
@@ -73,11 +75,32 @@ def _train(args) -> int:
     return 0
 
 
+def _key_values(items: list[str], flag: str, example: str) -> dict:
+    """``NAME=VALUE`` arguments as a dict, each value read as YAML (``3``, ``0.1``, ``[1, 2]``, ``text``)."""
+    import yaml
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"{flag} {item!r}: expected NAME=VALUE, e.g. {flag} {example}")
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as e:
+            raise ValueError(f"{flag} {item!r}: the value is not valid YAML ({str(e).splitlines()[0]})") from None
+    return out
+
+
 def _run(args) -> int:
     from mplp.book.runner import run
 
-    for path in run(args.chapters, args.profile, args.device, progress=not args.no_progress):
+    overrides = _key_values(args.param, "-p", "seed=3")
+    paths = run(args.chapters, args.profile, args.device, not args.no_progress, overrides, args.in_place,
+                args.out, args.results, args.check)
+    for path in paths:
         print(f"executed {path}")
+    if args.check:
+        print("profile and parameters are valid; nothing was run")
     return 0
 
 
@@ -115,22 +138,13 @@ def _costs(args) -> int:
 
     if args.profile not in PROFILES:
         raise ValueError(f"unknown profile {args.profile!r}; valid profiles: {', '.join(PROFILES)}")
-    table = report.costs_markdown(report.run_costs(args.profile), args.profile)
-    if args.write_readme:
-        import re
+    if args.write:
+        from mplp.book import readme
 
-        from mplp.paths import repo_root
-
-        readme = repo_root() / "README.md"
-        start, end = f"<!-- mplp costs --profile {args.profile} -->", "<!-- end mplp costs -->"
-        text = readme.read_text()
-        pattern = re.compile(re.escape(start) + r"\n.*?" + re.escape(end), re.S)
-        if not pattern.search(text):
-            raise ValueError(f"{readme} has no block {start} ... {end} to write the table into")
-        readme.write_text(pattern.sub(lambda _: f"{start}\n{table}\n{end}", text))
-        print(f"wrote the table into {readme}")
+        for path in readme.write(args.profile):
+            print(f"wrote {path}")
     else:
-        print(table)
+        print(report.costs_markdown(report.run_costs(args.profile), args.profile))
     return 0
 
 
@@ -153,7 +167,8 @@ def _sweep(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="mplp", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="mplp", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = p.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="meta-train one experiment config")
     t.add_argument("config", help="experiment YAML (see mplp/configs/)")
@@ -176,10 +191,21 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--backward", choices=("fast", "dense"), default="fast",
                    help="message-passing backward: fast (default) or the dense reference")
     t.set_defaults(func=_train)
-    r = sub.add_parser("run", help="execute book chapters with papermill (in place)")
+    r = sub.add_parser("run", help="execute book chapters with papermill, into a run folder (the book untouched)",
+                       description="Execute book chapters with a profile and parameter overrides into a run folder "
+                                   "(default _build/runs/<chapters>-<profile>-<time>/) whose results store reads the "
+                                   "committed results first; --in-place refreshes the committed book and results/.")
     r.add_argument("chapters", nargs="*", help="chapters to run (default: all); e.g. sgd sinewave")
     r.add_argument("--profile", default="cpu", help="ci, cpu or paper (default: cpu)")
+    r.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE",
+                   help="set a notebook parameter (checked against the notebook's parameters cell), e.g. -p seed=3")
     r.add_argument("--device", default=None, help="cpu or cuda (default: the profile's)")
+    r.add_argument("--out", default=None, help="the run folder (default: _build/runs/<chapters>-<profile>-<time>/)")
+    r.add_argument("--results", default=None,
+                   help="the run's results store (default: <run folder>/results, reading results/ first)")
+    r.add_argument("--in-place", action="store_true",
+                   help="execute the book's own notebooks and store into results/ (what the published book shows)")
+    r.add_argument("--check", action="store_true", help="only check the profile and the -p parameters; run nothing")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
     r.set_defaults(func=_run)
     b = sub.add_parser("bench", help="time outer steps: fast path vs dense reference")
@@ -205,19 +231,29 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--threads", type=int, default=1, help="torch threads per job (default 1)")
     w.add_argument("--address", default=None, help="a running Ray cluster (default: start a local one)")
     w.set_defaults(func=_sweep)
-    c = sub.add_parser("costs", help="outer steps and wall time per run of a profile's stored runs (the README table)")
+    c = sub.add_parser("costs", help="outer steps and wall time per run of a profile's stored runs")
     c.add_argument("--profile", default="cpu", help="ci, cpu or paper (default: cpu)")
-    c.add_argument("--write-readme", action="store_true", help="write the table into README.md's generated block")
+    c.add_argument("--write", action="store_true", help="write the generated blocks from the committed results: the "
+                   "ledger's bottom line and figure (README.md, book/images/ledger.png), the cost table (CONTRIBUTING.md)")
     c.set_defaults(func=_costs)
     return p
 
 
-def main(argv=None) -> int:
-    from mplp.core.config import ConfigError
-    from mplp.tasks.data import MNISTUnavailableError
-    from mplp.store import StoreError
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
 
-    args = build_parser().parse_args(argv)
+    try:
+        return version("mplp")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)          # --help and --version end here, before torch is imported
+    from mplp.core.config import ConfigError
+    from mplp.store import StoreError
+    from mplp.tasks.data import MNISTUnavailableError
+
     try:
         return args.func(args)
     except (ConfigError, MNISTUnavailableError, StoreError, ValueError, FileNotFoundError) as e:   # ProfileError too

@@ -4,6 +4,7 @@ A chapter is its notebook: chapter ``c`` with number ``NN`` is ``book/NN_c.ipynb
 profiles ``params/c/{ci,cpu,paper}.yaml``.  Paths are resolved from the repository root
 (``$MPLP_ROOT``, else the checkout holding this package), never from the working
 directory, so papermill, nbval and jupyter-book find the same files.
+``MPLP_RESULTS=DIR`` moves the results root (``mplp run`` does, for runs outside the book);
 ``MPLP_CACHE=off`` makes every run compute afresh into a temporary results root.
 """
 
@@ -37,8 +38,16 @@ def _scratch() -> Path:
 
 
 def results_root() -> Path:
-    """``<repo>/results``, or a fresh temporary directory when the cache is off."""
-    return repo_root() / "results" if cache_enabled() else _scratch()
+    """``$MPLP_RESULTS`` (an ad-hoc run's own store), else ``<repo>/results``; a fresh temporary
+    directory when the cache is off."""
+    if not cache_enabled():
+        return _scratch()
+    return Path(os.environ["MPLP_RESULTS"]).resolve() if results_moved() else repo_root() / "results"
+
+
+def results_moved() -> bool:
+    """Whether ``$MPLP_RESULTS`` points the results root away from the committed ``results/``."""
+    return bool(os.environ.get("MPLP_RESULTS")) and cache_enabled()
 
 
 def _notebooks() -> dict[str, Path]:

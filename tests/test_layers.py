@@ -18,7 +18,7 @@ LAYERS = [
     ("meta",),
     ("claims",),
     ("chapters",),
-    ("longruns", "sweep"),
+    ("longruns", "sweep", "pretrained"),
     ("book",),
     ("cli", "bench"),
 ]

@@ -1,15 +1,20 @@
 """Execute book chapters with papermill, one profile at a time.
 
-``run_chapter("sgd", "cpu")`` executes ``book/00_sgd.ipynb`` in place with the values
-of ``params/sgd/cpu.yaml`` injected after its ``parameters`` cell (visible in the
-notebook).  Profiles are checked against the notebook's parameters first: a profile
-must set every parameter and nothing else.
+``run(["sgd"], "ci")`` executes ``book/00_sgd.ipynb`` with the values of
+``params/sgd/ci.yaml`` (and any overrides) injected after its ``parameters`` cell, into a
+run folder ``_build/runs/<chapters>-<profile>-<time>/`` with its own results store beside
+it (reading the committed results first): the book and ``results/`` stay as they are.
+``in_place=True`` refreshes the committed book instead.  Profiles and overrides are checked
+against the notebook's parameters first: a profile must set every parameter and nothing else.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 from mplp import paths
@@ -68,12 +73,46 @@ def _hide_parameter_cells(path: Path) -> None:
 
 
 def run(chapters: list[str] | None = None, profile: str = "cpu", device: str | None = None,
-        progress: bool = True) -> list[Path]:
-    """Execute chapters (default: all that exist) in book order; validate everything first."""
+        progress: bool = True, overrides: dict | None = None, in_place: bool = False,
+        out: Path | None = None, results: Path | None = None, check: bool = False) -> list[Path]:
+    """Execute chapters (default: all that exist) in book order, every profile and override
+    validated first.  Into a run folder (``out``, default ``run_folder(...)``) with its results
+    store at ``results`` (default ``<out>/results``), or with ``in_place`` the book itself;
+    ``check``: validate only, run nothing."""
     if profile not in paths.PROFILES:
         raise ValueError(f"unknown profile {profile!r}; valid profiles: {', '.join(paths.PROFILES)}")
     chapters = list(chapters or paths.available_chapters())
     for c in chapters:
         paths.check_chapter(c)
-        load_profile(c, profile)
-    return [run_chapter(c, profile, device, progress=progress) for c in chapters]
+        override(c, load_profile(c, profile), overrides or {})
+    if check:
+        return []
+    if in_place:
+        if out is not None or results is not None:
+            raise ValueError("--in-place writes the book and results/; it takes no --out or --results")
+        return [run_chapter(c, profile, device, overrides=overrides, progress=progress) for c in chapters]
+    folder = Path(out) if out is not None else run_folder(chapters, profile)
+    folder.mkdir(parents=True, exist_ok=True)
+    with _results_at(Path(results) if results is not None else folder / "results"):
+        return [run_chapter(c, profile, device, folder / paths.notebook(c).name, overrides, progress)
+                for c in chapters]
+
+
+def run_folder(chapters: list[str], profile: str) -> Path:
+    """``<repo>/_build/runs/<chapters>-<profile>-<UTC time>/`` (ignored by git)."""
+    name = "all" if chapters == paths.available_chapters() else "+".join(chapters)
+    return paths.repo_root() / "_build" / "runs" / f"{name}-{profile}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
+
+
+@contextlib.contextmanager
+def _results_at(root: Path):
+    """``$MPLP_RESULTS`` set to ``root`` while the chapters run (their kernels inherit it)."""
+    before = os.environ.get("MPLP_RESULTS")
+    os.environ["MPLP_RESULTS"] = str(root.resolve())
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("MPLP_RESULTS", None)
+        else:
+            os.environ["MPLP_RESULTS"] = before

@@ -27,6 +27,7 @@ what runs).  Compiled graphs are cached on disk (inductor's cache, per shape and
 from __future__ import annotations
 
 import gc
+import sys
 import os
 
 import torch
@@ -235,8 +236,12 @@ def compiled(fn, key: tuple, *args):
         cfn = _STEPS[key] = torch.compile(fn, dynamic=False, fullgraph=True)
     tensors = [t for t in torch.utils._pytree.tree_leaves(args) if torch.is_tensor(t)]
     sig = (key, torch.is_grad_enabled(), tuple((t.dtype, tuple(t.shape)) for t in tensors))
+    first = sig not in _SEEN
+    if first and not _SEEN and sys.stderr.isatty():      # a terminal; a notebook shows no such note
+        print("mplp: compiling the engine's graphs (about a minute at the first step of each shape; "
+              "MPLP_COMPILE=0 runs eagerly instead)", file=sys.stderr, flush=True)
     out = cfn(*args)
-    if sig not in _SEEN:                   # the first call of a shape compiled (or loaded) a graph
+    if first:                              # the first call of a shape compiled (or loaded) a graph
         _SEEN.add(sig)
         _settle_garbage()
     return out

@@ -12,8 +12,8 @@ from typing import Callable, TypeVar
 from mplp import paths
 from mplp.core.config import ExperimentConfig
 from mplp.meta.loop import train_population
-from mplp.store import (MissingResultError, Record, RunResult, find_run, load_or_compute, load_run,
-                        read_json, result_dir, run_dir)
+from mplp.store import (MissingResultError, Record, RunResult, committed_root, find_run, load_or_compute,
+                        load_run, read_json, result_dir, run_dir)
 
 Result = TypeVar("Result")
 
@@ -22,40 +22,66 @@ Result = TypeVar("Result")
 class Store:
     """Where a chapter's results come from: ``root`` (None: ``paths.results_root()``);
     with ``read_only`` nothing is computed and a missing result is a ``MissingResultError``.
+    ``fallback``: a root only read, before anything is computed (an ad-hoc run's store reads
+    the committed results: None then means ``results/`` whenever ``$MPLP_RESULTS`` moved the root).
     ``records`` collects the cost record of every result handed out (the report's cost table).
     """
 
     root: Path | None = None
     read_only: bool = False
     records: list[Record] = dataclasses.field(default_factory=list)
+    fallback: Path | None = None
+
+    def __post_init__(self):
+        if self.fallback is None and self.root is None and paths.results_moved():
+            self.fallback = committed_root()
+        if self.fallback is not None and Path(self.fallback).resolve() == self.base.resolve():
+            self.fallback = None
 
     @property
     def base(self) -> Path:
         return Path(self.root) if self.root is not None else paths.results_root()
 
     def load_or_compute(self, experiment: str, key: dict, compute: Callable[[], Result], cls: type) -> Result:
-        """``load_or_compute`` under this store's root; read-only stores only read."""
-        result = load_or_compute(experiment, key, compute, cls, root=self.root, read_only=self.read_only)
-        meta = result_dir(experiment, key, self.root) / "meta.json"
+        """``load_or_compute`` under this store's root (the fallback's result first, if it
+        has one); read-only stores only read."""
+        root = self.root
+        if self.fallback is not None and (result_dir(experiment, key, self.fallback) / "meta.json").exists():
+            root = self.fallback
+        result = load_or_compute(experiment, key, compute, cls, root=root,
+                                 read_only=self.read_only or root is self.fallback)
+        meta = result_dir(experiment, key, root) / "meta.json"
         self.records.append(Record(experiment, meta.parent, read_json(meta) if meta.exists() else {}))
         return result
 
     def train(self, cfgs: list[ExperimentConfig], device="cpu", progress: bool = False) -> list[RunResult]:
         """The complete stored runs of ``cfgs``; unless read-only, missing ones are trained
         (one population, resuming checkpoints)."""
-        if self.read_only:
-            runs = []
-            for cfg in cfgs:
-                r = find_run(self.base, cfg, dtype="float32")     # what the computing store would train
-                if r is None:
-                    raise MissingResultError(
-                        f"{run_dir(self.base, cfg)}: no complete stored run of {cfg.experiment!r} (seed {cfg.seed}); "
-                        "execute its chapter with this profile (mplp run <chapter> --profile <profile>) to train it")
-                runs.append(r)
-        else:
+        found = [self._find(cfg) for cfg in cfgs]
+        missing = [cfg for cfg, r in zip(cfgs, found) if r is None]
+        if missing and self.read_only:
+            cfg = missing[0]
+            raise MissingResultError(
+                f"{run_dir(self.base, cfg)}: no complete stored run of {cfg.experiment!r} (seed {cfg.seed}); "
+                "execute its chapter with this profile (mplp run <chapter> --profile <profile> --in-place) to train it")
+        if missing and len(missing) == len(cfgs):
             runs = train_population(cfgs, out_root=self.root, resume=True, device=device, progress=progress)
+        else:
+            trained = iter(train_population(missing, out_root=self.root, resume=True, device=device,
+                                            progress=progress) if missing else [])
+            runs = [r if r is not None else next(trained) for r in found]
         self.records += [Record(r.config.experiment, r.path, r.meta) for r in runs]
         return runs
+
+    def _find(self, cfg: ExperimentConfig) -> RunResult | None:
+        """The complete stored run of ``cfg`` in the fallback root, else None; in a read-only
+        store also its own root (a computing store resumes there)."""
+        roots = ([self.fallback] if self.fallback is not None else []) + ([self.base] if self.read_only else [])
+        for root in roots:
+            r = find_run(root, cfg, dtype="float32")     # what the computing store would train
+            if r is not None:
+                return r
+        return None
 
     def stored_runs(self, cfgs: list[ExperimentConfig], how_to_train: str) -> list[RunResult]:
         """The stored runs of ``cfgs`` as far as they got, finished or still running (the
@@ -65,6 +91,8 @@ class Store:
         runs = []
         for cfg in cfgs:
             d = run_dir(self.base, cfg)
+            if not d.exists() and self.fallback is not None:
+                d = run_dir(self.fallback, cfg)
             try:
                 runs.append(load_run(d))
             except FileNotFoundError:

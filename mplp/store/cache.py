@@ -60,7 +60,7 @@ def load_or_compute(experiment: str, key: dict, compute: Callable[[], Result], c
     if read_only and not (d / "result.pt").exists():
         raise MissingResultError(
             f"{d} is missing: no stored {experiment!r} result for {json.dumps(key, sort_keys=True, default=str)}; "
-            "execute its chapter with this profile (mplp run <chapter> --profile <profile>) to compute it")
+            "execute its chapter with this profile (mplp run <chapter> --profile <profile> --in-place) to compute it")
     if not read_only and not paths.cache_enabled():
         return compute()
     if (d / "result.pt").exists():

@@ -112,18 +112,19 @@ def test_chapter_boxes_come_from_the_data():
     assert report.which_profile("sinewave", {**load_profile("sinewave", "cpu"), "S": 7}) == "custom"
 
 
-def test_readme_cost_table_is_the_committed_results():
-    """The README's table of what the cpu runs cost is generated from the data (mplp costs)."""
-    import re
-
+def test_generated_blocks_are_the_committed_results():
+    """The README's bottom line and CONTRIBUTING's cost table are generated from the data
+    (``mplp costs --profile cpu --write``), and the README's figure exists."""
     from mplp import paths
-    from mplp.book import report as rp
+    from mplp.book import readme
 
-    text = (paths.repo_root() / "README.md").read_text()
-    block = re.search(r"<!-- mplp costs --profile cpu -->\n(.*?)<!-- end mplp costs -->", text, re.S)
-    assert block, "README.md lacks the generated cost table"
-    want = rp.costs_markdown(rp.run_costs("cpu"), "cpu")
-    assert block.group(1).strip() == want, "README.md's cost table is stale: paste `mplp costs --profile cpu`"
+    for file, parts in readme.blocks("cpu").items():
+        for marker, want in parts.items():
+            have = readme.written(file, marker)
+            assert have is not None, f"{file} lacks the generated block <!-- {marker} -->"
+            assert have == want, f"{file}'s block {marker!r} is stale: run `mplp costs --profile cpu --write`"
+    assert (paths.repo_root() / readme.FIGURE).stat().st_size > 10_000
+    assert f"]({readme.FIGURE.as_posix()})" in (paths.repo_root() / "README.md").read_text()
 
 
 def test_the_discussion_names_the_claims_of_each_label_from_the_ledger():

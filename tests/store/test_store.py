@@ -115,3 +115,32 @@ def test_a_run_being_started_elsewhere_is_in_use_not_damaged(tmp_path):
     assert not RunLock.held_elsewhere(d)
     with pytest.raises(DamagedResultError):
         find_run(tmp_path, cfg)
+
+
+def test_a_store_with_a_fallback_reads_it_first_and_writes_only_its_own_root(tmp_path, monkeypatch):
+    """An ad-hoc run's store: what the committed results hold is read from them, the rest is
+    computed into the run's own root, and the committed root is never written."""
+    monkeypatch.setenv("MPLP_CACHE", "on")
+    committed, own = tmp_path / "committed", tmp_path / "own"
+    Store(committed).load_or_compute("thing", {"a": 1}, lambda: Record("x", None, {"n": 1}), Record)
+    cfg = tiny_config(**{"meta.S": 4})
+    Store(committed).train([cfg])
+    before = sorted(p for p in committed.rglob("*") if p.name != ".lock")
+    store = Store(own, fallback=committed)
+    got = store.load_or_compute("thing", {"a": 1}, lambda: pytest.fail("recomputed a committed result"), Record)
+    assert got.meta == {"n": 1}
+    store.load_or_compute("thing", {"a": 2}, lambda: Record("y", None, {"n": 2}), Record)
+    runs = store.train([cfg, cfg.replace(seed=1)])
+    assert runs[0].path.parent.parent == committed and runs[1].path.parent.parent == own
+    assert sorted(p for p in committed.rglob("*") if p.name != ".lock") == before
+
+
+def test_mplp_results_moves_the_root_and_its_store_falls_back_to_the_committed_results(tmp_path, monkeypatch):
+    from mplp import paths
+
+    monkeypatch.setenv("MPLP_CACHE", "on")
+    monkeypatch.setenv("MPLP_RESULTS", str(tmp_path))
+    store = Store()
+    assert store.base == tmp_path.resolve() and store.fallback == paths.repo_root() / "results"
+    monkeypatch.delenv("MPLP_RESULTS")
+    assert Store().fallback is None and Store().base == paths.repo_root() / "results"
