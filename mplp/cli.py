@@ -170,6 +170,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mplp", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = p.add_subparsers(dest="command", required=True)
+    for add in (_train_parser, _run_parser, _bench_parser, _sweep_parser, _costs_parser):
+        add(sub)
+    return p
+
+
+def _train_parser(sub) -> None:
     t = sub.add_parser("train", help="meta-train one experiment config")
     t.add_argument("config", help="experiment YAML (see mplp/configs/)")
     t.add_argument("--out", default=None, help="results root (default: the repository's results/)")
@@ -191,6 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--backward", choices=("fast", "dense"), default="fast",
                    help="message-passing backward: fast (default) or the dense reference")
     t.set_defaults(func=_train)
+
+
+def _run_parser(sub) -> None:
     r = sub.add_parser("run", help="execute book chapters with papermill, into a run folder (the book untouched)",
                        description="Execute book chapters with a profile and parameter overrides into a run folder "
                                    "(default _build/runs/<chapters>-<profile>-<time>/) whose results store reads the "
@@ -208,6 +217,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--check", action="store_true", help="only check the profile and the -p parameters; run nothing")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
     r.set_defaults(func=_run)
+
+
+def _bench_parser(sub) -> None:
     b = sub.add_parser("bench", help="time outer steps: fast path vs dense reference")
     b.add_argument("--config", default="sinewave", help="sinewave (Table 3), ablation (Table 4) or mnist (Table 5)")
     b.add_argument("--population", type=int, default=1, help="members run as one batched program")
@@ -219,6 +231,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "included) and report outer steps per hour")
     b.add_argument("--json", action="store_true", help="also print one JSON object on the last line")
     b.set_defaults(func=_bench)
+
+
+def _sweep_parser(sub) -> None:
     w = sub.add_parser("sweep", help="train every run a chapter's profile needs, as jobs (skips what is stored)")
     w.add_argument("chapter", help="sinewave, ablation, mnist, truncation or report")
     w.add_argument("--profile", default="cpu", help="ci, cpu or paper (default: cpu)")
@@ -231,12 +246,14 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--threads", type=int, default=1, help="torch threads per job (default 1)")
     w.add_argument("--address", default=None, help="a running Ray cluster (default: start a local one)")
     w.set_defaults(func=_sweep)
+
+
+def _costs_parser(sub) -> None:
     c = sub.add_parser("costs", help="outer steps and wall time per run of a profile's stored runs")
     c.add_argument("--profile", default="cpu", help="ci, cpu or paper (default: cpu)")
     c.add_argument("--write", action="store_true", help="write the generated blocks from the committed results: the "
                    "ledger's bottom line and figure (README.md, book/images/ledger.png), the cost table (CONTRIBUTING.md)")
     c.set_defaults(func=_costs)
-    return p
 
 
 def _version() -> str:

@@ -1,6 +1,7 @@
 """Open the pages of a built book in headless Chromium and report what a reader would see
 broken: images that do not load, figures without an image, formulas MathJax did not
-render or could not parse, Markdown tables shown as text, Python tracebacks.
+render or could not parse, Markdown tables shown as text, Python tracebacks, and text, code
+or tables cut at the column edge (scrolling sideways) in a 1280 px window.
 
 The site is served on 127.0.0.1 by a thread; one Chromium process loads a check page
 that opens every page in an iframe (same origin), waits for its images and writes one
@@ -29,7 +30,7 @@ const pages = %s;
 const NARROW = %s;
 const out = {};
 const frame = document.createElement("iframe");
-frame.style.width = "1200px"; frame.style.height = "900px";
+frame.style.width = "1280px"; frame.style.height = "900px";
 document.body.appendChild(frame);
 function loaded(im) {
   im.loading = "eager";
@@ -59,6 +60,10 @@ async function check(page) {
                  && im.getBoundingClientRect().width < NARROW * im.naturalWidth)
                  .map(im => `${im.getAttribute("src")}: ${Math.round(im.getBoundingClientRect().width)} of ${im.naturalWidth} px`),
     figures_without_image: Array.from(d.querySelectorAll("figure")).filter(f => !f.querySelector("img")).length,
+    overflow: Array.from(d.querySelectorAll("pre, table, .cell_output"))
+                 .filter(e => e.offsetParent !== null && e.scrollWidth > e.clientWidth + 2)
+                 .map(e => `${e.tagName.toLowerCase()} ${e.scrollWidth - e.clientWidth} px wider: `
+                           + e.innerText.trim().split("\\n")[0].slice(0, 60)),
     raw_tables: text.includes("|---|") ? 1 : 0,
     tracebacks: d.querySelectorAll(".traceback, .output.error").length
                 + (text.includes("Traceback (most recent call last)") ? 1 : 0),
@@ -125,6 +130,8 @@ def problems(report: dict[str, dict], expected_images: dict[str, int]) -> list[s
             out.append(f"{page}: broken images {r['broken']}")
         for n in r.get("narrow", []):
             out.append(f"{page}: image shown too narrow to read ({n}; below {NARROW:.0%} of its width)")
+        for o in r.get("overflow", []):
+            out.append(f"{page}: cut at the column edge at 1280 px ({o})")
         if r["figures_without_image"]:
             out.append(f"{page}: {r['figures_without_image']} figure(s) without an image")
         if r["unrendered_math"]:

@@ -1,4 +1,4 @@
-"""Every defect of the hostile-user report (issue 15), reproduced as it was found; each now gets a
+"""Every defect a hostile user found, reproduced as it was found; each now gets a
 clear error naming the field or file, or the correct behaviour.  Numbers refer to its rows."""
 
 import json

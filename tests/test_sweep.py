@@ -1,4 +1,4 @@
-"""The sweep (issue 18): its plan is what the studies train, its status reads the store, and
+"""The sweep: its plan is what the studies train, its status reads the store, and
 the local executor trains the pending populations as subprocesses, resumably."""
 
 import pytest
@@ -54,7 +54,7 @@ def test_local_sweep_trains_what_is_missing_and_nothing_twice(tmp_path):
 
 
 def test_ray_sweep_of_chapter_2_ci_on_a_real_local_cluster(tmp_path):
-    """Issue 18: a real local Ray cluster runs chapter 2's ci sweep two jobs at a time; every run
+    """A real local Ray cluster runs chapter 2's ci sweep two jobs at a time; every run
     lands complete; a second sweep computes nothing."""
     pytest.importorskip("ray")
     pops = sweep.plan("ablation", "ci")

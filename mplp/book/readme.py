@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from mplp import paths
-from mplp.book.report import LABEL_COLOURS, Report, build, costs_markdown, run_costs
+from mplp.book.html import LABEL_COLOURS
+from mplp.book.report import Report, build, costs_markdown, run_costs
 from mplp.claims.verdicts import LABELS, OUTCOMES
 
 FIGURE = Path("book") / "images" / "ledger.png"     # relative to the repository root

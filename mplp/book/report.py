@@ -19,6 +19,7 @@ from mplp.store import MissingResultError, Record, RunResult, committed_root
 from mplp.meta.source import Store
 from mplp.claims.analysis import plateau_end
 from mplp.claims.verdicts import LABELS, Verdict, tally
+from mplp.book.html import LABEL_COLOURS, evidence_href, ledger_html  # noqa: F401  (the report's API)
 from mplp.chapters.profiles import load_profile, notebook_parameters
 
 # From the chapters' records: each chapter's study (those with claims), what the papers spent
@@ -287,59 +288,11 @@ def written_for(chapter: str, namespace: dict, profile: str, text: str) -> str:
             f"execution used other parameters, and its numbers are the ones glued above.*")
 
 
-# Colours of the ledger's labels (background, text): decided outcomes in strong colours,
-# "not reached" and "trivially true" (not counted) in greys
-LABEL_COLOURS = {"yes": ("#1b7837", "#ffffff"), "partly": ("#f1a340", "#000000"), "no": ("#b2182b", "#ffffff"),
-                 "not_reached": ("#d9d9d9", "#000000"), "trivial": ("#f0f0f0", "#555555"),
-                 "undecided": ("#d9d9d9", "#000000")}
-
-
-def evidence_href(chapter: str) -> str:
-    """Where a chapter's verdicts are shown: its page and the ``(<chapter>-claims)=`` target
-    before its claims section (pages sit side by side in ``book/``)."""
-    return f"{paths.number(chapter):02d}_{chapter}.html#{chapter}-claims"
-
-
 def claims_with(ledger: list[LedgerRow], outcome: str, kind: str = "thesis") -> str:
     """The ledger's claims of ``kind`` labelled ``outcome``, as prose: "claim (chapter N); ..."
     ("none" if there are none), so that the report's discussion names them from the data."""
     rows = [r for r in ledger if r.verdict.kind == kind and r.verdict.holds == outcome]
     return "; ".join(f"{r.verdict.claim} (chapter {paths.number(r.chapter)})" for r in rows) or "none"
-
-
-def ledger_html(ledger: list[LedgerRow]) -> str:
-    """The ledger as an HTML table that fits the page column: the claim (linked to the
-    chapter section with its evidence) and a colour-coded verdict per row; the test, the
-    numbers and any post-hoc note fold out under the claim."""
-    from html import escape
-
-    rows = []
-    for k, r in enumerate(ledger, 1):
-        v = r.verdict
-        bg, fg = LABEL_COLOURS[v.holds]
-        badge = (f'<span style="background:{bg};color:{fg};padding:1px 6px;border-radius:3px;'
-                 f'white-space:nowrap;font-weight:600">{escape(LABELS[v.holds])}</span>')
-        extra = escape(v.partly_rule) if v.holds == "partly" else ""
-        if v.test_outcome != v.holds:
-            extra += (" " if extra else "") + f"(the test alone: {escape(LABELS[v.test_outcome])})"
-        if v.post_hoc:
-            extra += '<br><em>post hoc</em>'
-        extra += f'<br><span style="color:#666">{escape(v.stage)}</span>'
-        runs = "; ".join(x for x in (v.seeds, v.interval) if x)
-        details = (f"<details><summary>test and numbers</summary><p><b>Test.</b> {escape(v.test)}</p>"
-                   f"<p><b>Ours.</b> {escape(v.evidence)}</p>"
-                   + (f"<p><b>Runs and statistics.</b> {escape(runs)}</p>" if runs else "")
-                   + (f"<p><b>Post hoc.</b> {escape(v.post_hoc)}</p>" if v.post_hoc else "") + "</details>")
-        chapter_no = paths.number(r.chapter)
-        rows.append(f'<tr><td style="vertical-align:top">{k}</td><td style="vertical-align:top">'
-                    f'<a href="{evidence_href(r.chapter)}">{escape(v.claim)}</a> '
-                    f'<span style="color:#666">(ch. {chapter_no}, {escape(v.where)}; {escape(r.profile)})</span>'
-                    f"{details}</td><td style=\"vertical-align:top\">{badge}<br>"
-                    f'<span style="font-size:85%">{extra}</span></td></tr>')
-    return ('<table class="mplp-ledger" style="width:100%;font-size:90%;table-layout:fixed">'
-            '<colgroup><col style="width:2.2em"><col><col style="width:34%"></colgroup>'
-            "<thead><tr><th>#</th><th>claim (link: its evidence)</th><th>verdict</th></tr></thead><tbody>"
-            + "".join(rows) + "</tbody></table>")
 
 
 @dataclass

@@ -89,7 +89,7 @@ def verdicts(c: LrControl) -> list[Verdict]:
     some = bool(np.any(np.abs(np.log(pes / best)) <= np.log(2)))
     return [
         Verdict("the book's meta-trainer finds a known answer: the tuned SGD lr (Table 2's functions fixed)",
-                "positive control (issue 16)",
+                "the book's positive control",
                 f"PES on K = 10 truncations: learned lr (geometric mean over the last third of {c.S:,} outer steps) "
                 "within 2x of the lr tuned on the same validation runs, for every seed",
                 f"PES per seed {fmt(pes)}; tuned SGD lr {best:.3g}", "yes" if found else ("partly" if some else "no"),

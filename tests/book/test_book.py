@@ -230,7 +230,7 @@ def test_notebook_sources_hold_no_control_characters(chapter):
         assert not bad, f"{chapter} cell {i}: control characters {bad!r}"
 
 
-# -- numbers in the prose come from the data (issue 17) ----------------------------------------
+# -- numbers in the prose come from the data ----------------------------------------
 import re  # noqa: E402
 
 _ROLE = re.compile(r"\{(glue:text|glue:md|glue|cite:p|cite:t|cite|doc|ref|numref|eq|download)\}`[^`]*`")
@@ -304,7 +304,7 @@ def test_no_page_holds_a_hand_typed_result_number(page):
 
 @pytest.mark.parametrize("chapter", CHAPTERS)
 def test_every_figure_is_captioned_and_referenced_from_the_text(chapter):
-    """Issue 17: each figure is a numbered MyST figure whose caption names what it reproduces
+    """Each figure is a named MyST figure whose caption names what it reproduces
     ("Thesis Fig. ...", "Metz et al. ...", or "No thesis counterpart"), and the text refers to it."""
     cells = json.loads(paths.notebook(chapter).read_text())["cells"]
     text = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown")
@@ -314,7 +314,9 @@ def test_every_figure_is_captioned_and_referenced_from_the_text(chapter):
         fig = c["metadata"].get("mystnb", {}).get("figure")
         assert fig and fig.get("name") and fig.get("caption"), f"{chapter}: a figure without caption or name"
         assert re.match(r"(Thesis Figs?\.|Metz et al\.|No thesis counterpart)", fig["caption"]), fig["caption"][:60]
-        assert re.search(r"\{numref\}`[^`]*" + re.escape(fig["name"]), text), f"{chapter}: {fig['name']} is never referenced"
+        assert re.search(r"\{ref\}`[^`<]+<" + re.escape(fig["name"]) + ">`", text), \
+            f"{chapter}: {fig['name']} is never referenced by name"
+    assert "{numref}" not in text, f"{chapter}: one numbering: refer to the book's figures by name ({{ref}})"
 
 
 def test_the_claims_appendix_counts_its_own_rows_and_names_real_plan_rows():

@@ -8,7 +8,7 @@ from mplp.book import report
 from mplp.store import Record
 from mplp.claims.verdicts import OUTCOMES
 
-# The claims issue 9 asks the ledger to cover, by a word of each claim.
+# The claims the ledger must cover, by a word of each claim.
 REQUIRED = {
     "sgd": ["is SGD"],
     "sinewave": ["flat phase", "better than learning-rate-tuned SGD", "worse than learning-rate-tuned Adam",

@@ -182,7 +182,7 @@ def test_a_seed_diverging_at_step_0_is_still_stuck():
 
 
 def test_longer_runs_replace_the_pairs_they_cover():
-    """Issue 16: a pair of cells run longer is judged on the longer runs; the grid's other
+    """A pair of cells run longer is judged on the longer runs; the grid's other
     pairs stay; the best configuration may come from the longer runs."""
     rows = _rows(lambda c: 50.0, stuck=5)                                   # the grid: all on the plateau
     assert ablation.verdicts(rows, sgd=20.0, adam=5.0)[0].holds == "not_reached"

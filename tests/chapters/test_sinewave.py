@@ -1,4 +1,4 @@
-"""Chapter 1's longer runs (issue 16): their configs and the rule that judges claims 1-2 on them."""
+"""Chapter 1's longer runs: their configs and the rule that judges claims 1-2 on them."""
 
 import numpy as np
 import pytest

@@ -221,7 +221,7 @@ def test_estimator_settings_are_checked_and_keep_old_hashes():
 
 
 def test_a_finished_run_extends_to_a_longer_one_bit_for_bit(tmp_path):
-    """Issue 16: a finished run keeps its final state, and a longer run of the same config
+    """A finished run keeps its final state, and a longer run of the same config
     continues from it along the same trajectory as one run trained without stopping."""
     from mplp.meta.loop import train
 
