@@ -50,13 +50,54 @@ def run_chapter(chapter: str, profile: str = "cpu", device: str | None = None, o
     out = Path(output) if output is not None else nb
     # execute into a scratch file outside the book and replace the target only on success:
     # a failed or interrupted run leaves the previous notebook as it was
-    with tempfile.TemporaryDirectory(prefix="mplp-run-") as scratch:
+    with tempfile.TemporaryDirectory(prefix="mplp-run-") as scratch, _training_bar(Path(scratch), progress):
         tmp = Path(scratch) / out.name
         papermill.execute_notebook(str(nb), str(tmp), parameters=params, kernel_name="python3",
                                    progress_bar=progress, cwd=str(nb.parent))
         _hide_parameter_cells(tmp)
         shutil.move(tmp, out)
     return out
+
+
+@contextlib.contextmanager
+def _training_bar(scratch: Path, show: bool):
+    """A second progress bar under papermill's (which counts cells): the outer steps of the
+    meta-training running inside the notebook, read from ``$MPLP_PROGRESS_FILE``."""
+    if not show:
+        yield
+        return
+    import json
+    import threading
+
+    from tqdm import tqdm
+
+    path, stop, bar = scratch / "progress.json", threading.Event(), None
+    os.environ["MPLP_PROGRESS_FILE"] = str(path)
+
+    def follow():
+        nonlocal bar
+        while not stop.wait(1.0):
+            try:
+                p = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue
+            if bar is None or bar.desc != f"training {p['what']}":
+                if bar is not None:
+                    bar.close()
+                bar = tqdm(total=p["total"], desc=f"training {p['what']}", unit="step", position=1, leave=False)
+            bar.n = p["step"]
+            bar.refresh()
+
+    thread = threading.Thread(target=follow, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+        os.environ.pop("MPLP_PROGRESS_FILE", None)
+        if bar is not None:
+            bar.close()
 
 
 def _hide_parameter_cells(path: Path) -> None:

@@ -8,7 +8,9 @@ boundary.  A finished run is never trained over.
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import signal
 import threading
 import time
@@ -284,6 +286,23 @@ def _check_population(cfgs: list[ExperimentConfig]) -> None:
         raise ConfigError("population members must differ (e.g. by seed): two configs are identical")
 
 
+class _Beacon:
+    """Training progress for whoever runs the notebook this trains in (``mplp run``): when
+    ``$MPLP_PROGRESS_FILE`` is set, ``{"what", "step", "total"}`` written there at most once a second."""
+
+    def __init__(self, what: str, total: int):
+        self.path, self.what, self.total, self.last = os.environ.get("MPLP_PROGRESS_FILE"), what, total, 0.0
+
+    def tell(self, step: int) -> None:
+        if not self.path or (time.monotonic() - self.last < 1.0 and step < self.total):
+            return
+        self.last = time.monotonic()
+        tmp = f"{self.path}.tmp"
+        with open(tmp, "w") as f:
+            json.dump({"what": self.what, "step": step, "total": self.total}, f)
+        os.replace(tmp, self.path)
+
+
 def _train_group(group: list[_Run], step0: int, max_steps: int | None, progress: bool) -> None:
     """Train runs standing at the same step ``step0`` together (one batched program on the fast
     path) to S, or to ``max_steps``; Ctrl-C checkpoints them at the next step boundary."""
@@ -298,6 +317,7 @@ def _train_group(group: list[_Run], step0: int, max_steps: int | None, progress:
                and cfg.meta.estimator == "tbptt")
     desc = cfg.experiment + (f" x{len(group)}" if len(group) > 1 else "")
     bar = tqdm(total=S, initial=step0, disable=not progress, unit="step", desc=desc, dynamic_ncols=True)
+    beacon = _Beacon(desc, S)
     try:
         with _DeferredInterrupt() as interrupt:
             for r in group:
@@ -310,6 +330,7 @@ def _train_group(group: list[_Run], step0: int, max_steps: int | None, progress:
                 for r, l in zip(group, losses):
                     r.after_step(l)
                 bar.update(1)
+                beacon.tell(group[0].st.step)
                 vals = [r.st.val_rows[-1]["val_loss"] for r in group if r.st.val_rows]
                 if vals:
                     bar.set_postfix(val=" ".join(f"{v:.4g}" for v in vals), refresh=False)

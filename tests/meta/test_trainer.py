@@ -270,3 +270,15 @@ def test_a_run_that_ended_off_its_validation_grid_extends_bit_for_bit(tmp_path):
     assert np.array_equal(ext.train["outer_loss"], ref.train["outer_loss"])
     assert sorted(ext.snapshots()) == sorted(ref.snapshots())
     assert ext.meta["resumes"][-1]["dropped_at_step"] == ["validation", "snapshot"]
+
+
+def test_training_tells_its_progress_to_the_notebook_runner(tmp_path, monkeypatch):
+    """Inside a notebook run by ``mplp run`` the loop reports its outer steps through
+    ``$MPLP_PROGRESS_FILE`` (the runner shows them as a second progress bar)."""
+    import json
+
+    from mplp.meta.loop import train
+
+    monkeypatch.setenv("MPLP_PROGRESS_FILE", str(tmp_path / "progress.json"))
+    train(tiny_config(**{"meta.S": 6}), out_root=tmp_path / "r", progress=False)
+    assert json.loads((tmp_path / "progress.json").read_text()) == {"what": "tiny", "step": 6, "total": 6}
