@@ -45,11 +45,9 @@ class Store:
     def load_or_compute(self, experiment: str, key: dict, compute: Callable[[], Result], cls: type) -> Result:
         """``load_or_compute`` under this store's root (the fallback's result first, if it
         has one); read-only stores only read."""
-        root = self.root
-        if self.fallback is not None and (result_dir(experiment, key, self.fallback) / "meta.json").exists():
-            root = self.fallback
-        result = load_or_compute(experiment, key, compute, cls, root=root,
-                                 read_only=self.read_only or root is self.fallback)
+        fallback = self.fallback is not None and (result_dir(experiment, key, self.fallback) / "meta.json").exists()
+        root = self.fallback if fallback else self.root
+        result = load_or_compute(experiment, key, compute, cls, root=root, read_only=self.read_only or fallback)
         meta = result_dir(experiment, key, root) / "meta.json"
         self.records.append(Record(experiment, meta.parent, read_json(meta) if meta.exists() else {}))
         return result

@@ -144,3 +144,12 @@ def test_mplp_results_moves_the_root_and_its_store_falls_back_to_the_committed_r
     assert store.base == tmp_path.resolve() and store.fallback == paths.repo_root() / "results"
     monkeypatch.delenv("MPLP_RESULTS")
     assert Store().fallback is None and Store().base == paths.repo_root() / "results"
+
+
+def test_a_default_store_without_a_fallback_computes(monkeypatch):
+    """``Store()`` (root and fallback both unset) computes what is missing: no fallback is not
+    a read-only fallback."""
+    monkeypatch.setenv("MPLP_CACHE", "off")
+    monkeypatch.delenv("MPLP_RESULTS", raising=False)
+    got = Store().load_or_compute("thing", {"a": 1}, lambda: Record("x", None, {"n": 1}), Record)
+    assert got.meta == {"n": 1}
