@@ -8,12 +8,14 @@ the book and the claims ledger read the same numbers.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from mplp.store import RunResult
 from mplp.chapters.ablation_grid import (LR_FIXED, LR_LEARNED_INIT, PLATEAU_WINDOW, THESIS_S, Cell, CellSummary,
                                          base_config, cell_config, common_level, decisive_configs, grid_configs,
                                          long_config, summarise, summary_table)
+from mplp.chapters import confirm
 from mplp.chapters.registry import PREREG_SEEDS, Chapter, Group, chosen_after, how_to_train, register
 from mplp.claims import prereg, stats
 from mplp.claims.analysis import plateau_end
@@ -48,6 +50,8 @@ class AblationStudy:
     decisive_table: dict[Cell, "CellSummary"] | None = None
     # the S of the decisive runs seen before these longer ones were chosen (None: planned before)
     decisive_after: int | None = None
+    # the plan's rows the thesis-budget runs have decided so far (preregistration.md)
+    confirmatory: list[Verdict] = dataclasses.field(default_factory=list)
 
     @property
     def decisive_steps(self) -> int:
@@ -65,7 +69,7 @@ class AblationStudy:
 
     def verdicts(self) -> list[Verdict]:
         return verdicts(self.table, self.tuned["sgd"].best_metric, self.tuned["adam"].best_metric,
-                        self.decisive_table, self.decisive_after, self.adam_note())
+                        self.decisive_table, self.decisive_after, self.adam_note()) + self.confirmatory
 
     def adam_note(self) -> str:
         """Which outer Adam each set of runs used, with the best cell's plateau exits under each:
@@ -90,11 +94,12 @@ class AblationStudy:
 
 
 def study(n_seeds: int, S: int, validation_every: int, validation_runs: int, adam_bias_correction: bool = False,
-          long_S: int = 0, long_validation_every: int = 500, decisive_S: int = 0, device: str = "cpu",
-          store: Store | None = None) -> AblationStudy:
+          long_S: int = 0, long_validation_every: int = 500, decisive_S: int = 0, thesis_budget: bool = False,
+          device: str = "cpu", store: Store | None = None) -> AblationStudy:
     """Chapter 2 from its parameters; stored runs are read, missing ones trained
     (unless ``store`` is read-only).  ``decisive_S`` > 0 reads the longer runs of
-    ``decisive_configs`` as far as they got; they are never trained here (hours)."""
+    ``decisive_configs`` as far as they got; they are never trained here (hours).
+    ``thesis_budget``: the plan's rows that the thesis-budget runs have decided."""
 
     store = store if store is not None else Store()
     base = base_config(S, validation_every, validation_runs, adam_bias_correction)
@@ -112,7 +117,19 @@ def study(n_seeds: int, S: int, validation_every: int, validation_runs: int, ada
         decisive_table = {cell: summarise(cell, rs, level_d) for cell, rs in decisive.items()}
         after = chosen_after([c for cfgs in dcfgs.values() for c in cfgs])
     return AblationStudy(base, runs, tuned, level, summary_table(runs, level), long_run, decisive, decisive_table,
-                         after)
+                         after, confirmed_rows(store) if thesis_budget else [])
+
+
+def confirmed_rows(store: Store) -> list[Verdict]:
+    """The confirmatory rows decided so far: P2.12-P2.13 once the best cell's five thesis-budget
+    runs are finished (the plan lets that cell decide them alone), against the SGD and Adam
+    tuned on those runs' own validation set; nothing before."""
+    best = thesis_grid()[0]                                  # the plan's order: the thesis' best cell first
+    runs = [store.complete_run(c) for c in best]
+    if any(r is None for r in runs):
+        return []
+    tuned = baselines.tuned(best[0], store)
+    return confirm.best_cell_rows(runs, tuned["sgd"].best_metric, tuned["adam"].best_metric)
 
 
 def _pairs(rows: dict[Cell, CellSummary], vary: str):

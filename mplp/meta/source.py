@@ -71,6 +71,16 @@ class Store:
         self.records += [Record(r.config.experiment, r.path, r.meta) for r in runs]
         return runs
 
+    def complete_run(self, cfg: ExperimentConfig) -> RunResult | None:
+        """The complete stored run of ``cfg`` (this store's root, then the fallback), or None;
+        nothing is computed."""
+        for root in [self.base] + ([self.fallback] if self.fallback is not None else []):
+            r = find_run(root, cfg, dtype="float32")
+            if r is not None:
+                self.records.append(Record(r.config.experiment, r.path, r.meta))
+                return r
+        return None
+
     def _find(self, cfg: ExperimentConfig) -> RunResult | None:
         """The complete stored run of ``cfg`` in the fallback root, else None; in a read-only
         store also its own root (a computing store resumes there)."""

@@ -100,3 +100,16 @@ def test_a_dry_run_of_the_plan_on_the_stored_shorter_runs(studies):
     rows += confirm.mnist_rows(mn.long_runs[False], mn.long_runs[True], S=40_000)
     assert len(rows) == 5 + 16 + 6
     assert all(v.holds in ("yes", "partly", "no", "undecided", "trivial") and v.seeds for v in rows)
+
+
+def test_chapter_2_reports_the_rows_the_best_cell_has_decided(tmp_path):
+    """Once the best cell's five thesis-budget runs are finished, P2.12-P2.13 enter chapter 2's
+    verdicts (and so the ledger) as confirmatory rows; before, nothing does."""
+    from mplp.chapters.ablation import confirmed_rows
+    from mplp.meta.source import Store
+    from mplp.store import committed_root
+
+    assert confirmed_rows(Store(tmp_path, read_only=True)) == []
+    rows = confirmed_rows(Store(committed_root(), read_only=True))
+    assert [v.claim.split(":")[0] for v in rows] == ["P2.12", "P2.13"]
+    assert all(v.stage == "confirmatory" and "120,000 outer steps" in v.seeds for v in rows)
