@@ -78,5 +78,6 @@ throughput: $(BOOK_STAMP)
 	  done; wait; \
 	done
 
-clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info _build
+clean:    # keeps _build/runs/ (the results of ad-hoc chapter runs)
+	rm -rf $(VENV) .pytest_cache build *.egg-info
+	find _build -mindepth 1 -maxdepth 1 ! -name runs -exec rm -rf {} + 2>/dev/null || true

@@ -104,7 +104,8 @@ class GroupProgress:
 
 def progress(group: str, root=None) -> GroupProgress:
     """``GroupProgress`` of ``group`` read from ``root`` (the results store; nothing is trained)."""
-    root = root if root is not None else paths.results_root()
+    if root is None:        # the long runs train into the committed results; an ad-hoc run's store is elsewhere
+        root = committed_root() if paths.results_moved() else paths.results_root()
     planned = GROUPS[group]()
     pops = []
     for cfgs in planned:

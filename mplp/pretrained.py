@@ -56,11 +56,12 @@ class Optimized:
 
 def _setting(cfg: ExperimentConfig) -> str:
     lc, o = cfg.learner, cfg.optimizee
-    return (f"|m|={lc.message_size}, BN {'on' if lc.batch_norm else 'off'}, lr {'learned' if lc.learned_lr else 'fixed'}; "
+    bn, lr = "on" if lc.batch_norm else "off", "learned" if lc.learned_lr else "fixed"
+    return (f"|m|={lc.message_size}, BN {bn}, lr {lr}; "
             f"{cfg.task.name} MLP {'-'.join(map(str, o.sizes))}, {o.activation}, {o.loss}, T={cfg.meta.T}")
 
 
-def _describe(run: RunResult, root: Path) -> Pretrained:
+def _describe(run: RunResult) -> Pretrained:
     cfg, v = run.config, run.validation["val_loss"]
     last = float(v[-1]) if len(v) else math.nan
     status = run.meta.get("status", "running") if run.finished else "running"
@@ -81,7 +82,10 @@ def available(root: str | Path | None = None) -> list[Pretrained]:
         except DamagedResultError:
             continue
         if run.config.learner.kind == "neural":
-            out.append(_describe(run, root))
+            out.append(_describe(run))
+    if not out:
+        raise ValueError(f"no trained MPLP under {root}: the book's results come with a checkout of the repository "
+                         "(pip install -e . there, or pass root=<its results/>)")
     return sorted(out, key=lambda p: (p.experiment, math.isnan(p.val_loss), p.val_loss))
 
 
@@ -92,13 +96,12 @@ def load(name: str, root: str | Path | None = None) -> TrainedOptimizer:
     if len(parts) != 2 or not all(parts) or any(p in (".", "..") for p in parts):
         raise ValueError(f"{name!r} is not a trained optimizer's name; expected <experiment>/<hash>, "
                          "e.g. one listed by mplp.pretrained.available()")
-    try:
-        run = load_run(root / parts[0] / parts[1])
-    except FileNotFoundError:
-        raise ValueError(f"no trained optimizer {name!r} under {root}; mplp.pretrained.available() lists them") from None
+    if not (root / parts[0] / parts[1] / "config.yaml").is_file():
+        raise ValueError(f"no trained optimizer {name!r} under {root}; mplp.pretrained.available() lists them")
+    run = load_run(root / parts[0] / parts[1])
     if run.config.learner.kind != "neural":
         raise ValueError(f"{name!r} is not a neural MPLP (learner.kind {run.config.learner.kind!r})")
-    return TrainedOptimizer(_describe(run, root), run.config, run.theta)
+    return TrainedOptimizer(_describe(run), run.config, run.theta)
 
 
 def optimize(sizes, xs: torch.Tensor, ys: torch.Tensor, optimizer: str | TrainedOptimizer,
@@ -114,8 +117,10 @@ def optimize(sizes, xs: torch.Tensor, ys: torch.Tensor, optimizer: str | Trained
     if (len(sizes) > 2) != (len(o.sizes) > 2):
         raise ValueError(f"{opt.info.name} was trained on an MLP {'with' if len(o.sizes) > 2 else 'without'} hidden "
                          f"layers ({'-'.join(map(str, o.sizes))}); give sizes of the same kind")
-    if xs.dim() != 3 or xs.shape[-1] != sizes[0] or len(ys) != len(xs):
-        raise ValueError(f"xs must be (N, B, {sizes[0]}) and ys (N, B, ...) with the same N; got "
+    want_y = (*xs.shape[:2],) if o.loss == "xent" else (*xs.shape[:2], sizes[-1])
+    if xs.dim() != 3 or xs.shape[-1] != sizes[0] or tuple(ys.shape) != want_y:
+        ys_shape = "(N, B) labels" if o.loss == "xent" else f"(N, B, {sizes[-1]})"
+        raise ValueError(f"xs must be (N, B, {sizes[0]}) and ys {ys_shape} with the same N and B; got "
                          f"{tuple(xs.shape)} and {tuple(ys.shape)}")
     dtype = next(iter(opt.theta.values())).dtype
     mplp = MPLP.from_config(opt.config, backward)

@@ -44,6 +44,7 @@ def test_optimize_is_the_validation_rollout_and_trains_a_new_mlp():
     ("ablation", "expected <experiment>/<hash>"),
     ("../etc/passwd", "expected <experiment>/<hash>"),
     ("ablation/000000000000", "no trained optimizer"),
+    ("baselines/ccfad6155721", "no trained optimizer"),          # a stored result, not a run
 ])
 def test_bad_names_are_one_line_errors(name, message):
     with pytest.raises(ValueError, match=message):
@@ -54,5 +55,7 @@ def test_optimize_refuses_data_that_does_not_fit():
     opt = pretrained.load(BEST_GRID_CELL)
     with pytest.raises(ValueError, match=r"xs must be \(N, B, 1\)"):
         pretrained.optimize((1, 20, 1), torch.zeros(4, 8, 3), torch.zeros(4, 8, 1), opt)
+    with pytest.raises(ValueError, match=r"ys \(N, B, 1\)"):                # would broadcast silently
+        pretrained.optimize((1, 20, 1), torch.zeros(4, 8, 1), torch.zeros(4, 8), opt)
     with pytest.raises(ValueError, match="with hidden layers"):
         pretrained.optimize((1, 1), torch.zeros(4, 8, 1), torch.zeros(4, 8, 1), opt)

@@ -1,5 +1,5 @@
 """Every defect a hostile user found, reproduced as it was found; each now gets a
-clear error naming the field or file, or the correct behaviour.  Numbers refer to its rows."""
+clear error naming the field or file, or the correct behaviour."""
 
 import json
 import os

@@ -23,11 +23,12 @@ from mplp.meta.trainer import resolve_device
 
 
 def run_chapter(chapter: str, profile: str = "cpu", device: str | None = None, output: Path | None = None,
-                overrides: dict | None = None, progress: bool = True) -> Path:
+                overrides: dict | None = None, progress: bool = True, keep_failed: bool = False) -> Path:
     """Execute one chapter with a profile (plus ``device`` and other overrides).
 
     Writes to ``output`` (default: the chapter's notebook itself, in place) and returns it;
-    ``output`` is replaced only when every cell ran.
+    ``output`` is replaced only when every cell ran (``keep_failed``: a failed run is kept
+    beside it as ``<name>.failed.ipynb``, the failing cell and its error in it).
     """
     import papermill
 
@@ -52,8 +53,13 @@ def run_chapter(chapter: str, profile: str = "cpu", device: str | None = None, o
     # a failed or interrupted run leaves the previous notebook as it was
     with tempfile.TemporaryDirectory(prefix="mplp-run-") as scratch, _training_bar(Path(scratch), progress):
         tmp = Path(scratch) / out.name
-        papermill.execute_notebook(str(nb), str(tmp), parameters=params, kernel_name="python3",
-                                   progress_bar=progress, cwd=str(nb.parent))
+        try:
+            papermill.execute_notebook(str(nb), str(tmp), parameters=params, kernel_name="python3",
+                                       progress_bar=progress, cwd=str(nb.parent))
+        except Exception:
+            if keep_failed and tmp.exists():
+                shutil.copyfile(tmp, out.with_suffix(".failed.ipynb"))
+            raise
         _hide_parameter_cells(tmp)
         shutil.move(tmp, out)
     return out
@@ -72,7 +78,6 @@ def _training_bar(scratch: Path, show: bool):
     from tqdm import tqdm
 
     path, stop, bar = scratch / "progress.json", threading.Event(), None
-    os.environ["MPLP_PROGRESS_FILE"] = str(path)
 
     def follow():
         nonlocal bar
@@ -91,11 +96,11 @@ def _training_bar(scratch: Path, show: bool):
     thread = threading.Thread(target=follow, daemon=True)
     thread.start()
     try:
-        yield
+        with _env("MPLP_PROGRESS_FILE", str(path)):
+            yield
     finally:
         stop.set()
         thread.join()
-        os.environ.pop("MPLP_PROGRESS_FILE", None)
         if bar is not None:
             bar.close()
 
@@ -129,31 +134,49 @@ def run(chapters: list[str] | None = None, profile: str = "cpu", device: str | N
     if check:
         return []
     if in_place:
-        if out is not None or results is not None:
-            raise ValueError("--in-place writes the book and results/; it takes no --out or --results")
-        return [run_chapter(c, profile, device, overrides=overrides, progress=progress) for c in chapters]
-    folder = Path(out) if out is not None else run_folder(chapters, profile)
+        if out is not None or results is not None or overrides:
+            raise ValueError("--in-place refreshes the committed book and results/ with a profile as it is; "
+                             "it takes no -p, --out or --results (run without --in-place for those)")
+        with _results_at(None):
+            return [run_chapter(c, profile, device, progress=progress) for c in chapters]
+    folder = Path(out).resolve() if out is not None else run_folder(chapters, profile)
+    if folder.is_relative_to(paths.repo_root() / "book") or folder.is_relative_to(paths.repo_root() / "results"):
+        raise ValueError(f"--out {out}: a run folder inside book/ or results/ would overwrite the committed book; "
+                         "use --in-place to refresh it, or another folder")
     folder.mkdir(parents=True, exist_ok=True)
     with _results_at(Path(results) if results is not None else folder / "results"):
-        return [run_chapter(c, profile, device, folder / paths.notebook(c).name, overrides, progress)
+        return [run_chapter(c, profile, device, folder / paths.notebook(c).name, overrides, progress, keep_failed=True)
                 for c in chapters]
 
 
 def run_folder(chapters: list[str], profile: str) -> Path:
-    """``<repo>/_build/runs/<chapters>-<profile>-<UTC time>/`` (ignored by git)."""
+    """A new ``<repo>/_build/runs/<chapters>-<profile>-<UTC time>[-n]/`` (ignored by git)."""
     name = "all" if chapters == paths.available_chapters() else "+".join(chapters)
-    return paths.repo_root() / "_build" / "runs" / f"{name}-{profile}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
+    base = paths.repo_root() / "_build" / "runs" / f"{name}-{profile}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
+    folder, n = base, 1
+    while folder.exists():
+        n += 1
+        folder = base.with_name(f"{base.name}-{n}")
+    return folder
 
 
 @contextlib.contextmanager
-def _results_at(root: Path):
-    """``$MPLP_RESULTS`` set to ``root`` while the chapters run (their kernels inherit it)."""
-    before = os.environ.get("MPLP_RESULTS")
-    os.environ["MPLP_RESULTS"] = str(root.resolve())
+def _env(name: str, value: str | None):
+    """``$name`` set to ``value`` (None: unset) while the chapters run (their kernels inherit it)."""
+    before = os.environ.get(name)
+    if value is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = value
     try:
         yield
     finally:
         if before is None:
-            os.environ.pop("MPLP_RESULTS", None)
+            os.environ.pop(name, None)
         else:
-            os.environ["MPLP_RESULTS"] = before
+            os.environ[name] = before
+
+
+def _results_at(root: Path | None):
+    """The results root of the chapters' kernels: ``root``, or (None) the committed ``results/``."""
+    return _env("MPLP_RESULTS", None if root is None else str(root.resolve()))

@@ -32,8 +32,6 @@ Theta = torch.Tensor | dict[str, torch.Tensor]
 
 
 class Unrolled(Protocol):
-    def init(self, gen: torch.Generator) -> Any: ...
-
     def unroll(self, theta: Theta, state: Any, K: int) -> tuple[torch.Tensor, Any]: ...
 
 
@@ -79,7 +77,8 @@ def _draw(theta: Theta, n: int, sigma: float, gen: torch.Generator) -> Theta:
     if isinstance(theta, dict):
         return {k: sigma * torch.randn((n,) + tuple(v.shape), generator=gen, dtype=v.dtype).to(v.device)
                 for k, v in theta.items()}
-    return sigma * torch.stack([torch.randn(theta.shape, generator=gen, dtype=theta.dtype) for _ in range(n)])
+    draws = [torch.randn(theta.shape, generator=gen, dtype=theta.dtype) for _ in range(n)]
+    return sigma * torch.stack(draws).to(theta.device)
 
 
 def _members(thetas: Theta) -> int:
@@ -236,11 +235,8 @@ def _value_and_grad(system, theta: torch.Tensor, state, K: int) -> tuple[float, 
     return float(loss.detach()), g.detach()
 
 
-ESTIMATORS = {"tbptt": TBPTT, "es": ES, "pes": PES}
-
-
 def from_meta(meta: MetaConfig) -> GradientEstimator:
     """The estimator ``meta.estimator`` names, carrying the inner state on (a meta-trainer's)."""
     if meta.estimator == "tbptt":
         return TBPTT()
-    return ESTIMATORS[meta.estimator](meta.es_sigma, meta.es_pairs, carry=True)
+    return {"es": ES, "pes": PES}[meta.estimator](meta.es_sigma, meta.es_pairs, carry=True)

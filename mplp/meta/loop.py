@@ -297,10 +297,13 @@ class _Beacon:
         if not self.path or (time.monotonic() - self.last < 1.0 and step < self.total):
             return
         self.last = time.monotonic()
-        tmp = f"{self.path}.tmp"
-        with open(tmp, "w") as f:
-            json.dump({"what": self.what, "step": step, "total": self.total}, f)
-        os.replace(tmp, self.path)
+        tmp = f"{self.path}.{os.getpid()}.tmp"
+        try:
+            with open(tmp, "w") as f:
+                json.dump({"what": self.what, "step": step, "total": self.total}, f)
+            os.replace(tmp, self.path)
+        except OSError:              # the runner is gone (a process that outlived it): stop telling
+            self.path = None
 
 
 def _train_group(group: list[_Run], step0: int, max_steps: int | None, progress: bool) -> None:

@@ -22,8 +22,10 @@ Result = TypeVar("Result")
 class Store:
     """Where a chapter's results come from: ``root`` (None: ``paths.results_root()``);
     with ``read_only`` nothing is computed and a missing result is a ``MissingResultError``.
-    ``fallback``: a root only read, before anything is computed (an ad-hoc run's store reads
-    the committed results: None then means ``results/`` whenever ``$MPLP_RESULTS`` moved the root).
+    ``fallback``: a root only read: a result is looked up in the store's own root, then in the
+    fallback, and computed into the own root only when neither has it (an ad-hoc run's store
+    reads the committed results: None then means ``results/`` whenever ``$MPLP_RESULTS`` moved
+    the root).  A population with members found in the fallback trains only the missing ones.
     ``records`` collects the cost record of every result handed out (the report's cost table).
     """
 
@@ -45,7 +47,8 @@ class Store:
     def load_or_compute(self, experiment: str, key: dict, compute: Callable[[], Result], cls: type) -> Result:
         """``load_or_compute`` under this store's root (the fallback's result first, if it
         has one); read-only stores only read."""
-        fallback = self.fallback is not None and (result_dir(experiment, key, self.fallback) / "meta.json").exists()
+        fallback = (self.fallback is not None and not (result_dir(experiment, key, self.root) / "result.pt").exists()
+                    and (result_dir(experiment, key, self.fallback) / "result.pt").exists())
         root = self.fallback if fallback else self.root
         result = load_or_compute(experiment, key, compute, cls, root=root, read_only=self.read_only or fallback)
         meta = result_dir(experiment, key, root) / "meta.json"
@@ -55,7 +58,7 @@ class Store:
     def train(self, cfgs: list[ExperimentConfig], device="cpu", progress: bool = False) -> list[RunResult]:
         """The complete stored runs of ``cfgs``; unless read-only, missing ones are trained
         (one population, resuming checkpoints)."""
-        found = [self._find(cfg) for cfg in cfgs]
+        found = [self._locate(cfg) for cfg in cfgs]
         missing = [cfg for cfg, r in zip(cfgs, found) if r is None]
         if missing and self.read_only:
             cfg = missing[0]
@@ -72,20 +75,14 @@ class Store:
         return runs
 
     def complete_run(self, cfg: ExperimentConfig) -> RunResult | None:
-        """The complete stored run of ``cfg`` (this store's root, then the fallback), or None;
-        nothing is computed."""
-        for root in [self.base] + ([self.fallback] if self.fallback is not None else []):
-            r = find_run(root, cfg, dtype="float32")
-            if r is not None:
-                self.records.append(Record(r.config.experiment, r.path, r.meta))
-                return r
-        return None
+        """The complete stored run of ``cfg`` (own root, then the fallback), or None; nothing is computed."""
+        r = self._locate(cfg)
+        if r is not None:
+            self.records.append(Record(r.config.experiment, r.path, r.meta))
+        return r
 
-    def _find(self, cfg: ExperimentConfig) -> RunResult | None:
-        """The complete stored run of ``cfg`` in the fallback root, else None; in a read-only
-        store also its own root (a computing store resumes there)."""
-        roots = ([self.fallback] if self.fallback is not None else []) + ([self.base] if self.read_only else [])
-        for root in roots:
+    def _locate(self, cfg: ExperimentConfig) -> RunResult | None:
+        for root in [self.base] + ([self.fallback] if self.fallback is not None else []):
             r = find_run(root, cfg, dtype="float32")     # what the computing store would train
             if r is not None:
                 return r

@@ -94,7 +94,8 @@ class Truncation:
     last: UnrollResult | None = None
 
     def unroll(self, theta, params, K: int, be_weight=None):
-        assert K == len(self.xs), "a Truncation unrolls exactly its K batches"
+        if K != len(self.xs):
+            raise ValueError(f"a Truncation unrolls exactly its {len(self.xs)} batches, not K = {K}")
         self.last = self.optimizer.unroll(theta, params, self.xs, self.ys, self.meta, be_weight)
         return self.last.total, self.last.params
 

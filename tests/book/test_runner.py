@@ -49,7 +49,9 @@ def test_a_misspelt_parameter_is_refused_naming_the_valid_ones(capsys, tmp_path)
 @pytest.mark.parametrize("args, message", [
     (["-p", "seed"], "expected NAME=VALUE"),
     (["-p", "seed=[1"], "not valid YAML"),
-    (["--in-place", "--out", "x"], "takes no --out or --results"),
+    (["--in-place", "--out", "x"], "takes no -p, --out or --results"),
+    (["--in-place", "-p", "seed=3"], "takes no -p, --out or --results"),
+    (["--out", "book/x"], "would overwrite the committed book"),
     (["-p", "seed=abc"], "expected a number"),
 ])
 def test_bad_run_arguments_are_one_line_errors(capsys, args, message):
