@@ -144,12 +144,13 @@ def test_browser_check_sees_what_is_broken(tmp_path, built_book):
     (tmp_path / "good.html").write_text('<figure><img src="ok.png"></figure>')
     (tmp_path / "wide.png").write_bytes(_png(1000, 10))
     (tmp_path / "narrow.html").write_text('<figure><img src="wide.png" style="width:400px"></figure>')
+    (tmp_path / "cut.html").write_text('<div style="width:600px"><pre>' + "x" * 400 + "</pre></div>")
     (tmp_path / "bad.html").write_text('<img src="missing.png"><figure><p>no image</p></figure>'
                                        "<pre>Traceback (most recent call last):\n  boom</pre>"
                                        '<span class="math notranslate">\\(x^2\\)</span><p>| a | b |\n|---|---|</p>')
     shutil.copytree(built_book / "_static" / "mathjax", tmp_path / "mathjax")     # the MathJax the book ships
     (tmp_path / "math.html").write_text(MATHJAX_PAGE)
-    report = browser_check.check_site(tmp_path, ["good.html", "bad.html", "math.html", "narrow.html"])
+    report = browser_check.check_site(tmp_path, ["good.html", "bad.html", "math.html", "narrow.html", "cut.html"])
     assert report["/good.html"]["images"] == 1
     found = browser_check.problems(report, {"good.html": 1, "bad.html": 2, "narrow.html": 1})
     assert found == ["/bad.html: broken images ['missing.png']", "/bad.html: 1 figure(s) without an image",
@@ -157,7 +158,9 @@ def test_browser_check_sees_what_is_broken(tmp_path, built_book):
                      "/bad.html: shows a Python traceback",
                      "/bad.html: 0 images shown, the notebook has 2 figures",
                      "/math.html: 1 formula(s) MathJax could not parse (Math input error)",
-                     "/narrow.html: image shown too narrow to read (wide.png: 400 of 1000 px; below 60% of its width)"]
+                     "/narrow.html: image shown too narrow to read (wide.png: 400 of 1000 px; below 60% of its width)",
+                     f"/cut.html: cut at the column edge at 1280 px (pre {report['/cut.html']['overflow'][0].split()[1]} "
+                     f"px wider: {'x' * 60})"]
 
 
 # a page with one good formula and one broken as chapter 4's was ("\frac" written in a
