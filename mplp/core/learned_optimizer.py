@@ -24,10 +24,16 @@ Theta = dict[str, torch.Tensor]
 
 
 class LearnedOptimizer(ABC):
-    """Meta-parameters ``theta`` that train an optimizee; stateless between inner steps
-    (the carried inner state is the optimizee's params)."""
+    """Meta-parameters ``theta`` that train an optimizee.  The carried inner state is a list of
+    tensors: the optimizee's params, then whatever the optimizer keeps between inner steps
+    (an LSTM's carries, momenta; ``init_state``); ``unroll`` and ``rollout`` take and return it
+    whole (``UnrollResult.params``, ``Rollout.params``)."""
 
     name: str
+
+    def init_state(self, params: list[torch.Tensor]) -> list[torch.Tensor]:
+        """The inner state of a fresh optimizee ``params``; a stateless optimizer (MPLP) keeps none."""
+        return params
 
     @abstractmethod
     def init_theta(self, gen: torch.Generator, dtype: torch.dtype = torch.float32,

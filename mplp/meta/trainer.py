@@ -143,7 +143,7 @@ class MetaTrainer:
 
     def _reset(self, st: TrainState) -> InnerState:
         task = self.family.sample(st.gen_task, self.cfg.meta.T)
-        params = init_params(self.cfg.optimizee.sizes, st.gen_init, self.dtype, self.device)
+        params = self.optimizer.init_state(init_params(self.cfg.optimizee.sizes, st.gen_init, self.dtype, self.device))
         cursor = st.inner.cursor if (st.inner is not None and self.family.continue_cursor) else 0
         return InnerState(params, 0, cursor, task)
 
@@ -195,12 +195,13 @@ class MetaTrainer:
         statistics per run); the dense reference goes run by run."""
         v = self.validation_set
         if self.backward in (fast_backward, sgd_backward):
-            inits = [torch.stack(ps) for ps in zip(*v.inits)]               # (R, n_in + 1, n_out)
+            inits = self.optimizer.init_state([torch.stack(ps) for ps in zip(*v.inits)])   # (R, n_in + 1, n_out)
             r = self.optimizer.rollout(theta, inits, v.xs.transpose(0, 1), v.ys.transpose(0, 1))
             curves = r.losses.transpose(0, 1)                                # (R, T)
             ent = r.entropy.double().mean((0, 2))                            # (T, n_hidden, R) -> (n_hidden,)
         else:
-            rs = [self.optimizer.rollout(theta, init, xs, ys) for xs, ys, init in zip(v.xs, v.ys, v.inits)]
+            rs = [self.optimizer.rollout(theta, self.optimizer.init_state(init), xs, ys)
+                  for xs, ys, init in zip(v.xs, v.ys, v.inits)]
             curves = torch.stack([r.losses for r in rs])
             ent = torch.stack([r.entropy for r in rs]).double().mean((0, 1))
         metric = outer_metric(curves, self.cfg.meta.unroll).double()
