@@ -119,7 +119,21 @@ def unroll(learners: Learners, params: list[torch.Tensor], xs: torch.Tensor, ys:
 
 
 def _unroll(learners, params, xs, ys, opt, meta, loss_inputs, backward, be_weight) -> tuple:
-    """``unroll``'s loop; returns the fields of an ``UnrollResult`` as a tuple."""
+    """``unroll``'s loop for MPLP's learners; returns the fields of an ``UnrollResult`` as a tuple."""
+    def step(params, x, y, update):
+        return _engine_step(learners, params, x, y, opt, loss_inputs, backward, update, meta.be_formula)
+
+    return truncation(step, params, xs, ys, meta, be_weight)
+
+
+Step = Callable[[list, torch.Tensor, torch.Tensor, bool], tuple]
+
+
+def truncation(step: Step, params: list[torch.Tensor], xs: torch.Tensor, ys: torch.Tensor, meta: MetaConfig,
+               be_weight: torch.Tensor | None = None) -> tuple:
+    """Algorithm 2's loop for any learned optimizer's ``step(state, x, y, update) -> (loss (...),
+    state, entropy (n_hidden, ...))``: the outer loss of ``meta``'s convention plus the
+    batch-entropy term (Eq. 8); returns the fields of an ``UnrollResult`` as a tuple."""
     K = xs.shape[0]
     if meta.batch_entropy and xs.shape[-2] < 2:
         raise ValueError("batch entropy needs a batch of at least 2 samples")
@@ -128,8 +142,7 @@ def _unroll(learners, params, xs, ys, opt, meta, loss_inputs, backward, be_weigh
     losses, ents = [], []
     for i in range(K):
         do_update = meta.unroll == "code" or i < K - 1
-        loss, new_params, H = _engine_step(learners, params, xs[i], ys[i], opt, loss_inputs, backward, do_update,
-                                           meta.be_formula)
+        loss, new_params, H = step(params, xs[i], ys[i], do_update)
         if meta.unroll == "text" or i > 0:
             outer = outer + loss
         if meta.batch_entropy:  # Eq. 8, from the same entropies that are logged

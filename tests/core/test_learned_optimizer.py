@@ -12,6 +12,7 @@ from mplp.core.config import OptimizeeConfig
 from mplp.core.learned_optimizer import MPLP, LearnedOptimizer
 from mplp.core.optimizee import init_params, loss_value
 from mplp.core.unroll import Rollout, UnrollResult
+from mplp.meta.outer import adam_init
 from mplp.meta.trainer import MetaTrainer
 
 from helpers import random_batch, tiny_config
@@ -83,6 +84,7 @@ def test_the_meta_trainer_runs_any_learned_optimizer():
     trainer.optimizer = GradientLr(cfg.optimizee)
     st = trainer.init_state()
     st.theta = trainer.optimizer.init_theta(torch.Generator())
+    st.adam = adam_init(st.theta)
     start = float(st.theta["log_lr"])
     rows = [trainer.outer_step(st) for _ in range(6)]
     assert st.step == 6 and all(math.isfinite(r["outer_loss"]) for r in rows)
