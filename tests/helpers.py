@@ -55,3 +55,15 @@ def calibration(corr, null=0.3):
     c = {k: np.array([0.0, v / 2, v]) for k, v in corr.items()}
     sign = np.prod(np.sign(np.stack([c[k] for k in names])), 0)
     return AgreementTrajectory(steps, c, sign, {k: np.linspace(-null, null, 21) for k in names})
+
+
+def meta_gradient_along(optimizer, theta, state, xs, ys, meta, gen, h=1e-6):
+    """``(autograd, central difference)`` of an optimizer's unroll loss along a random
+    direction of ``theta`` (float64): the finite-difference check of a meta-gradient."""
+    leaf = {k: v.clone().requires_grad_(True) for k, v in theta.items()}
+    grads = torch.autograd.grad(optimizer.unroll(leaf, state, xs, ys, meta).total, list(leaf.values()))
+    d = {k: torch.randn(v.shape, generator=gen, dtype=torch.float64) for k, v in theta.items()}
+    plus = optimizer.unroll({k: theta[k] + h * d[k] for k in theta}, state, xs, ys, meta).total
+    minus = optimizer.unroll({k: theta[k] - h * d[k] for k in theta}, state, xs, ys, meta).total
+    analytic = float(sum((g * d[k]).sum() for g, k in zip(grads, theta)).detach())
+    return analytic, float((plus - minus).detach() / (2 * h))

@@ -18,15 +18,12 @@ from dataclasses import dataclass
 
 import torch
 
-from mplp.core.batch_entropy import batch_entropy
-from mplp.core.config import MetaConfig, OptimizeeConfig
-from mplp.core.learned_optimizer import LearnedOptimizer
-from mplp.core.optimizee import forward, loss_node
-from mplp.core.unroll import Rollout, UnrollResult, truncation
+from mplp.core.config import OptimizeeConfig
+from mplp.core.gradient_fed import GradientFed
 
 
 @dataclass(frozen=True)
-class L2L(LearnedOptimizer):
+class L2L(GradientFed):
     """The coordinatewise LSTM optimizer; ``theta`` keys ``lstm<l>.w_in (n_in, 4H)``,
     ``.w_h (H, 4H)``, ``.b (4H,)`` per layer, ``out.w (H, 1)``, ``out.b (1,)``."""
 
@@ -53,10 +50,8 @@ class L2L(LearnedOptimizer):
         theta.update({"out.w": draw(H, 1), "out.b": draw(1)})
         return theta
 
-    def init_state(self, params):
-        lead, P = params[0].shape[:-2], sum(p.shape[-2] * p.shape[-1] for p in params)
-        zeros = params[0].new_zeros((*lead, P, self.hidden))
-        return list(params) + [zeros] * (2 * self.layers)
+    def extra_state(self, params, P: int):
+        return [params[0].new_zeros((*params[0].shape[:-2], P, self.hidden))] * (2 * self.layers)
 
     def features(self, g: torch.Tensor) -> torch.Tensor:
         """The LSTM's input for gradient coordinates ``g (..., P)``: ``(..., P, 2)`` or ``(..., P, 1)``."""
@@ -67,7 +62,7 @@ class L2L(LearnedOptimizer):
         second = torch.where(big, torch.sign(g), math.exp(self.p) * g)
         return torch.stack([first, second], -1)
 
-    def update(self, theta, g: torch.Tensor, carries: list[torch.Tensor]) -> tuple[torch.Tensor, list]:
+    def update(self, theta, g, w, carries, segments) -> tuple[torch.Tensor, list]:
         """One LSTM step on gradient coordinates ``g (..., P)``: the update ``(..., P)`` and the new carries."""
         x, new = self.features(g), []
         for layer in range(self.layers):
@@ -79,40 +74,3 @@ class L2L(LearnedOptimizer):
             new += [h, c]
             x = h
         return self.output_scale * (x @ theta["out.w"] + theta["out.b"])[..., 0], new
-
-    def _step(self, theta, state, x, y, update: bool):
-        n = len(self.optimizee.sizes) - 1
-        params, carries = state[:n], state[n:]
-        with torch.enable_grad():
-            leaves = [p if p.requires_grad else p.detach().requires_grad_(True) for p in params]
-            cache = forward(leaves, x, self.optimizee.activation)
-            loss = loss_node(self.optimizee.loss, cache.output, y).value
-            exact = not self.first_order and any(p.requires_grad for p in params)
-            grads = torch.autograd.grad(loss.sum(), leaves, retain_graph=True, create_graph=exact)
-        H = (torch.stack([batch_entropy(h, self.be_formula) for h in cache.acts]) if cache.acts and x.shape[-2] > 1
-             else loss.new_full((len(cache.acts),) + tuple(loss.shape), float("nan")))
-        if not update:
-            return loss, state, H
-        lead = params[0].shape[:-2]
-        g = torch.cat([(gr.detach() if self.first_order else gr).reshape(*lead, -1) for gr in grads], -1)
-        delta, carries = self.update(theta, g, carries)
-        out, k = [], 0
-        for p in params:
-            size = p.shape[-2] * p.shape[-1]
-            out.append(p + delta[..., k:k + size].reshape(p.shape))
-            k += size
-        return loss, out + carries, H
-
-    def unroll(self, theta, params, xs, ys, meta: MetaConfig, be_weight=None) -> UnrollResult:
-        return UnrollResult(*truncation(lambda s, x, y, upd: self._step(theta, s, x, y, upd), params, xs, ys, meta,
-                                        be_weight))
-
-    def rollout(self, theta, params, xs, ys) -> Rollout:
-        losses, ents, state = [], [], params
-        theta = {k: v.detach() for k, v in theta.items()}
-        for x, y in zip(xs, ys):
-            loss, state, H = self._step(theta, [s.detach() for s in state], x, y, True)
-            losses.append(loss.detach())
-            ents.append(H.detach())
-            state = [s.detach() for s in state]
-        return Rollout(torch.stack(losses), torch.stack(ents), state)

@@ -11,7 +11,7 @@ from mplp.core.l2l import L2L
 from mplp.core.learned_optimizer import LearnedOptimizer
 from mplp.core.optimizee import init_params, loss_value
 
-from helpers import random_batch
+from helpers import meta_gradient_along, random_batch
 
 OPT = OptimizeeConfig(sizes=(2, 3, 1), activation="tanh", loss="mse")
 META = MetaConfig(K=3, T=9, S=1, outer_lr=1e-3)
@@ -81,38 +81,9 @@ def test_the_exact_meta_gradient_matches_finite_differences():
     theta = l2l.init_theta(gen, torch.float64)
     state = l2l.init_state(init_params(OPT.sizes, gen, torch.float64))
     xs, ys = _batches(3, gen)
-    leaf = {k: v.clone().requires_grad_(True) for k, v in theta.items()}
-    total = l2l.unroll(leaf, state, xs, ys, META).total
-    grads = torch.autograd.grad(total, list(leaf.values()))
-    d = {k: torch.randn(v.shape, generator=gen, dtype=torch.float64) for k, v in theta.items()}
-    h = 1e-6
-    plus = l2l.unroll({k: theta[k] + h * d[k] for k in theta}, state, xs, ys, META).total
-    minus = l2l.unroll({k: theta[k] - h * d[k] for k in theta}, state, xs, ys, META).total
-    fd = float((plus - minus).detach() / (2 * h))
-    analytic = float(sum((g * d[k]).sum() for g, k in zip(grads, theta)).detach())
+    analytic, fd = meta_gradient_along(l2l, theta, state, xs, ys, META, gen)
     assert math.isclose(analytic, fd, rel_tol=1e-6, abs_tol=1e-9)
     first = L2L(OPT)                                          # the paper's: second derivatives dropped
     leaf = {k: v.clone().requires_grad_(True) for k, v in theta.items()}
     approx = torch.autograd.grad(first.unroll(leaf, state, xs, ys, META).total, list(leaf.values()))
     assert all(torch.isfinite(a).all() for a in approx)
-
-
-def test_the_meta_trainer_meta_trains_it_and_validates_it():
-    from mplp.meta.outer import adam_init
-    from mplp.meta.trainer import MetaTrainer
-
-    from helpers import tiny_config
-
-    cfg = tiny_config(**{"learner.kind": "sgd", "learner.batch_norm": False, "learner.message_size": 1})
-    trainer = MetaTrainer(cfg, dtype=torch.float64)
-    trainer.optimizer = L2L(cfg.optimizee)
-    st = trainer.init_state()
-    st.inner = None                                          # its inner state starts from the L2L's init_state
-    st.theta = trainer.optimizer.init_theta(torch.Generator().manual_seed(0), torch.float64)
-    st.adam = adam_init(st.theta)
-    start = {k: v.clone() for k, v in st.theta.items()}
-    rows = [trainer.outer_step(st) for _ in range(4)]
-    assert all(math.isfinite(r["outer_loss"]) for r in rows) and len(st.inner.params) == len(cfg.optimizee.sizes) - 1 + 4
-    assert any(not torch.equal(start[k], st.theta[k]) for k in start)
-    v = trainer.validate(st.theta)                           # all validation runs at once (a leading run dimension)
-    assert math.isfinite(v.loss) and v.curves.shape == (cfg.validation.n_runs, cfg.meta.T)

@@ -6,10 +6,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import pytest
 import torch
 
 from mplp.core.config import OptimizeeConfig
+from mplp.core.l2l import L2L
 from mplp.core.learned_optimizer import MPLP, LearnedOptimizer
+from mplp.core.mlp_opt import MLPOptimizer
 from mplp.core.optimizee import init_params, loss_value
 from mplp.core.unroll import Rollout, UnrollResult
 from mplp.meta.outer import adam_init
@@ -75,17 +78,24 @@ class GradientLr(LearnedOptimizer):
 
     def rollout(self, theta, params, xs, ys):
         losses, params = self.unroll(theta, params, xs, ys, None).losses, None
-        return Rollout(losses, losses.new_zeros(len(xs), 0), params)
+        n_hidden = len(self.optimizee.sizes) - 2
+        return Rollout(losses, losses.new_zeros((len(xs), n_hidden) + tuple(losses.shape[1:])), params)
 
 
-def test_the_meta_trainer_runs_any_learned_optimizer():
+@pytest.mark.parametrize("make", [GradientLr, L2L, MLPOptimizer], ids=lambda c: c.__name__)
+def test_the_meta_trainer_meta_trains_and_validates_any_learned_optimizer(make):
+    """Written only against the interface: the trainer draws the inner state from the optimizer
+    (its own carry included), takes outer steps and validates all runs at once."""
     cfg = tiny_config(**TABLE2)
-    trainer = MetaTrainer(cfg)
-    trainer.optimizer = GradientLr(cfg.optimizee)
+    trainer = MetaTrainer(cfg, dtype=torch.float64)
+    trainer.optimizer = make(cfg.optimizee)
     st = trainer.init_state()
-    st.theta = trainer.optimizer.init_theta(torch.Generator())
+    st.theta = trainer.optimizer.init_theta(torch.Generator().manual_seed(0), torch.float64)
     st.adam = adam_init(st.theta)
-    start = float(st.theta["log_lr"])
-    rows = [trainer.outer_step(st) for _ in range(6)]
-    assert st.step == 6 and all(math.isfinite(r["outer_loss"]) for r in rows)
-    assert float(st.theta["log_lr"]) != start          # the meta-gradient reached theta
+    start = {k: v.clone() for k, v in st.theta.items()}
+    rows = [trainer.outer_step(st) for _ in range(4)]
+    assert st.step == 4 and all(math.isfinite(r["outer_loss"]) for r in rows)
+    assert any(not torch.equal(start[k], st.theta[k]) for k in start)          # the meta-gradient reached theta
+    assert len(st.inner.params) == len(trainer.optimizer.init_state(st.inner.params[:len(cfg.optimizee.sizes) - 1]))
+    v = trainer.validate(st.theta)
+    assert math.isfinite(v.loss) and v.curves.shape == (cfg.validation.n_runs, cfg.meta.T)
