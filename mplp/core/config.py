@@ -32,6 +32,9 @@ LATE_FIELDS = {("meta", "estimator"): "tbptt", ("meta", "es_sigma"): 0.01, ("met
                ("meta", "adam_bias_correction"): True, ("learner", "kind"): "neural"}
 
 
+KINDS = ("neural", "sgd", "l2l", "mlp-optimizer")
+
+
 class ConfigError(ValueError):
     """A configuration value is invalid; the message names the field."""
 
@@ -55,7 +58,8 @@ class LearnerConfig:
     learned_lr: bool = False
     lr: float = 1.0e-3          # fixed lr (sinewave) or initial value of the learned lr
     loss_inputs: str = "full"   # "full" (Eq. 4) or "prediction_target" (§5.1)
-    kind: str = "neural"        # "neural" (theta: the learners' MLPs) or "sgd" (Table 2's functions, theta: log lr)
+    kind: str = "neural"        # "neural" (theta: the learners' MLPs) or "sgd" (Table 2's functions, theta: log lr);
+    #                             other learned optimizers: "l2l" (Andrychowicz et al. 2016), "mlp-optimizer" (Metz et al. 2019)
 
 
 @dataclass(frozen=True)
@@ -271,7 +275,11 @@ def _check_learner(lc: LearnerConfig) -> None:
     _check(lc.lr > 0 and math.isfinite(lc.lr), "learner.lr", f"must be a positive number (got {lc.lr})")
     _check(lc.loss_inputs in ("full", "prediction_target"), "learner.loss_inputs",
            f"must be 'full' or 'prediction_target' (got {lc.loss_inputs!r})")
-    _check(lc.kind in ("neural", "sgd"), "learner.kind", f"must be 'neural' or 'sgd' (got {lc.kind!r})")
+    _check(lc.kind in KINDS, "learner.kind", f"must be one of {', '.join(map(repr, KINDS))} (got {lc.kind!r})")
+    if lc.kind in ("l2l", "mlp-optimizer"):
+        _check(lc.message_size == 1 and not lc.batch_norm and not lc.learned_lr, "learner.kind",
+               f"{lc.kind!r} is not MPLP: message_size, batch_norm and learned_lr keep their defaults (1, false, false); "
+               "learner.hidden sets its width")
     if lc.kind == "sgd":
         _check(lc.learned_lr and not lc.batch_norm and lc.message_size == 1, "learner.kind",
                "'sgd' (Table 2's functions, the lr their only meta-parameter) needs learned_lr: true, "

@@ -20,7 +20,8 @@ from mplp.core.config import ExperimentConfig, MetaConfig
 from mplp.store import DamagedResultError, StoreError
 from mplp.core.backward import dense_backward, sgd_backward
 from mplp.core.fast import engine, fast_backward
-from mplp.core.learned_optimizer import MPLP, LearnedOptimizer
+from mplp.core import optimizers
+from mplp.core.learned_optimizer import LearnedOptimizer
 from mplp.core.optimizee import init_params
 from mplp.core.unroll import UnrollResult, outer_metric
 from mplp.meta.estimators import from_meta
@@ -122,8 +123,8 @@ class MetaTrainer:
     def __init__(self, cfg: ExperimentConfig, dtype=torch.float32, device="cpu",
                  backward=fast_backward):
         self.cfg, self.dtype, self.device = cfg, dtype, torch.device(device)
-        self.optimizer = MPLP.from_config(cfg, backward)
-        self.backward = self.optimizer.backward
+        self.optimizer = optimizers.from_config(cfg, backward)
+        self.backward = getattr(self.optimizer, "backward", None)      # None: a gradient-fed optimizer
         self.estimator = from_meta(cfg.meta)
         self.family = make_family(cfg.task, dtype, self.device)
         self._val: ValidationSet | None = None
@@ -194,7 +195,7 @@ class MetaTrainer:
         The fast backward takes all runs at once (a leading run dimension, batch-norm
         statistics per run); the dense reference goes run by run."""
         v = self.validation_set
-        if self.backward in (fast_backward, sgd_backward):
+        if self.backward in (fast_backward, sgd_backward, None):
             inits = self.optimizer.init_state([torch.stack(ps) for ps in zip(*v.inits)])   # (R, n_in + 1, n_out)
             r = self.optimizer.rollout(theta, inits, v.xs.transpose(0, 1), v.ys.transpose(0, 1))
             curves = r.losses.transpose(0, 1)                                # (R, T)
@@ -261,6 +262,8 @@ class MetaTrainer:
 
 def backward_name(trainer: "MetaTrainer") -> str:
     """What computed a run: "dense" or "fast (<kernel backend>)" (recorded and checked on resume)."""
+    if trainer.backward is None:
+        return f"autograd ({trainer.optimizer.name})"
     if trainer.backward is sgd_backward:
         return "sgd (Table 2 in closed form)"
     return "dense" if trainer.backward is dense_backward else f"fast ({engine()})"

@@ -282,3 +282,25 @@ def test_training_tells_its_progress_to_the_notebook_runner(tmp_path, monkeypatc
     monkeypatch.setenv("MPLP_PROGRESS_FILE", str(tmp_path / "progress.json"))
     train(tiny_config(**{"meta.S": 6}), out_root=tmp_path / "r", progress=False)
     assert json.loads((tmp_path / "progress.json").read_text()) == {"what": "tiny", "step": 6, "total": 6}
+
+
+@pytest.mark.parametrize("kind, key", [("l2l", "lstm0.w_in"), ("mlp-optimizer", "w1")])
+def test_the_other_learned_optimizers_train_from_a_config_and_resume_bit_for_bit(tmp_path, kind, key):
+    """``learner.kind`` names the optimizer; its runs are stored, recorded and resumed like MPLP's."""
+    from mplp.meta.loop import train
+
+    cfg = tiny_config(**{"learner.kind": kind, "learner.hidden": 6, "learner.batch_norm": False,
+                         "learner.learned_lr": False, "learner.message_size": 1, "meta.S": 8})
+    whole = train(cfg, out_root=tmp_path / "whole", progress=False)
+    assert whole.complete and key in whole.theta and whole.meta["backward"] == f"autograd ({kind})"
+    assert np.isfinite(whole.validation["val_loss"]).all()
+    train(cfg, out_root=tmp_path / "cut", progress=False, max_steps=5)
+    resumed = train(cfg, out_root=tmp_path / "cut", progress=False, resume=True)
+    assert all(torch.equal(whole.theta[k], resumed.theta[k]) for k in whole.theta)
+
+
+def test_mplp_only_settings_are_refused_for_the_other_optimizers():
+    from mplp.core.config import ConfigError
+
+    with pytest.raises(ConfigError, match="'l2l' is not MPLP"):
+        tiny_config(**{"learner.kind": "l2l"})                    # tiny_config has batch norm and a learned lr
