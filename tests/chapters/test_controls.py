@@ -16,7 +16,7 @@ def test_control_config_is_table_2_with_a_learned_log_lr():
         controls.control_config("adam", 40, 0)
     with pytest.raises(ConfigError, match="learner.kind: 'sgd'.*needs learned_lr: true"):
         cfg.replace(**{"learner.learned_lr": False})
-    with pytest.raises(ConfigError, match="learner.kind: must be 'neural' or 'sgd'"):
+    with pytest.raises(ConfigError, match="learner.kind: must be one of 'neural', 'sgd', 'l2l', 'mlp-optimizer'"):
         cfg.replace(**{"learner.kind": "rnn"})
 
 
