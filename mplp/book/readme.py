@@ -46,8 +46,12 @@ def blocks(profile: str, rep: Report | None = None) -> dict[str, dict[str, str]]
             "CONTRIBUTING.md": {f"mplp costs --profile {profile}": costs_markdown(run_costs(profile), profile)}}
 
 
+def _end(marker: str) -> str:
+    return f"<!-- end {marker.split(' --')[0]} -->"
+
+
 def block_pattern(marker: str) -> re.Pattern:
-    return re.compile(rf"<!-- {re.escape(marker)} -->\n(.*?)<!-- end {re.escape(marker.split(' --')[0])} -->", re.S)
+    return re.compile(rf"<!-- {re.escape(marker)} -->\n(.*?){re.escape(_end(marker))}", re.S)
 
 
 def written(file: str, marker: str) -> str | None:
@@ -69,8 +73,7 @@ def write(profile: str) -> list[Path]:
             pattern = block_pattern(marker)
             if not pattern.search(text):
                 raise ValueError(f"{path} has no block <!-- {marker} --> ... to write into")
-            end = f"<!-- end {marker.split(' --')[0]} -->"
-            text = pattern.sub(lambda _: f"<!-- {marker} -->\n{body}\n{end}", text)
+            text = pattern.sub(lambda _: f"<!-- {marker} -->\n{body}\n{_end(marker)}", text)
         path.write_text(text)
         out.append(path)
     figure = paths.repo_root() / FIGURE

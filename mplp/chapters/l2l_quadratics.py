@@ -11,6 +11,7 @@ import torch
 
 from mplp.core.config import MetaConfig, OptimizeeConfig
 from mplp.core.l2l import L2L
+from mplp.meta.baselines import adam_step
 from mplp.meta.estimators import TBPTT
 from mplp.meta.outer import adam_init, adam_update
 from mplp.tasks.quadratics import Quadratics, sample
@@ -93,11 +94,13 @@ def sgd(lr: float):
     return lambda g, rest: (-lr * g, rest)
 
 
-def adam(lr: float, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8):
+def adam(lr: float):
+    """Bias-corrected Adam (``meta.baselines.adam_step``) as a step rule: the step is the new
+    weights of a zero start."""
     def step(g, rest):
-        m, v, t = rest if rest else (torch.zeros_like(g), torch.zeros_like(g), 0)
-        m, v, t = b1 * m + (1 - b1) * g, b2 * v + (1 - b2) * g * g, t + 1
-        return -lr * (m / (1 - b1 ** t)) / ((v / (1 - b2 ** t)).sqrt() + eps), [m, v, t]
+        m, v, t = rest if rest else ([torch.zeros_like(g)], [torch.zeros_like(g)], 0)
+        (delta,), m, v = adam_step([torch.zeros_like(g)], [g], m, v, t + 1, lr)
+        return delta, [m, v, t + 1]
     return step
 
 

@@ -17,7 +17,7 @@ from mplp.core.batch_entropy import batch_entropy
 from mplp.core.config import MetaConfig, OptimizeeConfig
 from mplp.core.learned_optimizer import LearnedOptimizer
 from mplp.core.optimizee import forward, loss_node
-from mplp.core.unroll import Rollout, UnrollResult, truncation
+from mplp.core.unroll import Rollout, UnrollResult, roll, truncation
 
 
 class GradientFed(LearnedOptimizer):
@@ -69,11 +69,5 @@ class GradientFed(LearnedOptimizer):
                                         be_weight))
 
     def rollout(self, theta, params, xs, ys) -> Rollout:
-        losses, ents, state = [], [], params
         theta = {k: v.detach() for k, v in theta.items()}
-        for x, y in zip(xs, ys):
-            loss, state, H = self._step(theta, [s.detach() for s in state], x, y, True)
-            losses.append(loss.detach())
-            ents.append(H.detach())
-            state = [s.detach() for s in state]
-        return Rollout(torch.stack(losses), torch.stack(ents), state)
+        return roll(lambda s, x, y, upd: self._step(theta, s, x, y, upd), [s.detach() for s in params], xs, ys)

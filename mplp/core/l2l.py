@@ -20,6 +20,7 @@ import torch
 
 from mplp.core.config import OptimizeeConfig
 from mplp.core.gradient_fed import GradientFed
+from mplp.core.learners import uniform
 
 
 @dataclass(frozen=True)
@@ -39,9 +40,8 @@ class L2L(GradientFed):
 
     def init_theta(self, gen, dtype=torch.float32, device="cpu") -> dict[str, torch.Tensor]:
         """``torch.nn.LSTM``-style uniform(-1/sqrt(H), 1/sqrt(H)) weights."""
-        H, b = self.hidden, 1.0 / math.sqrt(self.hidden)
-        draw = lambda *shape: ((2 * torch.rand(*shape, generator=gen, dtype=torch.float64) - 1) * b).to(dtype=dtype,
-                                                                                                      device=device)
+        H = self.hidden
+        draw = lambda *shape: uniform(shape, H, gen, dtype, device)
         theta = {}
         for layer in range(self.layers):
             n_in = (2 if self.preprocess else 1) if layer == 0 else H

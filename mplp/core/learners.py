@@ -52,6 +52,14 @@ class LearnerSpec:
         return sizes
 
 
+def uniform(shape: tuple, fan_in: int, generator: torch.Generator, dtype: torch.dtype = torch.float32,
+            device: str | torch.device = "cpu") -> torch.Tensor:
+    """``torch.nn.Linear``-style U(-1/sqrt(fan_in), 1/sqrt(fan_in)), drawn in float64 (the same
+    numbers whatever ``dtype``)."""
+    b = 1.0 / math.sqrt(fan_in)
+    return ((2 * torch.rand(*shape, generator=generator, dtype=torch.float64) - 1) * b).to(dtype=dtype, device=device)
+
+
 def init_theta(spec: LearnerSpec, generator: torch.Generator,
                dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
     """Draw meta-parameters ``theta`` with ``torch.nn.Linear``-style initialisation.
@@ -64,18 +72,17 @@ def init_theta(spec: LearnerSpec, generator: torch.Generator,
     if spec.kind == "sgd":                   # the positive control: only the lr is learned
         return {"log_lr": torch.tensor(math.log(spec.lr), dtype=dtype, device=device)}
 
-    def uniform(shape, fan_in):
-        b = 1.0 / math.sqrt(fan_in)
-        return ((2 * torch.rand(*shape, generator=generator, dtype=torch.float64) - 1) * b).to(dtype=dtype, device=device)
+    def draw(shape, fan_in):
+        return uniform(shape, fan_in, generator, dtype, device)
 
     for name, (n_in, n_out) in spec.in_out().items():
         if spec.batch_norm:
             theta[f"{name}.bn_scale"] = torch.ones(n_in, dtype=dtype, device=device)
             theta[f"{name}.bn_shift"] = torch.zeros(n_in, dtype=dtype, device=device)
-        theta[f"{name}.w1"] = uniform((n_in, spec.hidden), n_in)
-        theta[f"{name}.b1"] = uniform((spec.hidden,), n_in)
-        theta[f"{name}.w2"] = uniform((spec.hidden, n_out), spec.hidden)
-        theta[f"{name}.b2"] = uniform((n_out,), spec.hidden)
+        theta[f"{name}.w1"] = draw((n_in, spec.hidden), n_in)
+        theta[f"{name}.b1"] = draw((spec.hidden,), n_in)
+        theta[f"{name}.w2"] = draw((spec.hidden, n_out), spec.hidden)
+        theta[f"{name}.b2"] = draw((n_out,), spec.hidden)
     if spec.learned_lr:
         theta["lr"] = torch.tensor(spec.lr, dtype=dtype, device=device)
     return theta

@@ -20,6 +20,7 @@ import torch
 
 from mplp.core.config import OptimizeeConfig
 from mplp.core.gradient_fed import GradientFed
+from mplp.core.learners import uniform
 
 DECAYS = (0.5, 0.9, 0.99, 0.999, 0.9999)
 TIMESCALES = tuple(float(x) for x in torch.logspace(math.log10(3), math.log10(300_000), 9, dtype=torch.float64))
@@ -42,10 +43,7 @@ class MLPOptimizer(GradientFed):
 
     def init_theta(self, gen, dtype=torch.float32, device="cpu") -> dict[str, torch.Tensor]:
         """``torch.nn.Linear``-style uniform initialisation."""
-        def draw(shape, fan_in):
-            b = 1.0 / math.sqrt(fan_in)
-            return ((2 * torch.rand(*shape, generator=gen, dtype=torch.float64) - 1) * b).to(dtype=dtype, device=device)
-
+        draw = lambda shape, fan_in: uniform(shape, fan_in, gen, dtype, device)
         return {"w1": draw((N_FEATURES, self.hidden), N_FEATURES), "b1": draw((self.hidden,), N_FEATURES),
                 "w2": draw((self.hidden, 2), self.hidden), "b2": draw((2,), self.hidden)}
 

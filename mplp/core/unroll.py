@@ -182,9 +182,17 @@ def rollout(learners: Learners, params: list[torch.Tensor], xs: torch.Tensor, ys
             opt: OptimizeeConfig, loss_inputs: str = "full", backward: Backward = dense_backward,
             be_formula: str = "code") -> Rollout:
     """Run ``len(xs)`` MPLP inner steps, updating after every one (validation, Fig. 3b, 11)."""
+    return roll(lambda p, x, y, update: _engine_step(learners, p, x, y, opt, loss_inputs, backward, update, be_formula),
+                params, xs, ys)
+
+
+@torch.no_grad()
+def roll(step: Step, state: list[torch.Tensor], xs: torch.Tensor, ys: torch.Tensor) -> Rollout:
+    """``len(xs)`` inner steps of any learned optimizer's ``step`` (as ``truncation`` takes it),
+    updating after every one, with no meta-gradient."""
     losses, ents = [], []
     for x, y in zip(xs, ys):
-        loss, params, H = _engine_step(learners, params, x, y, opt, loss_inputs, backward, True, be_formula)
-        losses.append(loss)
-        ents.append(H)
-    return Rollout(torch.stack(losses), torch.stack(ents), params)
+        loss, state, H = step(state, x, y, True)
+        losses.append(loss.detach())
+        ents.append(H.detach())
+    return Rollout(torch.stack(losses), torch.stack(ents), [s.detach() for s in state])

@@ -58,7 +58,9 @@ class Store:
     def train(self, cfgs: list[ExperimentConfig], device="cpu", progress: bool = False) -> list[RunResult]:
         """The complete stored runs of ``cfgs``; unless read-only, missing ones are trained
         (one population, resuming checkpoints)."""
-        found = [self._locate(cfg) for cfg in cfgs]
+        # a computing store without a fallback leaves every lookup to the training loop (it loads complete runs)
+        lookup = self.read_only or self.fallback is not None
+        found = [self._locate(cfg) if lookup else None for cfg in cfgs]
         missing = [cfg for cfg, r in zip(cfgs, found) if r is None]
         if missing and self.read_only:
             cfg = missing[0]
