@@ -57,12 +57,16 @@ def calibration(corr, null=0.3):
     return AgreementTrajectory(steps, c, sign, {k: np.linspace(-null, null, 21) for k in names})
 
 
-def meta_gradient_along(optimizer, theta, state, xs, ys, meta, gen, h=1e-6):
+def meta_gradient_along(optimizer, theta, state, xs, ys, meta, gen, h=1e-6, fixed=lambda key: False):
     """``(autograd, central difference)`` of an optimizer's unroll loss along a random
-    direction of ``theta`` (float64): the finite-difference check of a meta-gradient."""
+    direction of ``theta`` (float64): the finite-difference check of a meta-gradient.
+    ``fixed(key)``: entries the optimizer reads as constants (no direction along them)."""
     leaf = {k: v.clone().requires_grad_(True) for k, v in theta.items()}
-    grads = torch.autograd.grad(optimizer.unroll(leaf, state, xs, ys, meta).total, list(leaf.values()))
-    d = {k: torch.randn(v.shape, generator=gen, dtype=torch.float64) for k, v in theta.items()}
+    grads = torch.autograd.grad(optimizer.unroll(leaf, state, xs, ys, meta).total, list(leaf.values()),
+                                allow_unused=True)
+    grads = [g if g is not None else torch.zeros_like(theta[k]) for g, k in zip(grads, theta)]
+    d = {k: torch.randn(v.shape, generator=gen, dtype=torch.float64) * (0.0 if fixed(k) else 1.0)
+         for k, v in theta.items()}
     plus = optimizer.unroll({k: theta[k] + h * d[k] for k in theta}, state, xs, ys, meta).total
     minus = optimizer.unroll({k: theta[k] - h * d[k] for k in theta}, state, xs, ys, meta).total
     analytic = float(sum((g * d[k]).sum() for g, k in zip(grads, theta)).detach())

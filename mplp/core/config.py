@@ -29,10 +29,10 @@ TASK_LOSSES = {"sinewave": "mse", "mnist": "xent"}
 # stored results stay addressable; any other value (e.g. a new default) gets a new hash and
 # can never be served a result computed the old way (see ExperimentConfig.hash).
 LATE_FIELDS = {("meta", "estimator"): "tbptt", ("meta", "es_sigma"): 0.01, ("meta", "es_pairs"): 8,
-               ("meta", "adam_bias_correction"): True, ("learner", "kind"): "neural"}
+               ("meta", "adam_bias_correction"): True, ("learner", "kind"): "neural", ("meta", "hint_weight"): 0.0}
 
 
-KINDS = ("neural", "sgd", "l2l", "mlp-optimizer")
+KINDS = ("neural", "sgd", "l2l", "mlp-optimizer", "stateful-mplp")
 
 
 class ConfigError(ValueError):
@@ -59,7 +59,8 @@ class LearnerConfig:
     lr: float = 1.0e-3          # fixed lr (sinewave) or initial value of the learned lr
     loss_inputs: str = "full"   # "full" (Eq. 4) or "prediction_target" (§5.1)
     kind: str = "neural"        # "neural" (theta: the learners' MLPs) or "sgd" (Table 2's functions, theta: log lr);
-    #                             other learned optimizers: "l2l" (Andrychowicz et al. 2016), "mlp-optimizer" (Metz et al. 2019)
+    #                             other learned optimizers: "l2l" (Andrychowicz et al. 2016), "mlp-optimizer" (Metz et al. 2019),
+    #                             "stateful-mplp" (Randazzo et al. 2020: GRU carries, message_size, hidden = its first MLP layer)
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,7 @@ class MetaConfig:
     estimator: str = "tbptt"     # outer-gradient: "tbptt" (Algorithm 1), "es" or "pes" (chapter 4)
     es_sigma: float = 0.01       # es / pes: perturbation scale of theta
     es_pairs: int = 8            # es / pes: antithetic pairs per outer step
+    hint_weight: float = 0.0     # "stateful-mplp": weight of Randazzo et al.'s hint loss (Eq. 12) in the objective
 
 
 @dataclass(frozen=True)
@@ -243,6 +245,9 @@ def validate(c: ExperimentConfig) -> ExperimentConfig:
     _check_learner(c.learner)
     _check_task(c.task)
     _check_meta(c.meta)
+    _check(c.meta.hint_weight == 0 or c.learner.kind == "stateful-mplp", "meta.hint_weight",
+           f"only learner.kind 'stateful-mplp' has a hint loss (got {c.meta.hint_weight} with {c.learner.kind!r}); "
+           "set it to 0")
     _check_schedule_and_bounds(c)
     return c
 
@@ -280,6 +285,10 @@ def _check_learner(lc: LearnerConfig) -> None:
         _check(lc.message_size == 1 and not lc.batch_norm and not lc.learned_lr, "learner.kind",
                f"{lc.kind!r} is not MPLP: message_size, batch_norm and learned_lr keep their defaults (1, false, false); "
                "learner.hidden sets its width")
+    if lc.kind == "stateful-mplp":
+        _check(not lc.batch_norm and not lc.learned_lr, "learner.kind",
+               "'stateful-mplp' standardises its inputs and learns its output scale itself: batch_norm and "
+               "learned_lr stay false")
     if lc.kind == "sgd":
         _check(lc.learned_lr and not lc.batch_norm and lc.message_size == 1, "learner.kind",
                "'sgd' (Table 2's functions, the lr their only meta-parameter) needs learned_lr: true, "
@@ -312,6 +321,8 @@ def _check_meta(m: MetaConfig) -> None:
            f"must be 'tbptt', 'es' or 'pes' (got {m.estimator!r})")
     _check(m.es_sigma > 0 and math.isfinite(m.es_sigma), "meta.es_sigma", f"must be > 0 (got {m.es_sigma})")
     _check(m.es_pairs >= 1, "meta.es_pairs", f"must be >= 1 (got {m.es_pairs})")
+    _check(m.hint_weight >= 0 and math.isfinite(m.hint_weight), "meta.hint_weight",
+           f"must be a number >= 0 (got {m.hint_weight})")
     _check(0 < m.be_threshold, "meta.be_threshold", f"must be > 0 (got {m.be_threshold})")
 
 

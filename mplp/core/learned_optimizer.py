@@ -40,6 +40,11 @@ class LearnedOptimizer(ABC):
                    device: str | torch.device = "cpu") -> Theta:
         """Fresh meta-parameters drawn from ``gen``."""
 
+    def calibrate(self, theta: Theta, params: list[torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> Theta:
+        """``theta`` with constants recorded on first minibatches ``x (R, B, n_in)`` of ``R`` fresh
+        optimizees ``params`` (leading ``R``) before meta-training; most optimizers record none."""
+        return theta
+
     @abstractmethod
     def unroll(self, theta: Theta, params: list[torch.Tensor], xs: torch.Tensor, ys: torch.Tensor,
                meta: MetaConfig, be_weight: torch.Tensor | None = None) -> UnrollResult:

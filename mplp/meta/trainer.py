@@ -133,8 +133,20 @@ class MetaTrainer:
     def init_state(self) -> TrainState:
         s = self.cfg.seed
         theta = self.optimizer.init_theta(_seeded(s), self.dtype, self.device)
+        if type(self.optimizer).calibrate is not LearnedOptimizer.calibrate:
+            theta = self.optimizer.calibrate(theta, *self._calibration_batch(_seeded(s + 4_000_037)))
         return TrainState(0, theta, adam_init(theta), None, _seeded(s + 1_000_003), _seeded(s + 2_000_029),
                           gen_es=_seeded(s + 3_000_017))
+
+    def _calibration_batch(self, gen: torch.Generator, n: int = 4):
+        """The first minibatch of ``n`` fresh inner problems and their optimizees, stacked on a
+        leading dimension, drawn from ``gen`` alone (the training streams are untouched)."""
+        firsts, inits = [], []
+        for _ in range(n):
+            firsts.append(self.family.sample(gen, self.cfg.meta.T).batches(0, 1))
+            inits.append(init_params(self.cfg.optimizee.sizes, gen, self.dtype, self.device))
+        params = [torch.stack(ps) for ps in zip(*inits)]
+        return params, torch.stack([x[0] for x, _ in firsts]), torch.stack([y[0] for _, y in firsts])
 
     def _needs_reset(self, inner: InnerState | None) -> bool:
         if inner is None:

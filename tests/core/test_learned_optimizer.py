@@ -14,6 +14,7 @@ from mplp.core.l2l import L2L
 from mplp.core.learned_optimizer import MPLP, LearnedOptimizer
 from mplp.core.mlp_opt import MLPOptimizer
 from mplp.core.optimizee import init_params, loss_value
+from mplp.core.stateful_mplp import StatefulMPLP
 from mplp.core.unroll import Rollout, UnrollResult
 from mplp.meta.outer import adam_init
 from mplp.meta.trainer import MetaTrainer
@@ -82,7 +83,7 @@ class GradientLr(LearnedOptimizer):
         return Rollout(losses, losses.new_zeros((len(xs), n_hidden) + tuple(losses.shape[1:])), params)
 
 
-@pytest.mark.parametrize("make", [GradientLr, L2L, MLPOptimizer], ids=lambda c: c.__name__)
+@pytest.mark.parametrize("make", [GradientLr, L2L, MLPOptimizer, StatefulMPLP], ids=lambda c: c.__name__)
 def test_the_meta_trainer_meta_trains_and_validates_any_learned_optimizer(make):
     """Written only against the interface: the trainer draws the inner state from the optimizer
     (its own carry included), takes outer steps and validates all runs at once."""

@@ -284,13 +284,15 @@ def test_training_tells_its_progress_to_the_notebook_runner(tmp_path, monkeypatc
     assert json.loads((tmp_path / "progress.json").read_text()) == {"what": "tiny", "step": 6, "total": 6}
 
 
-@pytest.mark.parametrize("kind, key", [("l2l", "lstm0.w_in"), ("mlp-optimizer", "w1")])
-def test_the_other_learned_optimizers_train_from_a_config_and_resume_bit_for_bit(tmp_path, kind, key):
+@pytest.mark.parametrize("kind, key, extra", [("l2l", "lstm0.w_in", {}), ("mlp-optimizer", "w1", {}),
+                                              ("stateful-mplp", "w0.W_ux", {"learner.message_size": 2,
+                                                                            "meta.hint_weight": 1.0})])
+def test_the_other_learned_optimizers_train_from_a_config_and_resume_bit_for_bit(tmp_path, kind, key, extra):
     """``learner.kind`` names the optimizer; its runs are stored, recorded and resumed like MPLP's."""
     from mplp.meta.loop import train
 
     cfg = tiny_config(**{"learner.kind": kind, "learner.hidden": 6, "learner.batch_norm": False,
-                         "learner.learned_lr": False, "learner.message_size": 1, "meta.S": 8})
+                         "learner.learned_lr": False, "learner.message_size": 1, "meta.S": 8, **extra})
     whole = train(cfg, out_root=tmp_path / "whole", progress=False)
     assert whole.complete and key in whole.theta and whole.meta["backward"] == f"autograd ({kind})"
     assert np.isfinite(whole.validation["val_loss"]).all()
@@ -304,3 +306,7 @@ def test_mplp_only_settings_are_refused_for_the_other_optimizers():
 
     with pytest.raises(ConfigError, match="'l2l' is not MPLP"):
         tiny_config(**{"learner.kind": "l2l"})                    # tiny_config has batch norm and a learned lr
+    with pytest.raises(ConfigError, match="'stateful-mplp' standardises its inputs"):
+        tiny_config(**{"learner.kind": "stateful-mplp"})
+    with pytest.raises(ConfigError, match="meta.hint_weight: only learner.kind 'stateful-mplp'"):
+        tiny_config(**{"meta.hint_weight": 1.0})
