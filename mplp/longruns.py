@@ -12,6 +12,7 @@ the runs once they are complete.
     python -m mplp.longruns sinewave    # §5.1: Table 3, the text's setting, seeds 0-2, 150,000 steps
     python -m mplp.longruns sinewave-300k     # §5.1: the three text-setting runs continued to Table 3's 300,000
     python -m mplp.longruns sinewave-script   # §5.1: the released script's setting, seed 0, 100,000 steps
+    python -m mplp.longruns learned-optimizers   # chapter 6's cpu profile: 3 seeds x 4 optimizers x 2 tasks
     python -m mplp.longruns status      # steps done per run
 
 The thesis-budget runs of the pre-registered plan (``book/preregistration.md``), seeds
@@ -21,8 +22,8 @@ The thesis-budget runs of the pre-registered plan (``book/preregistration.md``),
     python -m mplp.longruns tranche2    # §5.3 MNIST, term off and on (5 + 5 x 150,000)
     python -m mplp.longruns thesis      # tranche 1, then tranche 2: what a worker runs
 
-Start one such worker per core: each takes the next population (5 runs) in order that is
-neither complete nor held by another worker, so two workers share the queue.
+Start one such worker per core: each takes the next population in order that is neither
+complete nor held by another worker, so two workers share the queue (of any group).
 """
 
 from __future__ import annotations
@@ -139,9 +140,7 @@ def main(argv=None) -> int:
         try:
             runs = train_population(cfgs, out_root=root, resume=True, progress=True,
                                     extend_from=extend_sources(args.group, cfgs, root))
-        except RunLockedError as e:
-            if args.group not in QUEUES:
-                raise
+        except RunLockedError as e:                 # workers share a group's queue
             print(f"skipped (another worker holds it): {e}", flush=True)
             continue
         for r in runs:

@@ -25,7 +25,7 @@ def evidence_href(chapter: str) -> str:
 def _badge(v: Verdict) -> str:
     bg, fg = LABEL_COLOURS[v.holds]
     return (f'<span style="background:{bg};color:{fg};padding:1px 6px;border-radius:3px;'
-            f'white-space:nowrap;font-weight:600">{escape(LABELS[v.holds])}</span>')
+            f'white-space:nowrap;font-weight:600">{escape(v.short_label)}</span>')
 
 
 def ledger_html(ledger) -> str:

@@ -88,7 +88,7 @@ def census(chapter: str, profile: str, st) -> list[CensusRow]:
         ends = [plateau_end(r.validation["step"], r.validation["val_loss"]) for r in runs]
         steps = int(max(r.validation["step"][-1] for r in runs))
         rows.append(CensusRow(chapter, profile, group, len(runs), sum(e is not None for e in ends), ends, steps,
-                              THESIS_STEPS[chapter]))
+                              THESIS_STEPS.get(chapter, 0)))
     return rows
 
 
@@ -241,8 +241,9 @@ def box_markdown(b: ChapterBox) -> str:
     """The box as a MyST admonition (rendered by ``nb_render_markdown_format: myst``)."""
     if b.runs:
         got = ", ".join(f"{s:,}" for s in b.steps)
-        budget = (f"{b.runs} meta-training run(s) of {got} outer steps; the thesis runs {b.thesis_steps:,} "
-                  f"({max(b.steps) / b.thesis_steps:.1%} at most); meta-training wall time "
+        paper = (f"; the thesis runs {b.thesis_steps:,} ({max(b.steps) / b.thesis_steps:.1%} at most)"
+                 if b.thesis_steps else "")
+        budget = (f"{b.runs} meta-training run(s) of {got} outer steps{paper}; meta-training wall time "
                   f"{duration(b.wall_time_s)} on this project's 2-core CPU machine")
     else:
         budget = "no meta-training"

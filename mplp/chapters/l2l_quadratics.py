@@ -45,12 +45,14 @@ class QuadraticSystem:
 @dataclass
 class QuadraticStudy:
     """Fig. 2's comparison: mean loss curves ``(STEPS + 1,)`` on the test quadratics of the
-    meta-trained L2L and of SGD and Adam at their best learning rates (``lrs``), and the
-    L2L's outer loss per outer step ``outer (S,)``."""
+    meta-trained L2L and of SGD and Adam at their best learning rates (``lrs``), each one's
+    final loss per test quadratic ``finals (n_test,)``, and the L2L's outer loss per outer
+    step ``outer (S,)``."""
 
     curves: dict[str, np.ndarray]
     lrs: dict[str, float]
     outer: np.ndarray
+    finals: dict[str, np.ndarray]
 
 
 def l2l(hidden: int = 20) -> L2L:
@@ -80,14 +82,14 @@ def meta_train(S: int, n_problems: int = 128, outer_lr: float = 3e-3, seed: int 
 
 @torch.no_grad()
 def curve(update, problem: Quadratics, state: list[torch.Tensor]) -> np.ndarray:
-    """Mean ``f`` over the problems at steps ``0 .. STEPS`` under ``update(g, state) -> (delta, state)``."""
+    """``f`` of every problem ``(STEPS + 1, n)`` at steps ``0 .. STEPS`` under ``update(g, state) -> (delta, state)``."""
     w, rest, out = state[0], state[1:], []
     for _ in range(STEPS):
-        out.append(float(problem.loss(w).mean()))
+        out.append(problem.loss(w).double().numpy())
         delta, rest = update(problem.grad(w), rest)
         w = w + delta
-    out.append(float(problem.loss(w).mean()))
-    return np.asarray(out)
+    out.append(problem.loss(w).double().numpy())
+    return np.stack(out)
 
 
 def sgd(lr: float):
@@ -110,10 +112,13 @@ def study(S: int, n_problems: int = 128, n_test: int = 128, outer_lr: float = 3e
     theta, outer = meta_train(S, n_problems, outer_lr, seed)
     test = sample(n_test, DIM, torch.Generator().manual_seed(seed + 1))
     opt, system = l2l(), QuadraticSystem(l2l(), test)
-    curves = {"L2L": curve(lambda g, rest: opt.update(theta, g, None, rest, [(0, DIM)]), test, system.init_state())}
+    per_problem = {"L2L": curve(lambda g, rest: opt.update(theta, g, None, rest, [(0, DIM)]), test,
+                                system.init_state())}
     lrs = {}
     for name, make in (("SGD", sgd), ("Adam", adam)):
         runs = {lr: curve(make(lr), test, [test.y.new_zeros(test.y.shape)]) for lr in LR_GRID}
-        best = min(runs, key=lambda lr: runs[lr][-1] if np.isfinite(runs[lr][-1]) else np.inf)
-        curves[name], lrs[name] = runs[best], best
-    return QuadraticStudy(curves, lrs, outer)
+        final = {lr: c[-1].mean() for lr, c in runs.items()}
+        best = min(runs, key=lambda lr: final[lr] if np.isfinite(final[lr]) else np.inf)
+        per_problem[name], lrs[name] = runs[best], best
+    return QuadraticStudy({k: c.mean(1) for k, c in per_problem.items()}, lrs, outer,
+                          {k: c[-1] for k, c in per_problem.items()})

@@ -207,21 +207,26 @@ class InnerComparison:
 
 
 @torch.no_grad()
+def fresh_problems(cfg: ExperimentConfig, n_inits: int, steps: int | None = None, seed: int = 99):
+    """Fig. 11's problems: the first ``steps`` (default 3T) batches ``(steps, B, ...)`` of one
+    validation task, and ``n_inits`` fresh initialisations stacked ``(R, n_in + 1, n_out)``."""
+    steps = 3 * cfg.meta.T if steps is None else steps
+    if steps < 1 or n_inits < 1:
+        raise ValueError(f"steps and n_inits must be >= 1 (got steps={steps}, n_inits={n_inits})")
+    gen = torch.Generator().manual_seed(seed)
+    task = make_family(cfg.task).validation_tasks(1, gen, steps)[0]      # raises if the split is too short
+    xs, ys = task.batches(0, steps)
+    inits = [init_params(cfg.optimizee.sizes, gen) for _ in range(n_inits)]
+    return xs, ys, [torch.stack(ps) for ps in zip(*inits)]
+
+
 def compare_inner_training(cfg: ExperimentConfig, theta: dict[str, torch.Tensor], lrs: dict[str, float],
                            n_inits: int = 20, steps: int | None = None, seed: int = 99) -> InnerComparison:
     """Train ``n_inits`` fresh inits on the first ``steps`` (default 3T) batches of the
     validation split with the learned MPLP (``theta``) and with each baseline at its lr
     (``{"adam": lr, ...}``); every optimizer sees the same inits and batches."""
 
-    steps = 3 * cfg.meta.T if steps is None else steps
-    if steps < 1 or n_inits < 1:
-        raise ValueError(f"steps and n_inits must be >= 1 (got steps={steps}, n_inits={n_inits})")
-    gen = torch.Generator().manual_seed(seed)
-    family = make_family(cfg.task)
-    task = family.validation_tasks(1, gen, steps)[0]                 # raises if the split is too short
-    xs, ys = task.batches(0, steps)                                   # (steps, B, ...)
-    inits = [init_params(cfg.optimizee.sizes, gen) for _ in range(n_inits)]
-    stacked = [torch.stack(ps) for ps in zip(*inits)]                 # (R, n_in + 1, n_out)
+    xs, ys, stacked = fresh_problems(cfg, n_inits, steps, seed)
     rep = lambda t: t.unsqueeze(0).expand(n_inits, *t.shape)
     learners = NeuralLearners(theta, learner_spec(cfg))
     params, loss, acc = stacked, [], []

@@ -21,9 +21,9 @@ numbers are read:
    answer for another reason, named in the evidence.
 4. A test changed after its data was seen is marked **post hoc**, with the commit.
 5. Seed-level spread is part of the evidence wherever a claim rests on several seeds.
-6. Thesis claims, Metz et al.'s (and Vicol et al.'s) claims and the book's own
-   implementation checks are tallied separately; only decided rows (reproduced, partly,
-   not reproduced) count.
+6. Thesis claims, Metz et al.'s (and Vicol et al.'s), Andrychowicz et al.'s and Randazzo et
+   al.'s claims, the book's own questions and its implementation checks are tallied
+   separately; only decided rows (reproduced, partly, not reproduced) count.
 7. Rows on the shorter runs are *exploratory*; the pre-registered tests on the thesis-budget
    runs (``book/preregistration.md``) give *confirmatory* rows, tallied apart.  Every row
    gives its seeds and, where it has one, its interval or p-value (``stats``, ``prereg``).
@@ -39,9 +39,12 @@ OUTCOMES = ("yes", "partly", "no", "not_reached", "trivial", "undecided")
 LABELS = {"yes": "reproduced", "partly": "partly", "no": "not reproduced",
           "not_reached": "not reached at this budget", "trivial": "trivially true (not counted)",
           "undecided": "not decidable"}
+ANSWERS = {"yes": "yes", "no": "no"}      # a question of the book's own is answered, not reproduced
 COUNTED = ("yes", "partly", "no")
 STAGES = ("exploratory", "confirmatory")
-KINDS = {"thesis": "thesis claims", "metz": "Metz et al. / Vicol et al. claims", "check": "implementation checks"}
+KINDS = {"thesis": "thesis claims", "metz": "Metz et al. / Vicol et al. claims",
+         "andrychowicz": "Andrychowicz et al. claims", "randazzo": "Randazzo et al. claims",
+         "question": "this book's own questions", "check": "implementation checks"}
 
 # Rows whose test the policy changed cite its commit.
 POLICY_COMMIT = "c5e5bca"            # the commit that wrote this policy and relabelled the rows
@@ -102,8 +105,13 @@ class Verdict:
 
     @property
     def label(self) -> str:
-        """The ledger's label: "partly (<rule>)" for a partly row."""
-        return f"partly ({self.partly_rule})" if self.holds == "partly" else LABELS[self.holds]
+        """The ledger's label: "partly (<rule>)" for a partly row; a question's "yes" or "no"."""
+        return f"partly ({self.partly_rule})" if self.holds == "partly" else self.short_label
+
+    @property
+    def short_label(self) -> str:
+        """The label without a partly row's rule (a badge's text)."""
+        return ANSWERS.get(self.holds, LABELS[self.holds]) if self.kind == "question" else LABELS[self.holds]
 
     @property
     def counted(self) -> bool:

@@ -261,6 +261,12 @@ ALLOWED = {
     "00_sgd": {"100": "the steps at which outer.code_step_ratio is evaluated", "1000": "idem"},
     "01_sinewave": {"0.001": "Table 3's fixed lr", "100,000": "the thesis' checkpoint window (§5.1)",
                     "130,000": "idem", "50,000": "§5.1: 'flat until around 50000 steps'"},
+    "06_learned_optimizers": {"200": "the chapter's first seed", "202": "its last seed",
+                              "1.25": "question 1's 'partly' threshold", "128": "L2L's quadratics per batch (a setting)",
+                              "100": "Randazzo's test tasks and L2L's steps (settings)", "0.1": "Randazzo's amplitude range",
+                              "0.5": "idem", "0.01": "Randazzo's Adam lr", "40,000": "Randazzo's outer steps",
+                              "0.05": "Randazzo's initialisation std", "999": "the pilot's seed",
+                              "500": "the pilot's outer steps"},
     "04_truncation": {"128": "the MLP's batch (Metz et al.)", "10,000": "Metz et al.'s inner steps",
                       "0.01": "discussion_values' agreement threshold", "100": "its 'exploded' threshold"},
     "deviations": {"100,000": "the script-setting run's S (a setting)", "0.99": "thesis Tables 3-5", "0.9": "the released script's default", "0.1307": "MNIST mean",
@@ -316,7 +322,8 @@ def test_every_figure_is_captioned_and_referenced_from_the_text(chapter):
             continue
         fig = c["metadata"].get("mystnb", {}).get("figure")
         assert fig and fig.get("name") and fig.get("caption"), f"{chapter}: a figure without caption or name"
-        assert re.match(r"(Thesis Figs?\.|Metz et al\.|No thesis counterpart)", fig["caption"]), fig["caption"][:60]
+        assert re.match(r"(Thesis Figs?\.|(Metz|Andrychowicz|Randazzo) et al\.|No thesis counterpart)",
+                        fig["caption"]), fig["caption"][:60]
         assert re.search(r"\{ref\}`[^`<]+<" + re.escape(fig["name"]) + ">`", text), \
             f"{chapter}: {fig['name']} is never referenced by name"
     assert "{numref}" not in text, f"{chapter}: one numbering: refer to the book's figures by name ({{ref}})"

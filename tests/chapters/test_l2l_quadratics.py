@@ -19,7 +19,7 @@ def test_baselines_descend_and_adam_is_bias_corrected():
     problem = sample(8, 10, torch.Generator().manual_seed(2))
     start = [problem.y.new_zeros(problem.y.shape)]
     sgd = q.curve(q.sgd(1e-3), problem, start)
-    assert sgd.shape == (q.STEPS + 1,) and sgd[-1] < sgd[0]
+    assert sgd.shape == (q.STEPS + 1, 8) and (sgd[-1] < sgd[0]).all()
     delta, _ = q.adam(0.1)(torch.full((1, 10), 5.0), [])
     assert torch.allclose(delta, torch.full((1, 10), -0.1), rtol=1e-6)        # first step: -lr sign(g)
 
@@ -29,3 +29,4 @@ def test_a_short_meta_training_lowers_the_outer_loss_and_the_study_compares():
     assert set(st.curves) == {"L2L", "SGD", "Adam"} and set(st.lrs) == {"SGD", "Adam"}
     assert all(c.shape == (q.STEPS + 1,) and np.isfinite(c).all() for c in st.curves.values())
     assert st.outer.shape == (60,) and st.outer[-10:].mean() < 0.5 * st.outer[:10].mean()
+    assert all(f.shape == (16,) and np.isclose(f.mean(), st.curves[k][-1]) for k, f in st.finals.items())
