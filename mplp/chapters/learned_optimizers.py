@@ -26,7 +26,7 @@ from mplp.meta import baselines
 from mplp.meta.baselines import BaselineResult, inner_train
 from mplp.meta.source import Store
 from mplp.meta.trainer import MetaTrainer
-from mplp.store import RunResult
+from mplp.store import MissingResultError, RunResult
 
 SEEDS = (200, 201, 202)          # never run before this chapter
 NAMES = ("MPLP", "L2L", "MLP optimizer", "stateful MPLP")
@@ -166,7 +166,16 @@ class TaskResults:
     tuned: dict[str, BaselineResult]
     inner: InnerCurves
 
+    def running(self, name: str) -> bool:
+        """Some run of ``name`` is still training across sessions: shown as far as it got, decides nothing."""
+        return any(not r.finished for r in self.runs.get(name, []))
+
+    def steps_done(self, name: str) -> int:
+        return min(int(r.meta.get("steps_done", self.setting.S)) for r in self.runs[name])
+
     def finals(self, name: str) -> np.ndarray:
+        if self.running(name):
+            return np.full(len(self.runs[name]), np.nan)
         return np.array([final_level(r.validation["step"], r.validation["val_loss"], self.setting.S)
                          for r in self.runs[name]])
 
@@ -181,7 +190,10 @@ class TaskResults:
             c = self.costs.get(name)
             row = {"optimizer": name, "ms per outer step": c.ms_per_step if c else float("nan"),
                    "meta-parameters": c.n_theta if c else 0}
-            if name in self.runs:
+            if name in self.runs and self.running(name):
+                row.update({"final loss": float("nan"), "95 % interval": (float("nan"),) * 2,
+                            "seeds": len(self.runs[name]), "outer steps": self.steps_done(name)})
+            elif name in self.runs:
                 f = self.finals(name)
                 iv = stats.bootstrap_interval(f)
                 row.update({"final loss": iv.estimate, "95 % interval": (iv.low, iv.high), "seeds": len(f),
@@ -247,7 +259,22 @@ class LearnedOptimizersStudy:
                      f"sign test p = {stats.number(p)}")
 
 
+def _running(question: str, task: str, tr: TaskResults, names: tuple[str, ...]) -> Verdict | None:
+    """The row of a question whose runs are still training: not decided yet (the chapter shows them as they stand)."""
+    late = [n for n in names if tr.running(n)]
+    if not late:
+        return None
+    where = ", ".join(f"{n} at {tr.steps_done(n):,}" for n in late)
+    return Verdict(f"{QUESTIONS[question][0]} ({task}, S = {tr.setting.S:,})", f"chapter 6, question {question[1]}",
+                   "decided when every run it compares has run its S", f"still training: {where} of "
+                   f"{tr.setting.S:,} outer steps", "not_reached", kind="question", steps=tr.setting.S,
+                   seeds=f"{len(tr.runs[late[0]])} seeds per optimizer")
+
+
 def _q1(task: str, tr: TaskResults, g: str) -> Verdict:
+    pending = _running("Q1", task, tr, ("MPLP", g))
+    if pending is not None:
+        return pending
     m, o = tr.finals("MPLP"), tr.finals(g)
     r = float(np.median(m) / np.median(o))
     holds = "yes" if r <= 1 else ("partly" if r <= 1.25 else "no")
@@ -262,6 +289,9 @@ def _q1(task: str, tr: TaskResults, g: str) -> Verdict:
 
 
 def _q2(task: str, tr: TaskResults) -> Verdict:
+    pending = _running("Q2", task, tr, ("MPLP", "stateful MPLP"))
+    if pending is not None:
+        return pending
     S = tr.setting.S
     stateful = np.array([e if e is not None else S for e in tr.exits("stateful MPLP")], dtype=float)
     stateless = np.array([e if e is not None else S for e in tr.exits("MPLP")], dtype=float)
@@ -303,14 +333,14 @@ def study(seeds: list[int], sinewave_S: int, sinewave_every: int, sinewave_T: in
     tasks = {}
     for task, st in settings(p).items():
         cfgs = configs(st, seeds)
-        runs = {n: store.train(cfgs[n], device=device) for n in trained_names(task, p)}
+        runs = {n: _runs(store, cfgs[n], device) for n in trained_names(task, p)}
         probed = NAMES if probe_untrained else tuple(runs)
         costs = {n: store.load_or_compute("lopt_cost", {"config": cfgs[n][0].hash(), "steps": cost_steps},
                                           lambda c=cfgs[n][0]: measure_cost(c, cost_steps), Cost) for n in probed}
         tuned = baselines.tuned(cfgs["MPLP"][0], store)
         inner = store.load_or_compute(
-            "lopt_inner", {"runs": [r.config.hash() for rs in runs.values() for r in rs], "n_inits": n_inits,
-                           "horizon_factor": horizon_factor},
+            "lopt_inner", {"runs": [f"{r.config.hash()}@{r.meta.get('steps_done')}" for rs in runs.values() for r in rs],
+                           "n_inits": n_inits, "horizon_factor": horizon_factor},
             lambda: inner_curves(runs, tuned, n_inits, horizon_factor), InnerCurves)
         tasks[task] = TaskResults(st, runs, costs, tuned, inner)
     quad = store.load_or_compute("l2l_quadratics", {"S": quadratics_S, "seed": 0},
@@ -320,6 +350,18 @@ def study(seeds: list[int], sinewave_S: int, sinewave_every: int, sinewave_T: in
                                   lambda: randazzo_sinusoid.evaluate(run.config, run.theta),
                                   randazzo_sinusoid.SinusoidCheck)
     return LearnedOptimizersStudy(tasks, quad, quadratics_S, check, run)
+
+
+def _runs(store: Store, cfgs: list[ExperimentConfig], device: str) -> list[RunResult]:
+    """The complete runs of ``cfgs`` (trained here if missing), or, while a worker of
+    ``python -m mplp.longruns learned-optimizers`` has them part-way, the runs as far as they got."""
+    try:
+        stored = store.stored_runs(cfgs, "python -m mplp.longruns learned-optimizers")
+    except MissingResultError:
+        stored = None
+    if stored is not None and any(not r.finished for r in stored):
+        return stored
+    return store.train(cfgs, device=device)
 
 
 def plan(p: dict) -> list[list[ExperimentConfig]]:
