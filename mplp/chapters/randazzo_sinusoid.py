@@ -20,6 +20,8 @@ from mplp.tasks.families import make_family
 STEPS = 5                 # "5-step learning"
 ADAM_LR = 0.01            # Fig. 2's Adam
 GRID = 200                # points of [-5, 5] the eval loss averages over
+EVAL_SEED = 4242          # the 100 test tasks and initialisations
+ADAM_LRS = tuple(float(x) for x in np.logspace(-3, 0, 13))   # the grid Adam's best lr is chosen from
 CLAIM = ("\"The optimized MPLP is able to fit the task, and it vastly outperforms what Adam can achieve "
          "in 5 steps\" (Adam with learning rate 0.01)")
 
@@ -76,8 +78,8 @@ def _eval(cfg, params, grid, targets) -> torch.Tensor:
 
 
 @torch.no_grad()
-def evaluate(cfg: ExperimentConfig, theta: dict[str, torch.Tensor], n: int = 100, seed: int = 4242,
-             lrs: tuple[float, ...] = tuple(float(x) for x in np.logspace(-3, 0, 13))) -> SinusoidCheck:
+def evaluate(cfg: ExperimentConfig, theta: dict[str, torch.Tensor], n: int = 100, seed: int = EVAL_SEED,
+             lrs: tuple[float, ...] = ADAM_LRS) -> SinusoidCheck:
     """Run the trained stateful MPLP (``theta``) and Adam on ``n`` fresh tasks for ``STEPS`` updates."""
     opt = StatefulMPLP(cfg.optimizee, cfg.learner.message_size, cfg.learner.hidden)
     theta = {k: v.double() for k, v in theta.items()}

@@ -248,6 +248,9 @@ def validate(c: ExperimentConfig) -> ExperimentConfig:
     _check(c.meta.hint_weight == 0 or c.learner.kind == "stateful-mplp", "meta.hint_weight",
            f"only learner.kind 'stateful-mplp' has a hint loss (got {c.meta.hint_weight} with {c.learner.kind!r}); "
            "set it to 0")
+    _check(c.learner.kind != "stateful-mplp" or c.meta.estimator == "tbptt", "meta.estimator",
+           f"'stateful-mplp' is meta-trained by truncated BPTT only (got {c.meta.estimator!r}): its recorded "
+           "standardisation constants live in theta, and ES / PES would perturb them; use tbptt")
     _check_schedule_and_bounds(c)
     return c
 

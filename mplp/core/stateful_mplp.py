@@ -19,6 +19,11 @@ constants live in ``theta`` (``<node>.in_mean``, ``.in_std``, ``.out_mean``) and
 detached, so the outer Adam never moves them.  Carries are not standardised (the GRU keeps
 them in ``(-1, 1)``).  The hint loss (Randazzo Eq. 12) is ``meta.hint_weight`` times the sum
 over the unroll of each step's loss on its own batch after its update.
+
+Read where the paper is open: the weight nodes of a neuron receive the message that reaches the
+neuron (as in the thesis' graph); the bias node's own message goes nowhere (Randazzo's text can
+also be read as routing it through the bias node first).  The loss node always sees
+``[loss element, prediction, target]``, whatever ``learner.loss_inputs`` says.
 """
 
 from __future__ import annotations
@@ -111,7 +116,8 @@ class StatefulMPLP(LearnedOptimizer):
         c = c.expand(*shape, self.carry).reshape(*lead, -1, self.carry)
         if record is not None:
             flat = x.detach().reshape(-1, d)
-            record[f"{name}.in_mean"], record[f"{name}.in_std"] = flat.mean(0), flat.std(0).clamp_min(STD_FLOOR)
+            std = flat.std(0) if len(flat) > 1 else torch.ones_like(flat[0])     # one row: no spread to read
+            record[f"{name}.in_mean"], record[f"{name}.in_std"] = flat.mean(0), std.clamp_min(STD_FLOOR)
             mean, std = record[f"{name}.in_mean"], record[f"{name}.in_std"]
         else:
             mean, std = theta[f"{name}.in_mean"].detach(), theta[f"{name}.in_std"].detach()
@@ -177,7 +183,8 @@ class StatefulMPLP(LearnedOptimizer):
     # -- the interface ------------------------------------------------------------------
     def calibrate(self, theta, params, x, y) -> dict[str, torch.Tensor]:
         """Record the standardisation of every GRU's inputs and every update's mean on the first
-        minibatch ``x (*lead, B, n_in)`` of fresh optimizees ``params`` (Randazzo §3), and set
+        minibatch ``x (*lead, B, n_in)`` of fresh optimizees ``params`` (Randazzo §3; on MNIST the
+        data stream's first batch for every optimizee), and set
         each layer's ``scale`` to ``output_scale`` times the std of its initial weights."""
         record: dict[str, torch.Tensor] = {}
         with torch.no_grad():

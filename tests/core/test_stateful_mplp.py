@@ -48,12 +48,16 @@ def test_shapes_and_the_carried_state():
 
 
 def test_members_on_a_leading_dimension_run_as_if_alone():
-    """A population (theta, params and batches stacked) equals its members run one by one."""
+    """A population (theta, params and batches stacked) equals its members run one by one, each
+    with its own calibrated constants."""
     s = StatefulMPLP(OPT, message_size=2, hidden=6)
     members = []
     for seed in (1, 2):
         gen = torch.Generator().manual_seed(seed)
-        members.append((s.init_theta(gen, torch.float64), init_params(OPT.sizes, gen, torch.float64), *_batches(3, gen)))
+        theta, params = s.init_theta(gen, torch.float64), init_params(OPT.sizes, gen, torch.float64)
+        theta = s.calibrate(theta, [p[None] for p in params], *(t[:1] for t in _batches(1, gen)))
+        members.append((theta, params, *_batches(3, gen)))
+    assert not torch.equal(members[0][0]["w1.in_mean"], members[1][0]["w1.in_mean"])
     alone = [s.unroll(th, s.init_state(p), xs, ys, META) for th, p, xs, ys in members]
     theta = {k: torch.stack([m[0][k] for m in members]) for k in members[0][0]}
     params = [torch.stack(ps) for ps in zip(*(m[1] for m in members))]
@@ -115,3 +119,32 @@ def test_the_recorded_constants_get_no_meta_gradient():
     grads = torch.autograd.grad(s.unroll(leaf, s.init_state(params), xs, ys, META).total, list(leaf.values()),
                                 allow_unused=True)
     assert all((g is None) == FIXED(k) for k, g in zip(theta, grads))
+
+
+def test_one_sample_by_hand_eq_4_and_5():
+    """With a batch of one, the step is the nodes' GRUs wired as the paper says: each loss node's
+    carry gives its output's message, each weight node's carry its update (scaled, centred), and
+    the message into a hidden unit is the mean over the weights it feeds (Eq. 5)."""
+    opt = OptimizeeConfig(sizes=(2, 3, 2), activation="relu", loss="mse")
+    s, gen, theta, params = _setup(7, opt)
+    theta = s.calibrate(theta, [p[None] for p in params], *(t[:1] for t in _batches(1, gen, opt.sizes, B=4)))
+    state = s.init_state(params)
+    xs, ys = _batches(1, gen, opt.sizes, B=1)
+    x, y = xs[0], ys[0]                                            # (1, 2), (1, 2)
+    _, new, _ = s.step(theta, state, x, y)
+    m, one = s.message_size, torch.ones(1, dtype=x.dtype)
+    gru = lambda name, row, c: s._gru(theta, name, row[None], c, (), None)[0]
+    z0 = torch.cat([x[0], one]) @ params[0]
+    h = torch.relu(z0)
+    out = torch.cat([h, one]) @ params[1]
+    el = (out - y[0]) ** 2 / 2
+    msg_out = [gru("loss", torch.stack([el[j], out[j], y[0, j]]), state[2][j])[:m] for j in range(2)]
+    w1, c_w1 = params[1], state[6]                                 # layer 1: weights (3 + 1, 2), carries (3, 2, C)
+    for i in range(3):
+        cs = [gru("w1", torch.cat([msg_out[j], h[i:i + 1], w1[i, j:j + 1]]), c_w1[i, j]) for j in range(2)]
+        for j, c in enumerate(cs):                                 # Eq. 4 with B = 1: the update is the carry's slot
+            upd = theta["scale1"] * (c[m] - theta["w1.out_mean"])
+            assert torch.allclose(new[1][i, j] - w1[i, j], upd, rtol=1e-10, atol=1e-13)
+        into_i = (cs[0][:m] + cs[1][:m]) / 2                       # Eq. 5: the mean over the two weights unit i feeds
+        c_act = gru("act0", torch.cat([into_i, z0[i:i + 1]]), state[3][i])
+        assert torch.allclose(new[3][i], c_act, rtol=1e-10, atol=1e-13)
