@@ -143,7 +143,7 @@ def inner_curves(runs: dict[str, list[RunResult]], tuned: dict[str, BaselineResu
 # -- the chapter's questions, written before its runs ---------------------------------------
 # Amendment of 2026-12-02 (this commit's parent wrote the questions; the stateful runs' curves had
 # not been read): question 2's plateau window is at least three validation periods.
-Q2_AMENDMENT = "question 2's plateau window widened to three validation periods (2026-12-02, before the stateful runs' curves were read)"
+Q2_AMENDMENT = "c1bb6b1: question 2's plateau window widened to three validation periods (2026-12-02, before the stateful runs' curves were read)"
 QUESTIONS = {
     "Q1": ("Does the thesis' MPLP reach the loss of the gradient-fed learned optimizers at equal outer steps?",
            "per task and gradient-fed optimizer G (L2L, the MLP optimizer): the final loss (median of the "
