@@ -121,11 +121,12 @@ def test_a_question_whose_runs_still_train_is_not_decided():
     assert row["outer steps"] == 500 and np.isnan(row["final loss"]) and np.isnan(tr.finals("stateful MPLP")).all()
 
 
-def _study(quad_finals: dict, sin: dict) -> lo.LearnedOptimizersStudy:
+def _study(quad_finals: dict, sin: dict, finished: bool = True) -> lo.LearnedOptimizersStudy:
     q = lo.l2l_quadratics.QuadraticStudy({k: np.array([1.0, f.mean()]) for k, f in quad_finals.items()},
                                          {"SGD": 0.1, "Adam": 0.1}, np.zeros(3), quad_finals)
     c = randazzo_sinusoid.SinusoidCheck(sin["mplp"], sin["adam"], sin["adam"], 0.01, [0.01], sin["zero"])
-    run = SimpleNamespace(config=randazzo_sinusoid.config(S=10, seed=0))
+    run = SimpleNamespace(config=randazzo_sinusoid.config(S=10, seed=0), finished=finished,
+                          meta={"steps_done": 10 if finished else 4, "status": "complete" if finished else "running"})
     return lo.LearnedOptimizersStudy({}, q, 10, c, run)
 
 
@@ -146,6 +147,9 @@ def test_the_own_paper_verdicts_follow_their_rules():
     # by half below Adam, but not below half of the zero output: it does not fit the task
     st = _study({"L2L": best * 0.5, "SGD": worse, "Adam": best}, {**good, "adam": curves(0.1), "zero": np.full(n, 0.015)})
     assert st.verdicts()[1].holds == "partly"
+    # a run still training is shown as it stands and decides nothing yet
+    v = _study({"L2L": best * 0.5, "SGD": worse, "Adam": best}, good, finished=False).verdicts()[1]
+    assert (v.holds, v.test_outcome) == ("not_reached", "yes") and "4 of 10 outer steps" in v.evidence
 
 
 def test_the_stateful_mplp_is_meta_trained_by_truncated_bptt_only():
