@@ -321,7 +321,7 @@ def run_costs(profile: str, root: Path | None = None) -> list[RunCost]:
         for group, runs in run_groups(chapter, st).items():
             walls = [float(r.meta.get("wall_time_s", 0.0)) / max(1, int(r.meta.get("population_size", 1))) for r in runs]
             out.append(RunCost(chapter, group, len(runs), max(int(r.meta.get("steps_done", 0)) for r in runs),
-                               THESIS_STEPS[chapter], float(np.median(walls)),
+                               THESIS_STEPS.get(chapter, 0), float(np.median(walls)),
                                sum(not r.finished for r in runs)))
     return out
 
@@ -336,8 +336,10 @@ def costs_markdown(rows: list[RunCost], profile: str) -> str:
     lines = [f"| ch. | runs (`{profile}`) | outer steps per run / thesis' | wall time per run |", "|---|---|---|---|"]
     for c in rows:
         state = f"; {c.running} still running" if c.running else ""
-        lines.append(f"| {paths.number(c.chapter)} | {_cell(c.group)}: {c.n_runs}{state} | {c.steps:,} / "
-                     f"{c.thesis_steps:,} ({c.steps / c.thesis_steps:.1%}) | {duration(c.wall_per_run_s)} |")
+        steps = (f"{c.steps:,} / {c.thesis_steps:,} ({c.steps / c.thesis_steps:.1%})" if c.thesis_steps
+                 else f"{c.steps:,} (no thesis run)")
+        lines.append(f"| {paths.number(c.chapter)} | {_cell(c.group)}: {c.n_runs}{state} | {steps} | "
+                     f"{duration(c.wall_per_run_s)} |")
     return "\n".join(lines)
 
 

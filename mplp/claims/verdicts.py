@@ -44,7 +44,7 @@ COUNTED = ("yes", "partly", "no")
 STAGES = ("exploratory", "confirmatory")
 KINDS = {"thesis": "thesis claims", "metz": "Metz et al. / Vicol et al. claims",
          "andrychowicz": "Andrychowicz et al. claims", "randazzo": "Randazzo et al. claims",
-         "question": "this book's own questions", "check": "implementation checks"}
+         "question": "this book's own questions (reproduced: yes, not reproduced: no)", "check": "implementation checks"}
 
 # Rows whose test the policy changed cite its commit.
 POLICY_COMMIT = "c5e5bca"            # the commit that wrote this policy and relabelled the rows
