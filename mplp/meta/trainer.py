@@ -225,8 +225,11 @@ class MetaTrainer:
     def state_dict(self, st: TrainState) -> dict:
         inner = None
         if st.inner is not None:
-            inner = {"params": st.inner.params, "t": st.inner.t, "cursor": st.inner.cursor,
-                     "task": None if self.family.continue_cursor else
+            # an inner problem due for a reset is redrawn at the next step: only its cursor is kept
+            # (an L2L's carries on MNIST alone are 8 MB)
+            spent = self._needs_reset(st.inner)
+            inner = {"params": [] if spent else st.inner.params, "t": st.inner.t, "cursor": st.inner.cursor,
+                     "task": None if self.family.continue_cursor or spent else
                      {"x": st.inner.task.x, "y": st.inner.task.y}}
         return {"config_hash": self.cfg.hash(), "step": st.step, "theta": st.theta,
                 "adam": st.adam.state_dict(), "inner": inner,
@@ -253,6 +256,7 @@ class MetaTrainer:
         if d["inner"] is not None:
             i = d["inner"]
             task = (self.family.sample(None, 0) if self.family.continue_cursor
+                    else None if i["task"] is None       # spent: redrawn before it is used
                     else BatchTask(to(i["task"]["x"]), to(i["task"]["y"]), self.cfg.task.batch_size))
             inner = InnerState([to(p) for p in i["params"]], i["t"], i["cursor"], task)
         gt, gi = torch.Generator(), torch.Generator()

@@ -310,3 +310,22 @@ def test_mplp_only_settings_are_refused_for_the_other_optimizers():
         tiny_config(**{"learner.kind": "stateful-mplp"})
     with pytest.raises(ConfigError, match="meta.hint_weight: only learner.kind 'stateful-mplp'"):
         tiny_config(**{"meta.hint_weight": 1.0})
+
+
+def test_a_spent_inner_problem_is_saved_as_its_cursor_and_resumes_the_same(tmp_path):
+    """At a reset boundary the state holds no params (they are redrawn at the next step), and a
+    run resumed from it follows the uninterrupted one."""
+    from mplp.meta.trainer import MetaTrainer
+
+    cfg = tiny_config(**{"meta.S": 6})
+    tr = MetaTrainer(cfg)
+    st = tr.init_state()
+    while not (st.inner is not None and tr._needs_reset(st.inner)):
+        tr.outer_step(st)
+    d = tr.state_dict(st)
+    assert d["inner"]["params"] == [] and d["inner"]["task"] is None
+    resumed = tr.load_state_dict(d)
+    for _ in range(2):
+        tr.outer_step(st)
+        tr.outer_step(resumed)
+    assert all(torch.equal(st.theta[k], resumed.theta[k]) for k in st.theta)
