@@ -27,7 +27,7 @@ from mplp.chapters.profiles import load_profile, notebook_parameters
 # knows whether a run trains at all), the paper's outer steps per run, and what it reproduces.
 STUDIES = {c.name: c.study for c in registry.chapters() if c.study is not None}
 THESIS_BUDGET = {c.name: c.thesis_budget for c in registry.chapters()}
-THESIS_STEPS = {c.name: c.thesis_steps for c in registry.chapters() if c.thesis_steps}
+THESIS_STEPS = {c.name: c.thesis_steps for c in registry.chapters()}      # 0: the chapter has no thesis run
 CHAPTER_SOURCES = {c.name: c.sources for c in registry.chapters() if c.sources is not None}
 
 
@@ -88,7 +88,7 @@ def census(chapter: str, profile: str, st) -> list[CensusRow]:
         ends = [plateau_end(r.validation["step"], r.validation["val_loss"]) for r in runs]
         steps = int(max(r.validation["step"][-1] for r in runs))
         rows.append(CensusRow(chapter, profile, group, len(runs), sum(e is not None for e in ends), ends, steps,
-                              THESIS_STEPS.get(chapter, 0)))
+                              THESIS_STEPS[chapter]))
     return rows
 
 
@@ -234,7 +234,7 @@ def chapter_box(chapter: str, st, values: dict) -> ChapterBox:
               + ", ".join(f"{n} {k}" for k, n in counts.items()) + ".")
     src, figs = CHAPTER_SOURCES[chapter]
     return ChapterBox(chapter, src, figs, which_profile(chapter, values), len(runs), steps,
-                      THESIS_STEPS.get(chapter, 0), wall, bottom, sum(not r.finished for r in runs))
+                      THESIS_STEPS[chapter], wall, bottom, sum(not r.finished for r in runs))
 
 
 def box_markdown(b: ChapterBox) -> str:
@@ -321,7 +321,7 @@ def run_costs(profile: str, root: Path | None = None) -> list[RunCost]:
         for group, runs in run_groups(chapter, st).items():
             walls = [float(r.meta.get("wall_time_s", 0.0)) / max(1, int(r.meta.get("population_size", 1))) for r in runs]
             out.append(RunCost(chapter, group, len(runs), max(int(r.meta.get("steps_done", 0)) for r in runs),
-                               THESIS_STEPS.get(chapter, 0), float(np.median(walls)),
+                               THESIS_STEPS[chapter], float(np.median(walls)),
                                sum(not r.finished for r in runs)))
     return out
 
@@ -349,7 +349,7 @@ def claim_costs_markdown(ledger: list[LedgerRow]) -> str:
     lines = ["| ch. | claim | outer steps run / thesis' | verdict |", "|---|---|---|---|"]
     for r in ledger:
         v = r.verdict
-        if not v.steps or r.chapter not in THESIS_STEPS:
+        if not v.steps or not THESIS_STEPS[r.chapter]:
             continue
         t = THESIS_STEPS[r.chapter]
         lines.append(f"| {paths.number(r.chapter)} | {_cell(v.claim)} | {v.steps:,} / {t:,} "

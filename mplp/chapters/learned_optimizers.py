@@ -219,8 +219,14 @@ class LearnedOptimizersStudy:
     quadratics_S: int
     sinusoid: randazzo_sinusoid.SinusoidCheck
     sinusoid_run: RunResult
+    _verdicts: list[Verdict] | None = None       # computed once (the page, its glue and the report ask)
 
     def verdicts(self) -> list[Verdict]:
+        if self._verdicts is None:
+            self._verdicts = self._judge()
+        return self._verdicts
+
+    def _judge(self) -> list[Verdict]:
         rows = [self._l2l_verdict(), self._randazzo_verdict()]
         for task, tr in self.tasks.items():
             rows += [_q1(task, tr, g) for g in GRADIENT_FED if g in tr.runs and "MPLP" in tr.runs]

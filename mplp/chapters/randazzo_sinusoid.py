@@ -66,8 +66,8 @@ def _problems(cfg: ExperimentConfig, n: int, seed: int):
     family = make_family(cfg.task, torch.float64)
     tasks = [family.sample(gen, STEPS) for _ in range(n)]
     inits = [torch.stack(ps) for ps in zip(*(init_params(cfg.optimizee.sizes, gen, torch.float64) for _ in range(n)))]
-    xs = torch.stack([t.batches(0, STEPS)[0] for t in tasks], 1)
-    ys = torch.stack([t.batches(0, STEPS)[1] for t in tasks], 1)
+    batches = [t.batches(0, STEPS) for t in tasks]
+    xs, ys = torch.stack([x for x, _ in batches], 1), torch.stack([y for _, y in batches], 1)
     grid = torch.linspace(*cfg.task.x_range, GRID, dtype=torch.float64)[:, None]
     targets = torch.stack([t.target(grid) for t in tasks])
     return inits, xs, ys, grid.expand(n, GRID, 1), targets

@@ -133,8 +133,7 @@ class MetaTrainer:
     def init_state(self) -> TrainState:
         s = self.cfg.seed
         theta = self.optimizer.init_theta(_seeded(s), self.dtype, self.device)
-        if type(self.optimizer).calibrate is not LearnedOptimizer.calibrate:
-            theta = self.optimizer.calibrate(theta, *self._calibration_batch(_seeded(s + 4_000_037)))
+        theta = self.optimizer.calibrate(theta, *self._calibration_batch(_seeded(s + 4_000_037)))
         return TrainState(0, theta, adam_init(theta), None, _seeded(s + 1_000_003), _seeded(s + 2_000_029),
                           gen_es=_seeded(s + 3_000_017))
 
