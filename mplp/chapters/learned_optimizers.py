@@ -17,7 +17,7 @@ from mplp.chapters import l2l_quadratics, mnist_be, randazzo_sinusoid, sinewave
 from mplp.chapters.profiles import load_profile
 from mplp.chapters.registry import Chapter, Group, register
 from mplp.claims import stats
-from mplp.claims.analysis import final_level, fresh_problems, plateau_exit
+from mplp.claims.analysis import PLATEAU_DROP, final_level, fresh_problems, initial_level, plateau_exit
 from mplp.claims.verdicts import Verdict
 from mplp.core import optimizers
 from mplp.core.config import ExperimentConfig, shipped
@@ -187,6 +187,12 @@ class TaskResults:
         (``Q2_AMENDMENT``: at the cpu profile's S the 2 % window held one validation, the crossing alone)."""
         window = max(int(0.02 * self.setting.S), 3 * self.setting.validation_every)
         return [plateau_exit(r.validation["step"], r.validation["val_loss"], window) for r in self.runs[name]]
+
+    def levels(self, name: str) -> tuple[float, float]:
+        """Medians over seeds of where ``name``'s runs began their plateau (``initial_level``) and
+        where they ended (the final loss): how far each got towards question 2's exit line."""
+        start = np.median([initial_level(np.asarray(r.validation["val_loss"], dtype=float)) for r in self.runs[name]])
+        return float(start), float(np.median(self.finals(name)))
 
     def table(self) -> list[dict]:
         """One row per optimizer: final loss (median and 95 % interval over seeds), cost, size."""
@@ -416,6 +422,22 @@ def _answers(rows: list[Verdict]) -> str:
                      for v in rows) or "not asked in this profile"
 
 
+def _plateau_levels(st: LearnedOptimizersStudy) -> str:
+    """Per task where question 2 was asked and both have finished: each MPLP's plateau start, its
+    final loss and the exit line (``PLATEAU_DROP`` below the start) that an exit has to cross and hold."""
+    parts = []
+    for task, tr in st.tasks.items():
+        names = ("stateful MPLP", "MPLP")
+        if not all(n in tr.runs and not tr.running(n) for n in names):
+            continue
+        shown = []
+        for n in names:
+            start, end = tr.levels(n)
+            shown.append(f"{n} from {start:.4g} to {end:.4g} (exit line {(1 - PLATEAU_DROP) * start:.4g})")
+        parts.append(f"{task}: " + ", ".join(shown))
+    return "; ".join(parts) or "no task with both finished in this profile"
+
+
 def discussion_values(st: LearnedOptimizersStudy, namespace: dict) -> dict[str, str]:
     """Every number and verdict the chapter's prose shows, as text for ``glue``."""
     q, c = st.quadratics, st.sinusoid
@@ -434,6 +456,7 @@ def discussion_values(st: LearnedOptimizersStudy, namespace: dict) -> dict[str, 
         "lo_quad_adam": f"{q.curves['Adam'][-1]:.3g}",
         "lo_sin_ratio_adam": f"{c.ratio('adam'):.2f}", "lo_sin_ratio_zero": f"{c.ratio('zero'):.2f}",
         "lo_q1": _answers(by_where("chapter 6, question 1")), "lo_q2": _answers(by_where("chapter 6, question 2")),
+        "lo_q2_levels": _plateau_levels(st),
         "lo_costs": costs,
         "lo_stateful_mnist_s": f"{sec:.1f} s" if mnist_cost else "(not measured in this profile)",
         "lo_stateful_mnist_days": (f"{shipped('mnist_table5').meta.S * sec / 86_400:.0f} days" if mnist_cost

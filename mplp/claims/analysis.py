@@ -18,6 +18,9 @@ from mplp.meta.baselines import inner_train
 from mplp.store import RunResult
 from mplp.tasks.families import make_family
 
+# The pre-registered plateau rule: a run has left its plateau once its loss is this fraction below its initial level.
+PLATEAU_DROP = 0.1
+
 
 @dataclass
 class Checkpoint:
@@ -57,7 +60,7 @@ def initial_level(losses: np.ndarray, n: int = 3, outlier: float = 2.0) -> float
     return float(losses[0]) if losses[0] <= outlier * after else after
 
 
-def plateau_end(steps: np.ndarray, losses: np.ndarray, drop: float = 0.1) -> int | None:
+def plateau_end(steps: np.ndarray, losses: np.ndarray, drop: float = PLATEAU_DROP) -> int | None:
     """First validation step from which the loss stays below ``(1 - drop)`` times its
     initial level (``initial_level``) for all later validations (the end of the initial
     flat phase), or None."""
@@ -68,7 +71,7 @@ def plateau_end(steps: np.ndarray, losses: np.ndarray, drop: float = 0.1) -> int
     return None
 
 
-def plateau_exit(steps: np.ndarray, losses: np.ndarray, window: int, drop: float = 0.1) -> int | None:
+def plateau_exit(steps: np.ndarray, losses: np.ndarray, window: int, drop: float = PLATEAU_DROP) -> int | None:
     """The pre-registered end of the flat phase: the first validation step ``s`` whose loss is
     below ``(1 - drop)`` times the run's ``initial_level`` and where the median of the
     validations in [s, s + window] is below that line too (a crossing that holds; a later
@@ -152,7 +155,7 @@ class Crossings:
     max_back: float | None
 
 
-def crossings(steps: np.ndarray, losses: np.ndarray, drop: float = 0.1) -> Crossings:
+def crossings(steps: np.ndarray, losses: np.ndarray, drop: float = PLATEAU_DROP) -> Crossings:
     line = (1 - drop) * initial_level(losses)
     below = np.flatnonzero(losses < line)
     if not len(below):
@@ -178,7 +181,7 @@ class Continuation:
 
 
 def continuation(runs: list[RunResult], counted: list[RunResult] | None = None,
-                 drop: float = 0.1) -> Continuation | None:
+                 drop: float = PLATEAU_DROP) -> Continuation | None:
     """``Continuation`` of ``runs`` (None unless every one continued a shorter run; the last
     continuation counts), with the plateau exits by then among ``counted`` (default: ``runs``)."""
     ext = [r.extended_at for r in runs]

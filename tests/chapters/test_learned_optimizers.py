@@ -86,6 +86,16 @@ def test_question_2_compares_plateau_exits(stateful, stateless, answer):
     assert v.holds == answer
 
 
+def test_the_plateau_levels_show_where_each_mplp_began_and_ended():
+    tr = _task({"MPLP": [FLAT, FLAT, LATE], "stateful MPLP": [[10.0] * 10 + [9.5]] * 3})
+    assert tr.levels("MPLP") == (10.0, 10.0) and tr.levels("stateful MPLP") == (10.0, 9.5)
+    st = lo.LearnedOptimizersStudy({"sinewave": tr}, None, 0, None, None)
+    assert lo._plateau_levels(st) == ("sinewave: stateful MPLP from 10 to 9.5 (exit line 9), "
+                                      "MPLP from 10 to 10 (exit line 9)")
+    tr.runs["stateful MPLP"][0].finished = False
+    assert lo._plateau_levels(st) == "no task with both finished in this profile"
+
+
 def test_the_cost_probe_times_outer_steps_and_counts_only_trained_numbers():
     from helpers import tiny_config
 
