@@ -123,6 +123,14 @@ def status(root=None) -> list[tuple[str, sweep.RunStatus]]:
     return [(name, st) for name, groups in GROUPS.items() if name not in QUEUES for st in sweep.status(groups(), root)]
 
 
+def _steps_done(cfgs: list[ExperimentConfig], root) -> int:
+    """Outer steps the stored runs of one population reached (0 if none was written)."""
+    try:
+        return min(int(load_run(run_dir(root, c)).meta.get("steps_done", 0)) for c in cfgs)
+    except FileNotFoundError:
+        return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m mplp.longruns", description=__doc__.splitlines()[0])
     p.add_argument("group", choices=(*GROUPS, "status"))
@@ -143,6 +151,10 @@ def main(argv=None) -> int:
         except RunLockedError as e:                 # workers share a group's queue
             print(f"skipped (another worker holds it): {e}", flush=True)
             continue
+        except KeyboardInterrupt:                   # the loop checkpointed at a step boundary
+            print(f"interrupted at step {_steps_done(cfgs, root):,}: checkpoint written; "
+                  f"continue with python -m mplp.longruns {args.group}", file=sys.stderr, flush=True)
+            return 130
         for r in runs:
             print(f"{r.path}: {r.meta['status']}, {r.meta['steps_done']} steps, "
                   f"validation {r.validation['val_loss'][0]:.4g} -> {r.validation['val_loss'][-1]:.4g}", flush=True)

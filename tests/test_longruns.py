@@ -120,3 +120,27 @@ def test_progress_reads_a_group_as_far_as_it_got(tmp_path, monkeypatch):
     assert p.status().startswith("in progress: 2 of 4 runs started, at 2 of 4 outer steps (25.0% of the group's 16)")
     (cfg, steps, losses), = list(p.curves())
     assert cfg.seed == 1 and losses.shape == (2, len(steps)) and steps[-1] == 2
+
+
+def test_an_interrupted_worker_says_where_it_stopped_and_resumes(tmp_path, monkeypatch, capsys):
+    from helpers import tiny_config
+
+    from mplp.meta import loop
+
+    cfgs = [tiny_config(seed=s, **{"meta.S": 4, "checkpoint_every": 1}) for s in (1, 2)]
+    monkeypatch.setitem(longruns.GROUPS, "tranche1", lambda: [cfgs])
+    monkeypatch.setattr(longruns.paths, "results_root", lambda: tmp_path)
+
+    def stopped_after_two(cfgs, **kw):             # Ctrl-C at a step boundary, after the loop's checkpoint
+        loop.train_population(cfgs, max_steps=2, **kw)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(longruns, "train_population", stopped_after_two)
+    assert longruns.main(["tranche1"]) == 130
+    err = capsys.readouterr().err                   # the progress bar's lines, then one line
+    last = err.strip().splitlines()[-1]
+    assert "Traceback" not in err and last.startswith("interrupted at step 2: checkpoint written")
+    assert last.endswith("continue with python -m mplp.longruns tranche1")
+    monkeypatch.setattr(longruns, "train_population", loop.train_population)
+    assert longruns.main(["tranche1"]) == 0
+    assert all(find_run(tmp_path, c).meta["steps_done"] == 4 for c in cfgs)

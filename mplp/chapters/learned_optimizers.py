@@ -297,9 +297,10 @@ def _q1(task: str, tr: TaskResults, g: str) -> Verdict:
     if pending is not None:
         return pending
     m, o = tr.finals("MPLP"), tr.finals(g)
-    r = float(np.median(m) / np.median(o))
+    with np.errstate(invalid="ignore", divide="ignore"):       # diverged runs: nan, and the question undecided
+        r = float(np.median(m) / np.median(o))
+        iv = stats.bootstrap_ratio(m, o)
     holds = ("undecided" if not np.isfinite(r) else "yes" if r <= 1 else "partly" if r <= 1.25 else "no")
-    iv = stats.bootstrap_ratio(m, o)
     p = stats.mann_whitney(m, o, "less")
     return Verdict(
         f"{QUESTIONS['Q1'][0]} ({task}, against {g}, at S = {tr.setting.S:,})", "chapter 6, question 1",
