@@ -120,16 +120,23 @@ def study(n_seeds: int, S: int, validation_every: int, validation_runs: int, ada
                          after, confirmed_rows(store) if thesis_budget else [])
 
 
-def confirmed_rows(store: Store) -> list[Verdict]:
-    """The confirmatory rows decided so far: P2.12-P2.13 once the best cell's five thesis-budget
-    runs are finished (the plan lets that cell decide them alone), against the SGD and Adam
-    tuned on those runs' own validation set; nothing before."""
-    best = thesis_grid()[0]                                  # the plan's order: the thesis' best cell first
-    runs = [store.complete_run(c) for c in best]
-    if any(r is None for r in runs):
+def confirmed_rows(store: Store, grid: list[list[ExperimentConfig]] | None = None,
+                   S: int = THESIS_S) -> list[Verdict]:
+    """The confirmatory rows decided so far, against the SGD and Adam tuned on the runs' own
+    validation set: P2.1-P2.16 once all eight cells' five thesis-budget runs (``grid``, default
+    ``thesis_grid``, in the plan's order) are finished; before, P2.12-P2.13 once the best cell's
+    are (the plan lets that cell decide them alone); nothing before that."""
+    grid = thesis_grid() if grid is None else grid
+    cells = [[store.complete_run(c) for c in cfgs] for cfgs in grid]
+    done = [all(r is not None for r in rs) for rs in cells]
+    if not done[0]:                                           # the plan's order: the thesis' best cell first
         return []
-    tuned = baselines.tuned(best[0], store)
-    return confirm.best_cell_rows(runs, tuned["sgd"].best_metric, tuned["adam"].best_metric)
+    tuned = baselines.tuned(grid[0][0], store)
+    sgd, adam = tuned["sgd"].best_metric, tuned["adam"].best_metric
+    if not all(done):
+        return confirm.best_cell_rows(cells[0], sgd, adam, S)
+    key = lambda c: Cell(c.learner.message_size, c.learner.batch_norm, c.learner.learned_lr)
+    return confirm.grid_rows({key(cfgs[0]): rs for cfgs, rs in zip(grid, cells)}, sgd, adam, S)
 
 
 def _pairs(rows: dict[Cell, CellSummary], vary: str):

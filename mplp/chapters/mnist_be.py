@@ -321,6 +321,8 @@ class MnistStudy:
     checkpoint: object
     comparison: InnerComparison
     long_runs: dict[bool, list[RunResult]] | None = None    # the longer runs, as far as they got
+    # the plan's rows P3.1-P3.8 on the thesis-budget runs, once all ten are finished ([] before)
+    confirmatory: list[Verdict] = dataclasses.field(default_factory=list)
 
     @property
     def judged(self) -> dict[bool, list[RunResult]]:
@@ -335,16 +337,17 @@ class MnistStudy:
             if cont is not None:
                 note += "; " + cont.note("without the term")
             out = [dataclasses.replace(v, post_hoc="; ".join(filter(None, [v.post_hoc, note]))) for v in out]
-        return out
+        return out + self.confirmatory
 
 
 def study(n_seeds: int, S: int, T: int, validation_every: int, subset: int, n_inits: int, horizon_factor: int,
-          adam_bias_correction: bool = False, long_S: int = 0, device: str = "cpu",
+          adam_bias_correction: bool = False, long_S: int = 0, thesis_budget: bool = False, device: str = "cpu",
           store: Store | None = None) -> MnistStudy:
     """Chapter 3 from its parameters; stored results are read, missing ones computed
     (unless ``store`` is read-only).  ``long_S`` > 0 reads the longer runs of
     ``long_configs`` as far as they got (never trained here); the verdicts and Figure 11's
-    optimizer then come from them."""
+    optimizer then come from them.  ``thesis_budget``: the plan's rows, once the
+    thesis-budget runs are finished (``confirmed_rows``)."""
 
     store = store if store is not None else Store()
     base = base_config(S, T, validation_every, subset, adam_bias_correction)
@@ -361,7 +364,8 @@ def study(n_seeds: int, S: int, T: int, validation_every: int, subset: int, n_in
         lambda: compare_inner_training(picked.config, ck.theta, {k: v.best_lr for k, v in tuned.items()},
                                        n_inits=n_inits, steps=horizon_factor * T),
         InnerComparison)
-    return MnistStudy(base, runs, tuned, run_table(runs), picked, ck, cmp, long_runs)
+    return MnistStudy(base, runs, tuned, run_table(runs), picked, ck, cmp, long_runs,
+                      confirmed_rows(store) if thesis_budget else [])
 
 
 # Long runs (python -m mplp.longruns <group>): the term off and on, seeds 0-1, 20,000 steps; the
@@ -375,6 +379,39 @@ def thesis_runs() -> list[list[ExperimentConfig]]:
     """Table 5 at 150,000 outer steps, the term off (seeds ``PREREG_SEEDS``), then on."""
     base = base_config(THESIS_S, 100, 150, 0, adam_bias_correction=False)
     return [[base.replace(**{"seed": s, "meta.batch_entropy": be}) for s in PREREG_SEEDS] for be in (False, True)]
+
+
+# P3.6-P3.7's inner problems (book/preregistration.md): fresh initialisations trained for 3T
+# steps by each run's final meta-parameters and by tuned Adam.
+INNER_INITS, INNER_HORIZON = 20, 3
+
+
+def thesis_inner_reading(run: RunResult, adam_lr: float, store: Store):
+    """P3.6-P3.7's ``confirm.InnerReading`` of one run with the term, at its final meta-parameters
+    θ_S (no checkpoint chosen), against Adam at ``adam_lr`` on ``INNER_INITS`` fresh initialisations."""
+    from mplp.chapters import confirm                # confirm reads this module's batch entropy
+
+    T = run.config.meta.T
+    cmp = store.load_or_compute(
+        "mnist_inner_final", {"config": run.config.hash(), "n_inits": INNER_INITS, "steps": INNER_HORIZON * T,
+                              "adam_lr": adam_lr},
+        lambda: compare_inner_training(run.config, run.theta, {"adam": adam_lr}, n_inits=INNER_INITS,
+                                       steps=INNER_HORIZON * T),
+        InnerComparison)
+    return confirm.inner_readings(cmp, T)
+
+
+def confirmed_rows(store: Store, arms: list[list[ExperimentConfig]] | None = None, S: int = THESIS_S) -> list[Verdict]:
+    """The plan's rows P3.1-P3.8 once the ten thesis-budget runs (``arms``: the term off, then on;
+    default ``thesis_runs``) are finished, against Adam tuned on their validation set; nothing before."""
+    from mplp.chapters import confirm
+
+    off_cfgs, on_cfgs = thesis_runs() if arms is None else arms
+    off, on = [[store.complete_run(c) for c in cfgs] for cfgs in (off_cfgs, on_cfgs)]
+    if any(r is None for r in off + on):
+        return []
+    adam = baselines.tuned(on_cfgs[0], store)["adam"]
+    return confirm.mnist_rows(off, on, S, [thesis_inner_reading(r, adam.best_lr, store) for r in on])
 
 
 def long_population(S: int) -> list[ExperimentConfig]:

@@ -8,6 +8,7 @@ read the same numbers.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,7 +19,9 @@ from mplp.core.config import ExperimentConfig, shipped
 from mplp.chapters.registry import PREREG_SEEDS, Chapter, Group, how_to_train, register
 from mplp.store import RunResult
 from mplp.meta.source import Store
-from mplp.claims.analysis import Checkpoint, choose_checkpoint, continuation, plateau_end, plateau_exit
+from mplp.claims.analysis import (Checkpoint, InnerComparison, choose_checkpoint, compare_inner_training, continuation,
+                                  plateau_end, plateau_exit)
+from mplp.chapters import confirm
 from mplp.claims.readings import AgreementTrajectory, InputRanges, agreement, agreement_trajectory, learned_function, record_input_ranges
 from mplp.claims.verdicts import MEND_COMMIT, PLATEAU_RULE_COMMIT, POLICY_COMMIT, Verdict, decide, final_loss_reached, median_still_falling, still_falling
 
@@ -110,6 +113,8 @@ class SinewaveStudy:
     # the chosen checkpoint (``choose_checkpoint``) of each text-setting longer run, chosen once
     # in ``study`` (each choice reads the run's snapshots from disk)
     long_chosen: list[Checkpoint] | None = None
+    # the plan's rows P1.1-P1.7 on the thesis-budget runs, once all five are finished ([] before)
+    confirmatory: list[Verdict] = dataclasses.field(default_factory=list)
 
     def long_checkpoints(self) -> list[Checkpoint]:
         """The chosen checkpoint of each text-setting longer run ([] without longer runs)."""
@@ -144,7 +149,7 @@ class SinewaveStudy:
         cont = continuation(self.long_runs["text"]) if self.long_runs else None
         return verdicts(v["step"], v["val_loss"], self.checkpoint, self.tuned["sgd"].best_metric,
                         self.tuned["adam"].best_metric, self.corr, self.calibration, longer=longer,
-                        long_agreement=self.long_agreement, longer_note=cont.note() if cont else "")
+                        long_agreement=self.long_agreement, longer_note=cont.note() if cont else "") + self.confirmatory
 
 
 def long_configs(S: int, script_S: int, validation_every: int = 300,
@@ -188,11 +193,12 @@ def chapter_config(seed: int, S: int, validation_every: int, snapshot_every: int
 
 def study(seed: int, S: int, validation_every: int, snapshot_every: int, n_range_tasks: int,
           loss_inputs: str = "prediction_target", amplitude: list[float] = (1.0, 1.0),
-          adam_bias_correction: bool = False, long_S: int = 0, long_script_S: int = 0, device: str = "cpu",
-          store: Store | None = None) -> SinewaveStudy:
+          adam_bias_correction: bool = False, long_S: int = 0, long_script_S: int = 0, thesis_budget: bool = False,
+          device: str = "cpu", store: Store | None = None) -> SinewaveStudy:
     """Chapter 1 from its parameters; stored results are read, missing ones computed
     (unless ``store`` is read-only).  ``long_S`` > 0 reads the longer runs of ``long_configs``
-    as far as they got (never trained here: hours)."""
+    as far as they got (never trained here: hours); ``thesis_budget``: the plan's rows, once
+    the thesis-budget runs are finished (``confirmed_rows``)."""
     store = store if store is not None else Store()
     cfg = chapter_config(seed, S, validation_every, snapshot_every, loss_inputs, amplitude, adam_bias_correction)
     run = store.train([cfg], device=device)[0]
@@ -213,7 +219,7 @@ def study(seed: int, S: int, validation_every: int, snapshot_every: int, n_range
         long_chosen = [choose_checkpoint(r) for r in long_runs["text"]]
         long_agreement = [seed_agreement(r, c, n_range_tasks, store) for r, c in zip(long_runs["text"], long_chosen)]
     return SinewaveStudy(cfg, run, tuned, ck, ranges, learned, corr, cal, long_runs, script_tuned, long_agreement,
-                         long_chosen)
+                         long_chosen, confirmed_rows(store, n_range_tasks) if thesis_budget else [])
 
 
 def verdicts(steps: np.ndarray, losses: np.ndarray, checkpoint: Checkpoint, sgd: float, adam: float,
@@ -396,6 +402,47 @@ LONG_S, LONG_SCRIPT_S = 150_000, 100_000
 def thesis_runs() -> list[ExperimentConfig]:
     """Table 3 at its 300,000 outer steps in the thesis text's setting (chapter 1's), seeds ``PREREG_SEEDS``."""
     return [chapter_config(s, THESIS_S, 300, 3000, "prediction_target", [1.0, 1.0], False) for s in PREREG_SEEDS]
+
+
+# The plan's checkpoint for the claims about the learned optimizer (P1.6-P1.7): the thesis' own
+# rule, the stored snapshot with the lowest validation loss between these outer steps; and P1.7's
+# inner problems: fresh initialisations trained for 3T steps by the MPLP and by tuned SGD.
+THESIS_CHECKPOINT_WINDOW = (100_000, 130_000)
+INNER_INITS, INNER_HORIZON = 20, 3
+
+
+def thesis_reading(run: RunResult, sgd_lr: float, n_range_tasks: int, store: Store,
+                   window: tuple[int, int] = THESIS_CHECKPOINT_WINDOW) -> confirm.SinewaveReading:
+    """P1.6-P1.7 for one thesis-budget run at the plan's checkpoint (``window``): claim 4's test
+    (``resemble_outcome`` == "yes": every learned function beyond chance, signs agreeing), and
+    whether tuned SGD (``sgd_lr``) ends below the MPLP on ``INNER_INITS`` fresh initialisations
+    run for 3T steps (mean inner loss over the last tenth of the 3T, averaged over the inits)."""
+    ck = choose_checkpoint(run, window)
+    a = seed_agreement(run, ck, n_range_tasks, store)
+    steps = INNER_HORIZON * run.config.meta.T
+    cmp = store.load_or_compute(
+        "sinewave_inner", {"config": run.config.hash(), "step": ck.step, "n_inits": INNER_INITS, "steps": steps,
+                           "sgd_lr": sgd_lr},
+        lambda: compare_inner_training(run.config, ck.theta, {"sgd": sgd_lr}, n_inits=INNER_INITS, steps=steps),
+        InnerComparison)
+    w = max(1, steps // 10)
+    late = {k: float(cmp.loss[k].mean(0)[-w:].mean()) for k in ("mplp", "sgd")}
+    return confirm.SinewaveReading(resemble_outcome(a.corr, a.null_q) == "yes", late["sgd"] < late["mplp"])
+
+
+def confirmed_rows(store: Store, n_range_tasks: int, cfgs: list[ExperimentConfig] | None = None,
+                   S: int = THESIS_S, window: tuple[int, int] = THESIS_CHECKPOINT_WINDOW,
+                   lo: int = THESIS_PLATEAU_END // 2, hi: int = 2 * THESIS_PLATEAU_END) -> list[Verdict]:
+    """The plan's rows P1.1-P1.7 once the five thesis-budget runs (``cfgs``, default
+    ``thesis_runs``) are finished, against the SGD and Adam tuned on their validation set;
+    nothing before.  ``S``, ``window``, ``lo``, ``hi``: the plan's, smaller in tests."""
+    cfgs = thesis_runs() if cfgs is None else cfgs
+    runs = [store.complete_run(c) for c in cfgs]
+    if any(r is None for r in runs):
+        return []
+    tuned = baselines.tuned(cfgs[0], store)
+    readings = [thesis_reading(r, tuned["sgd"].best_lr, n_range_tasks, store, window) for r in runs]
+    return confirm.sinewave_rows(runs, tuned["sgd"].best_metric, tuned["adam"].best_metric, S, readings, lo, hi)
 
 
 def plan(p: dict) -> list[list[ExperimentConfig]]:

@@ -76,8 +76,9 @@ def plateau_exit(steps: np.ndarray, losses: np.ndarray, window: int, drop: float
     below ``(1 - drop)`` times the run's ``initial_level`` and where the median of the
     validations in [s, s + window] is below that line too (a crossing that holds; a later
     divergence spike does not move it, a lone dip on the plateau does not make it).  Steps
-    closer than ``window`` to the run's last validation are not judged (None: no exit yet)."""
-    steps, losses = np.asarray(steps), np.asarray(losses, dtype=float)
+    closer than ``window`` to the run's last validation are not judged (None: no exit yet).
+    A NaN validation counts as +inf (the plan's worst value)."""
+    steps, losses = np.asarray(steps), _worst(losses)
     line = (1 - drop) * initial_level(losses)
     for i in np.flatnonzero(losses < line):
         s = steps[i]

@@ -23,13 +23,15 @@ from mplp.claims.stats import ALPHA, Interval
 class Decision:
     """A pre-registered test's answer: ``outcome`` in ("yes", "partly", "no", "undecided"),
     ``rule`` the condition that made a "partly", ``p`` the test's one-sided p (None: no test),
-    ``interval`` the bootstrap interval of the quantity compared, ``evidence`` in words."""
+    ``interval`` the bootstrap interval of the quantity compared, ``evidence`` in words,
+    ``post_hoc`` the plan's amendment that changed how this answer was computed ("" if none)."""
 
     outcome: str
     evidence: str
     p: float | None = None
     interval: Interval | None = None
     rule: str = ""
+    post_hoc: str = ""
 
 
 def _fmt(values) -> str:
@@ -187,21 +189,44 @@ def largest_in(effects: dict[str, tuple], target: str, alternative: str = "great
     return Decision("no", ev, d.p)
 
 
+RANKS_AMENDMENT = ("amendment A1 (2026-12-03, the plan's Amendments): a value was not finite, so the stratified "
+                   "test ran on mid-ranks within strata")
+
+
+def _ranked_within_strata(pairs: dict[str, tuple]) -> dict[str, tuple] | None:
+    """Amendment A1: when a value is not finite (a diverged run: +inf, last), each stratum's two
+    arms as mid-ranks of the stratum's pooled values; None when every value is finite."""
+    arms = {k: (np.asarray(x, dtype=float), np.asarray(y, dtype=float)) for k, (x, y) in pairs.items()}
+    if all(np.isfinite(x).all() and np.isfinite(y).all() for x, y in arms.values()):
+        return None
+    out = {}
+    for k, (x, y) in arms.items():
+        r = stats.midranks(np.nan_to_num(np.concatenate([x, y]), nan=np.inf))
+        out[k] = (r[:len(x)], r[len(x):])
+    return out
+
+
 def stratified_shift(pairs: dict[str, tuple], alternative: str = "greater") -> Decision:
     """"X makes Y larger", pooled over strata: a permutation test that relabels within strata
-    (``stats.stratified_permutation_test``).  p < alpha -> yes; the direction in a majority of
-    strata -> partly; otherwise no."""
-    p = stats.stratified_permutation_test(list(pairs.values()), alternative)
+    (``stats.stratified_permutation_test``; on mid-ranks within strata when a value is not
+    finite, amendment A1).  p < alpha -> yes; the direction in a majority of strata -> partly;
+    otherwise no."""
+    ranked = _ranked_within_strata(pairs)
+    used = ranked if ranked is not None else pairs
+    p = stats.stratified_permutation_test(list(used.values()), alternative)
     sign = 1.0 if alternative == "greater" else -1.0
     agree = sum(sign * (np.mean(x) - np.mean(y)) > 1e-12 * max(abs(np.mean(x)), abs(np.mean(y)), 1e-300)
-                for x, y in pairs.values())
+                for x, y in used.values())
     ev = "; ".join(f"{k}: {_fmt(x)} vs {_fmt(y)}" for k, (x, y) in pairs.items()) + \
-         f"; stratified permutation p = {p:.3g}; direction in {agree} of {len(pairs)} strata"
+         f"; stratified permutation p = {p:.3g}{' (on ranks)' if ranked is not None else ''}; " \
+         f"direction in {agree} of {len(pairs)} strata"
+    amended = RANKS_AMENDMENT if ranked is not None else ""
     if p < ALPHA:
-        return Decision("yes", ev, p)
+        return Decision("yes", ev, p, post_hoc=amended)
     if agree > len(pairs) / 2:
-        return Decision("partly", ev, p, rule=f"direction in {agree} of {len(pairs)} strata, not significant")
-    return Decision("no", ev, p)
+        return Decision("partly", ev, p, rule=f"direction in {agree} of {len(pairs)} strata, not significant",
+                        post_hoc=amended)
+    return Decision("no", ev, p, post_hoc=amended)
 
 
 def fewer_events(events_x: int, n_x: int, events_y: int, n_y: int, names: tuple[str, str] = ("x", "y")) -> Decision:

@@ -30,7 +30,7 @@ def _run(seed, exit_at, S, start=250.0, end=100.0, spike_at=None, entropy=None, 
 
 def test_sinewave_rows_follow_the_plan():
     S = 30_000
-    runs = [_run(s, 5_000 + 500 * s, S, start=50.0, end=15.0, spike_at=20_100) for s in range(5)]
+    runs = [_run(s, 5_000 + 500 * s, S, start=55.0, end=15.0, spike_at=20_100) for s in range(5)]
     readings = [confirm.SinewaveReading(True, True)] * 5
     rows = confirm.sinewave_rows(runs, sgd=18.5, adam=5.1, S=S, readings=readings, lo=2_500, hi=10_000)
     assert [v.claim.split(":")[0] for v in rows] == [f"P1.{k}" for k in range(1, 8)]
@@ -41,6 +41,13 @@ def test_sinewave_rows_follow_the_plan():
     assert got == {"P1.1": "yes", "P1.2": "yes", "P1.3": "trivial", "P1.4": "yes", "P1.5": "yes", "P1.6": "yes",
                    "P1.7": "yes"}
     assert "p = 0.0312" in rows[3].interval
+    # policy rule 2 on every row the untrained optimizer could pass: started at 50, inside "around 25"
+    # within a factor 2, P1.5 is trivially true; started below SGD, so is P1.4
+    low = [_run(s, 5_000 + 500 * s, S, start=50.0, end=15.0) for s in range(5)]
+    got = {v.claim.split(":")[0]: v.holds for v in confirm.sinewave_rows(low, sgd=18.5, adam=5.1, S=S, lo=2_500,
+                                                                        hi=10_000)}
+    assert got["P1.5"] == "trivial" and got["P1.4"] == "yes"
+    assert confirm.sinewave_rows(low, sgd=60.0, adam=5.1, S=S, lo=2_500, hi=10_000)[3].holds == "trivial"
 
 
 def test_grid_rows_on_a_grid_shaped_like_the_thesis():
@@ -113,3 +120,76 @@ def test_chapter_2_reports_the_rows_the_best_cell_has_decided(tmp_path):
     rows = confirmed_rows(Store(committed_root(), read_only=True))
     assert [v.claim.split(":")[0] for v in rows] == ["P2.12", "P2.13"]
     assert all(v.stage == "confirmatory" and "120,000 outer steps" in v.seeds for v in rows)
+
+
+def test_chapter_2_decides_the_whole_grid_once_every_cell_is_finished(monkeypatch):
+    """The best cell alone gives P2.12-P2.13; all eight cells give P2.1-P2.16 (the same two among them)."""
+    from types import SimpleNamespace
+
+    from mplp.chapters import ablation
+    from mplp.chapters.ablation import GRID_ORDER, confirmed_rows
+
+    S = 12_000
+    cfgs = [[tiny_config(seed=s, **{"learner.message_size": c.message_size, "learner.batch_norm": c.batch_norm,
+                                    "learner.learned_lr": c.learned_lr}) for s in range(5)] for c in GRID_ORDER]
+    stored = {}
+
+    def cell_runs(cell_cfgs):
+        c = cell_cfgs[0].learner
+        exit_at = 1_200 if c.batch_norm else (3_000 if c.message_size == 8 else None)
+        end = 100.0 / (4 if c.message_size == 8 else 1) / (1.2 if c.batch_norm else 1)
+        return [RunResult(Path("."), cfg, _run(k, exit_at, S, end=end * (1 + 0.01 * k)).validation, {}, {}, {})
+                for k, cfg in enumerate(cell_cfgs)]
+
+    store = SimpleNamespace(complete_run=lambda cfg: stored.get(cfg.hash()))
+    best = SimpleNamespace(best_metric=141.0)
+    monkeypatch.setattr(ablation.baselines, "tuned", lambda cfg, store: {"sgd": best, "adam": SimpleNamespace(best_metric=10.0)})
+    assert confirmed_rows(store, cfgs, S) == []
+    for cfg_cell in cfgs[:2]:                                 # the best cell and the next, in the plan's order
+        stored.update({r.config.hash(): r for r in cell_runs(cfg_cell)})
+    alone = confirmed_rows(store, cfgs, S)
+    assert [v.claim.split(":")[0] for v in alone] == ["P2.12", "P2.13"]
+    for cfg_cell in cfgs[2:]:
+        stored.update({r.config.hash(): r for r in cell_runs(cfg_cell)})
+    rows = confirmed_rows(store, cfgs, S)
+    assert [v.claim.split(":")[0] for v in rows] == [f"P2.{k}" for k in range(1, 17)]
+    assert [(v.claim, v.holds) for v in rows[11:13]] == [(v.claim, v.holds) for v in alone]
+    assert {v.claim.split(":")[0]: v.holds for v in rows}["P2.8"] == "yes"     # |m| = 8 ends 4x lower everywhere
+
+
+def test_chapter_3_decides_once_all_ten_runs_are_finished(monkeypatch):
+    """P3.1-P3.8 from the ten runs, with P3.6-P3.7 read at each term-on run's final meta-parameters."""
+    import dataclasses
+    from types import SimpleNamespace
+
+    from mplp.chapters import mnist_be
+    from mplp.claims.analysis import InnerComparison
+
+    S, T = 15_000, 9
+    arms = [[tiny_config(seed=s, **{"meta.batch_entropy": be}) for s in range(5)] for be in (False, True)]
+    exits = {False: [3_000, 9_000, None, 6_000, None], True: [1_200] * 5}
+    stored = {}
+    for be, cfgs in zip((False, True), arms):
+        for s, cfg in enumerate(cfgs):
+            r = _run(s, exits[be][s], S, start=230.0, end=80.0 if be else 100.0,
+                     be_term=np.r_[1.0, np.full(9, 0.01)] if be else None)
+            stored[cfg.hash()] = dataclasses.replace(r, config=cfg)
+    # Adam level with the MPLP at T, far below it at 3T: similar speed, then Adam ahead
+    mplp = np.ones((20, 3 * T))
+    adam = np.r_[np.ones(T), np.full(2 * T, 0.1)] * np.ones((20, 1))
+    asked = []
+
+    def load_or_compute(experiment, key, compute, cls):
+        asked.append((experiment, key))
+        return InnerComparison({"mplp": mplp, "adam": adam}, {}, {"adam": key["adam_lr"]}, T)
+
+    store = SimpleNamespace(complete_run=lambda cfg: stored.get(cfg.hash()), load_or_compute=load_or_compute)
+    monkeypatch.setattr(mnist_be.baselines, "tuned", lambda cfg, store: {"adam": SimpleNamespace(best_lr=0.003)})
+    missing = SimpleNamespace(complete_run=lambda cfg: None if cfg is arms[1][4] else stored[cfg.hash()])
+    assert mnist_be.confirmed_rows(missing, arms, S) == []
+    rows = mnist_be.confirmed_rows(store, arms, S)
+    got = {v.claim.split(":")[0]: v.holds for v in rows}
+    assert got == {"P3.1": "yes", "P3.2": "yes", "P3.3": "yes", "P3.4": "partly", "P3.5": "yes", "P3.6": "yes",
+                   "P3.7": "yes", "P3.8": "yes"}
+    assert [k["steps"] for e, k in asked] == [3 * T] * 5 and {k["adam_lr"] for e, k in asked} == {0.003}
+    assert {k["config"] for e, k in asked} == {c.hash() for c in arms[1]}          # the runs with the term

@@ -137,3 +137,50 @@ def test_a_note_on_the_longer_runs_marks_only_the_claims_judged_on_them():
     v = sinewave.verdicts(steps, flat, Checkpoint(0, 50.0, {}, ""), 18.0, 5.0, corr, calibration(corr),
                     thesis_plateau_end=500, longer=[(steps, leaves, ck)] * 3, long_agreement=agree, longer_note="NOTE")
     assert ["NOTE" in x.post_hoc for x in v] == [True, True, False, True]
+
+
+def test_the_plans_rows_come_once_all_five_thesis_budget_runs_are_finished(tmp_path):
+    """P1.1-P1.7 from five finished runs (tiny stand-ins for the thesis-budget ones, with the
+    plan's S, checkpoint window and exit window scaled down); before the fifth finishes, none."""
+    from mplp.meta.source import Store
+
+    cfgs = [sinewave.chapter_config(s, 12, 4, 4, "prediction_target", [1.0, 1.0], False)
+            .replace(**{"meta.T": 6, "meta.K": 3, "validation.n_runs": 2}) for s in range(5)]
+    store = Store(tmp_path)
+    store.train(cfgs[:4])
+    kw = dict(cfgs=cfgs, S=12, window=(4, 8), lo=2, hi=6)
+    assert sinewave.confirmed_rows(store, 2, **kw) == []
+    store.train(cfgs[4:])
+    rows = sinewave.confirmed_rows(store, 2, **kw)
+    assert [v.claim.split(":")[0] for v in rows] == [f"P1.{k}" for k in range(1, 8)]
+    assert all(v.stage == "confirmatory" and v.seeds == "5 seeds, 12 outer steps" for v in rows)
+    # the readings (input ranges, inner training for 3T) are stored: a read-only store gives the same rows
+    again = sinewave.confirmed_rows(Store(tmp_path, read_only=True), 2, **kw)
+    assert [(v.claim, v.holds, v.evidence) for v in again] == [(v.claim, v.holds, v.evidence) for v in rows]
+    inner = list((tmp_path / "sinewave_inner").iterdir())
+    assert len(inner) == 5
+
+
+def test_the_plans_sgd_reading_compares_the_last_tenth_of_3T():
+    """P1.7's reading: tuned SGD below the MPLP in the mean inner loss of the last tenth of the 3T steps."""
+    from types import SimpleNamespace
+
+    from mplp.claims.analysis import InnerComparison
+
+    T = 10
+    mplp = np.tile(np.r_[np.full(27, 5.0), np.full(3, 1.0)], (4, 1))      # low only in the last tenth
+    sgd = np.full((4, 3 * T), 2.0)
+    cmp = InnerComparison({"mplp": mplp, "sgd": sgd}, {}, {"sgd": 0.1}, T)
+
+    class OneStore:
+        def load_or_compute(self, experiment, key, compute, cls):
+            return cmp
+    run = SimpleNamespace(config=sinewave.chapter_config(0, 12, 4, 4, "prediction_target", [1.0, 1.0], False)
+                          .replace(**{"meta.T": T}))
+    ck = Checkpoint(4, 1.0, {}, "")
+    agreement = sinewave.SeedAgreement(0, 4, {"f": 0.9}, {"f": 0.5})
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(sinewave, "choose_checkpoint", lambda r, w: ck)
+        mp.setattr(sinewave, "seed_agreement", lambda *a: agreement)
+        reading = sinewave.thesis_reading(run, 0.1, 2, OneStore())
+    assert reading == sinewave.confirm.SinewaveReading(True, False)       # SGD 2.0 is not below the MPLP's 1.0

@@ -173,3 +173,19 @@ def test_checkpoint_within_a_window(tmp_path):
     assert ck.step in (4, 6) and ck.val_loss == min(losses[4], losses[6]) and "between steps 4 and 6" in ck.rule
     with pytest.raises(ValueError, match="in steps 20-30"):
         choose_checkpoint(run, window=(20, 30))
+
+
+def test_a_diverged_validation_counts_as_the_worst_value_in_the_plateau_exit():
+    """The plan: a non-finite validation loss counts as +inf in every quantity; NaN too, so a NaN
+    inside the held window does not void the exit, and one at the start does not void the line."""
+    from mplp.claims.analysis import plateau_exit
+
+    steps = np.arange(0, 3000, 100)
+    losses = np.r_[np.full(10, 50.0), np.full(20, 20.0)]          # exits at step 1,000
+    assert plateau_exit(steps, losses, 500) == 1000
+    spiked = losses.copy()
+    spiked[12] = np.nan                                          # one diverged validation after the exit
+    assert plateau_exit(steps, spiked, 500) == 1000 == plateau_exit(steps, np.where(np.isnan(spiked), np.inf, spiked), 500)
+    early = losses.copy()
+    early[2] = np.nan                                            # among the three that set the initial level
+    assert plateau_exit(steps, early, 500) == 1000

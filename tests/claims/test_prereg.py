@@ -97,6 +97,25 @@ def test_largest_in_and_stratified_shift():
     assert d.outcome == "yes" and d.p < 0.01
     flat = {k: ([0.1, 0.2, 0.3, 0.1, 0.2], [0.1, 0.2, 0.3, 0.2, 0.1]) for k in "ab"}
     assert prereg.stratified_shift(flat, "greater").outcome == "no"
+    assert d.post_hoc == "" and "(on ranks)" not in d.evidence
+
+
+def test_a_diverged_run_ranks_last_in_the_stratified_test():
+    """Amendment A1: a +inf (or NaN) value in one arm makes the test run on mid-ranks within
+    strata, so it counts as the worst value instead of deciding p alone; the row says so."""
+    lower = {k: ([1.0, 1.1, 1.2, 1.3, 1.4], [2.0, 2.1, 2.2, 2.3, 2.4]) for k in "abcd"}
+    clean = prereg.stratified_shift(lower, "less")
+    assert clean.outcome == "yes" and clean.post_hoc == ""
+    diverged = dict(lower, a=([1.0, 1.1, 1.2, 1.3, float("inf")], [2.0, 2.1, 2.2, 2.3, 2.4]))
+    d = prereg.stratified_shift(diverged, "less")
+    # on means the inf alone would make the statistic -inf and p = 1; ranked, three strata and
+    # four of five in the fourth still point the claimed way
+    assert d.outcome == "yes" and d.p < 0.01 and d.post_hoc == prereg.RANKS_AMENDMENT
+    assert "(on ranks)" in d.evidence and "inf" in d.evidence
+    nan = dict(lower, b=([1.0, 1.1, 1.2, 1.3, 1.4], [2.0, 2.1, float("nan"), 2.3, 2.4]))
+    assert prereg.stratified_shift(nan, "less").post_hoc == prereg.RANKS_AMENDMENT
+    worse = {k: ([float("inf")] * 5, [1.0] * 5) for k in "ab"}
+    assert prereg.stratified_shift(worse, "less").outcome == "no"
 
 
 def test_fewer_events_and_every_seed():
