@@ -56,12 +56,12 @@ def quantities(run, S: int) -> RunQuantities:
 
 
 def _row(pid: str, claim: str, where: str, test: str, d: prereg.Decision, seeds: str, S: int,
-         trivial: bool = False) -> Verdict:
+         trivial: bool = False, kind: str = "thesis") -> Verdict:
     outcome = decide(d.outcome, trivial=trivial)
     interval = "; ".join(x for x in (str(d.interval) if d.interval is not None else "",
                                      f"p = {d.p:.3g}" if d.p is not None else "") if x)
     return Verdict(f"{pid}: {claim}", where, test, d.evidence, outcome, partly_rule=d.rule, test_outcome=d.outcome,
-                   steps=S, seeds=seeds, interval=interval, stage="confirmatory", post_hoc=d.post_hoc)
+                   steps=S, seeds=seeds, interval=interval, stage="confirmatory", post_hoc=d.post_hoc, kind=kind)
 
 
 def _baselines(worse: tuple[str, str], better: tuple[str, str], where: str, q: list[RunQuantities], sgd: float,
@@ -306,3 +306,50 @@ def mnist_rows(off: list, on: list, S: int = 150_000, inner: list[InnerReading] 
                                         ("with the term", "without")), seeds, S))
     return out
 
+
+
+# ---------------------------------------------------------------- Metz et al. §2.4 (chapter 4; tranche 3)
+
+@dataclass(frozen=True)
+class TruncationReading:
+    """PM.1-PM.3 for one seed of chapter 4's Figure 4 problem: the learned lrs (geometric mean over
+    the last third of outer training) with the shortest truncation ``short_lr``, the full unroll
+    ``full_lr`` and PES at the shortest truncation ``pes_lr``; the lr grid's optimum ``best_lr``;
+    the summed shortest-truncation gradients ``truncated_sum`` and the full unroll's ``true_grad``
+    (d loss / d log lr along one inner problem)."""
+
+    short_lr: float
+    full_lr: float
+    pes_lr: float
+    best_lr: float
+    truncated_sum: float
+    true_grad: float
+
+    def biased_down(self) -> bool:
+        """PM.1: the short truncations' lr below the full unroll's and further from the optimum (in log)."""
+        far = lambda lr: abs(np.log(lr / self.best_lr))
+        return self.short_lr < self.full_lr and far(self.short_lr) > far(self.full_lr)
+
+    def anti_correlated(self) -> bool:
+        """PM.2: the summed truncated gradient and the true one have opposite signs (their correlation < 0)."""
+        return self.truncated_sum * self.true_grad < 0
+
+    def pes_unbiased(self) -> bool:
+        """PM.3: PES's lr within 2x of the grid optimum."""
+        return abs(np.log(self.pes_lr / self.best_lr)) <= np.log(2)
+
+
+def truncation_rows(readings: list[TruncationReading], shortest: int = 10, longest: int = 1_000) -> list[Verdict]:
+    """PM.1-PM.3 on chapter 4's Figure 4 problem, one reading per seed (``TruncationReading``)."""
+    seeds = f"{len(readings)} seeds per estimator"
+    rows = (("PM.1", "short truncations bias the learned learning rate downwards", "Metz et al. §2.4, Fig. 4a",
+             f"prereg.every_seed(lr with K = {shortest} below K = {longest}'s and further from the grid optimum)",
+             [r.biased_down() for r in readings], "biased downwards"),
+            ("PM.2", "the sum of truncated outer-gradients is anti-correlated to the true outer-gradient",
+             "Metz et al. §2.4, Fig. 4c", f"prereg.every_seed(summed K = {shortest} gradients x full unroll's < 0)",
+             [r.anti_correlated() for r in readings], "anti-correlated"),
+            ("PM.3", "PES at the same truncation removes the bias", "Vicol et al. 2021",
+             f"prereg.every_seed(PES's lr at K = {shortest} within 2x of the grid optimum)",
+             [r.pes_unbiased() for r in readings], "PES within 2x of the optimum"))
+    return [_row(pid, claim, where, test, prereg.every_seed(holds, what), seeds, 0, kind="metz")
+            for pid, claim, where, test, holds, what in rows]

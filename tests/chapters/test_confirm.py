@@ -193,3 +193,18 @@ def test_chapter_3_decides_once_all_ten_runs_are_finished(monkeypatch):
                    "P3.7": "yes", "P3.8": "yes"}
     assert [k["steps"] for e, k in asked] == [3 * T] * 5 and {k["adam_lr"] for e, k in asked} == {0.003}
     assert {k["config"] for e, k in asked} == {c.hash() for c in arms[1]}          # the runs with the term
+
+
+def test_truncation_rows_follow_the_plan():
+    """PM.1-PM.3 per seed: the biased, anti-correlated case, then one seed whose PES lands 3x off."""
+    good = confirm.TruncationReading(short_lr=1e-3, full_lr=8e-3, pes_lr=6e-3, best_lr=1e-2, truncated_sum=-0.4,
+                                     true_grad=0.2)
+    rows = confirm.truncation_rows([good] * 5)
+    assert [v.claim.split(":")[0] for v in rows] == ["PM.1", "PM.2", "PM.3"]
+    assert [v.holds for v in rows] == ["yes"] * 3 and all(v.kind == "metz" and v.stage == "confirmatory" for v in rows)
+    assert rows[0].seeds == "5 seeds per estimator"
+    off = confirm.TruncationReading(1e-3, 8e-3, 3.4e-2, 1e-2, 0.1, 0.2)     # PES 3.4x too high; same sign
+    got = [v.holds for v in confirm.truncation_rows([good] * 3 + [off] * 2)]
+    assert got == ["yes", "partly", "partly"]
+    # above the full unroll's lr is no downward bias, whatever the distance
+    assert not confirm.TruncationReading(2e-2, 8e-3, 1e-2, 1e-2, -1.0, 1.0).biased_down()
