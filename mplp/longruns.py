@@ -21,6 +21,7 @@ The thesis-budget runs of the pre-registered plan (``book/preregistration.md``),
     python -m mplp.longruns tranche1    # §5.1 sinewave (5 x 300,000), then §5.2's 8 cells (5 x 120,000 each)
     python -m mplp.longruns tranche2    # §5.3 MNIST, term off and on (5 + 5 x 150,000)
     python -m mplp.longruns thesis      # tranche 1, then tranche 2: what a worker runs
+    python -m mplp.longruns tranche3    # then chapter 4's Figure 4 problem per seed (PM.1-PM.3), one core
 
 Start one such worker per core: each takes the next population in order that is neither
 complete nor held by another worker, so two workers share the queue (of any group).
@@ -131,9 +132,29 @@ def _steps_done(cfgs: list[ExperimentConfig], root) -> int:
         return 0
 
 
+def tranche3(root=None) -> int:
+    """Tranche 3 of the plan: chapter 4's Figure 4 problem in its ``cpu`` setting, seeds
+    ``PREREG_SEEDS``, computed and stored once tranches 1 and 2 are complete (the plan's order)."""
+    waiting = [g for g in QUEUES["thesis"] if not progress(g, root).complete]
+    if waiting:
+        print(f"tranche 3 waits for tranches 1 and 2 (the plan's order): {', '.join(waiting)} not complete",
+              file=sys.stderr)
+        return 2
+    from mplp.chapters import truncation
+    from mplp.chapters.profiles import load_profile
+    from mplp.meta.source import Store
+
+    p = load_profile("truncation", "cpu")
+    fig4 = truncation.Figure4(p["subset"], p["hidden"], p["N"], p["n_problems"], p["meta_lr"], p["sigma"],
+                              p["n_pairs"], Store(root if root is not None else paths.results_root()))
+    for seed, r in zip(PREREG_SEEDS, truncation.tranche3(fig4, p["truncations"])):
+        print(f"seed {seed}: {r}", flush=True)
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m mplp.longruns", description=__doc__.splitlines()[0])
-    p.add_argument("group", choices=(*GROUPS, "status"))
+    p.add_argument("group", choices=(*GROUPS, "tranche3", "status"))
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: two groups share 2 cores)")
     args = p.parse_args(argv)
     if args.group == "status":
@@ -143,6 +164,8 @@ def main(argv=None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
+    if args.group == "tranche3":
+        return tranche3()
     root = paths.results_root()
     for cfgs in GROUPS[args.group]():
         try:

@@ -144,3 +144,21 @@ def test_an_interrupted_worker_says_where_it_stopped_and_resumes(tmp_path, monke
     monkeypatch.setattr(longruns, "train_population", loop.train_population)
     assert longruns.main(["tranche1"]) == 0
     assert all(find_run(tmp_path, c).meta["steps_done"] == 4 for c in cfgs)
+
+
+def test_tranche_3_waits_for_tranches_1_and_2(tmp_path, monkeypatch, capsys):
+    """The plan's order: chapter 4's Figure 4 problem per seed only once every tranche-1 and
+    tranche-2 population is complete; then each seed's reading is computed into the store."""
+    from types import SimpleNamespace
+
+    from mplp.chapters import truncation
+
+    assert longruns.tranche3(tmp_path) == 2
+    assert "tranche 3 waits for tranches 1 and 2" in capsys.readouterr().err
+    monkeypatch.setattr(longruns, "progress", lambda group, root=None: SimpleNamespace(complete=True))
+    asked = []
+    monkeypatch.setattr(truncation, "tranche3", lambda fig4, ks: asked.append((fig4, ks)) or ["r"] * 5)
+    assert longruns.tranche3(tmp_path) == 0
+    (fig4, ks), = asked
+    assert ks == [10, 100, 1000] and fig4.N == 1000 and fig4.store.root == tmp_path
+    assert capsys.readouterr().out.count("seed 10") == 5

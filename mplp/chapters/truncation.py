@@ -5,16 +5,16 @@ discussion's numbers in ``truncation_prose``."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
-
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from mplp.claims.verdicts import CH4_RULES_COMMIT, MEND_COMMIT, Verdict
-from mplp.chapters import controls
-from mplp.chapters.registry import Chapter, register
+from mplp.chapters import confirm, controls
+from mplp.chapters.registry import PREREG_SEEDS, Chapter, register
 from mplp.core.config import ExperimentConfig, shipped
 from mplp.chapters.truncation_lr import (AdamLrProblem, LrGrid, OuterTrace, TruncationGradients, lr_grid, outer_train,
                                          truncation_gradients)
@@ -22,6 +22,7 @@ from mplp.chapters.truncation_toy import (DTYPE, LrGradient, MomentumToy, lr_gra
                                           momentum_trajectories, toy_loss)
 from mplp.meta.estimators import ES, ReparamES
 from mplp.meta.source import Store
+from mplp.store import MissingResultError
 from mplp.tasks.data import mnist
 
 # -- summaries and verdicts ------------------------------------------------------------------
@@ -238,6 +239,77 @@ def toy_estimates(momenta, T: int, lr: float, sigma: float, n_pairs: int, n_rep:
 
 
 @dataclass
+class Figure4:
+    """Figure 4's learned-lr problem (Metz et al. §2.4: log lr of an MLP's inner Adam, outer-trained
+    on MNIST) in one setting; each result is stored under ``results/truncation/`` keyed by the
+    setting and the seed, computed on first use unless ``store`` is read-only."""
+
+    subset: int            # MNIST training images (0: all)
+    hidden: int            # the MLP lin(784, hidden), ReLU, lin(hidden, 10)
+    N: int                 # inner steps per inner problem
+    n_problems: int        # inner problems per outer-training run
+    meta_lr: float         # outer Adam step on log lr
+    sigma: float           # ES / PES perturbation scale, in log lr
+    n_pairs: int           # antithetic pairs per ES / PES estimate
+    store: Store
+    _problem: AdamLrProblem | None = None
+
+    def problem(self) -> AdamLrProblem:
+        if self._problem is None:
+            x, y = mnist("train", self.subset)
+            self._problem = AdamLrProblem(x, y, (784, self.hidden, 10), batch_size=128)
+        return self._problem
+
+    def _key(self, seed: int, **more) -> dict:
+        return {"subset": self.subset, "hidden": self.hidden, "N": self.N, "seed": seed, **more}
+
+    def grid(self, seed: int) -> LrGrid:
+        """The grid search's mean training loss per fixed lr (13 lrs in [1e-4, 0.1], 2 inits)."""
+        return self.store.load_or_compute("truncation", self._key(seed, what="grid"),
+                                          lambda: lr_grid(self.problem(), np.logspace(-4, -1, 13), self.N, n_seeds=2,
+                                                          seed=seed), LrGrid)
+
+    def trace(self, estimator: str, k: int, seed: int) -> OuterTrace:
+        """The learned lr over outer training with ``estimator`` at truncation ``k`` (from lr 1e-3)."""
+        key = self._key(seed, what="outer", estimator=estimator, k=k, n_problems=self.n_problems,
+                        meta_lr=self.meta_lr, sigma=self.sigma, n_pairs=self.n_pairs)
+        return self.store.load_or_compute(
+            "truncation", key, lambda: outer_train(self.problem(), estimator, k, self.N, self.n_problems, 1e-3,
+                                                   self.meta_lr, seed, self.sigma, self.n_pairs), OuterTrace)
+
+    def gradients(self, k: int, seed: int) -> TruncationGradients:
+        """The truncated gradients of length ``k`` along one inner problem at lr 1e-3 (Fig. 4b-c)."""
+        return self.store.load_or_compute("truncation", self._key(seed, what="per-truncation", k=k),
+                                          lambda: truncation_gradients(self.problem(), 1e-3, self.N, k, seed),
+                                          TruncationGradients)
+
+    def reading(self, seed: int, shortest: int, longest: int) -> confirm.TruncationReading:
+        """PM.1-PM.3's reading of one seed: the late learned lrs of truncated BPTT at ``shortest``
+        and ``longest`` and of PES at ``shortest``, the grid optimum, and the summed gradients."""
+        return confirm.TruncationReading(
+            self.trace("tbptt", shortest, seed).late_lr(), self.trace("tbptt", longest, seed).late_lr(),
+            self.trace("pes", shortest, seed).late_lr(), self.grid(seed).best_lr,
+            float(self.gradients(shortest, seed).cumulative[-1]), float(self.gradients(longest, seed).cumulative[-1]))
+
+
+def confirmed_rows(fig4: Figure4, truncations: list[int], seeds=PREREG_SEEDS) -> list[Verdict]:
+    """PM.1-PM.3 once tranche 3's readings of every seed are stored (``tranche3``, run by
+    ``python -m mplp.longruns tranche3`` after tranches 1-2); nothing before, and nothing is
+    computed here."""
+    ro = dataclasses.replace(fig4, store=Store(fig4.store.root, read_only=True, fallback=fig4.store.fallback))
+    try:
+        readings = [ro.reading(s, min(truncations), max(truncations)) for s in seeds]
+    except MissingResultError:
+        return []
+    return confirm.truncation_rows(readings, min(truncations), max(truncations))
+
+
+def tranche3(fig4: Figure4, truncations: list[int], seeds=PREREG_SEEDS) -> list[confirm.TruncationReading]:
+    """Tranche 3 of the plan: PM.1-PM.3's readings of every seed, computed and stored (hours on one core)."""
+    return [fig4.reading(s, min(truncations), max(truncations)) for s in seeds]
+
+
+@dataclass
 class TruncationStudy:
     """Chapter 4's data. Toy: ``momenta (M,)``, ``trajectories (M, T + 1)``, landscape
     ``rows``, the §2.3 ``lr_grad`` at ``grad_lrs`` and ``momentum_grad`` (max over the grid
@@ -259,12 +331,13 @@ class TruncationStudy:
     toy: ToyEstimates
     mplp_runs: dict
     control: object = None
+    confirmatory: list[Verdict] = dataclasses.field(default_factory=list)   # PM.1-PM.3 once tranche 3 is stored
 
     def verdicts(self) -> list[Verdict]:
         t = self.truncations
         out = verdicts(self.rows, self.lr_grad, self.momentum_grad, self.traces, self.grid, min(t), max(t),
                        self.truncation_grads, basin_reading(self.momenta, self.trajectories))
-        return out + (self.control.verdicts() if self.control is not None else [])
+        return out + (self.control.verdicts() if self.control is not None else []) + self.confirmatory
 
 
 def mplp_base_config(S: int, validation_runs: int, pairs: int, sigma: float, seed: int,
@@ -281,11 +354,12 @@ def study(toy_lr: float, n_momenta: int, horizons: list[int], grad_horizons: lis
           N: int, n_problems: int, truncations: list[int], meta_lr: float, sigma: float, n_pairs: int,
           toy_sigma: float, estimate_T: int, mplp_S: int, mplp_pairs: int, mplp_sigma: float,
           mplp_validation_runs: int, seed: int, mplp_adam_bias_correction: bool = False,
-          control_S: int = 0, control_seeds: int = 1, store=None) -> TruncationStudy:
+          control_S: int = 0, control_seeds: int = 1, thesis_budget: bool = False, store=None) -> TruncationStudy:
     """Chapter 4 from its parameters (``estimate_T``: the horizon of the toy's estimator
     comparison). The toy's landscape and gradients are recomputed
     (float64, seconds); Figure 4's runs, the toy estimates and the MPLP runs are stored
-    results (read, or computed unless ``store`` is read-only)."""
+    results (read, or computed unless ``store`` is read-only).  ``thesis_budget``: the plan's
+    rows PM.1-PM.3 once tranche 3 is stored (``confirmed_rows``)."""
 
     store = store if store is not None else Store()
     momenta = torch.linspace(0, 0.99, n_momenta, dtype=DTYPE)
@@ -295,32 +369,13 @@ def study(toy_lr: float, n_momenta: int, horizons: list[int], grad_horizons: lis
     lg = lr_gradients(grad_lrs, grad_horizons)
     mom_grad = [float(momentum_gradients(momenta, T, toy_lr).abs().max()) for T in horizons]
 
-    problem = None
-
-    def get_problem():
-        nonlocal problem
-        if problem is None:
-            x, y = mnist("train", subset)
-            problem = AdamLrProblem(x, y, (784, hidden, 10), batch_size=128)
-        return problem
-
-    key = {"subset": subset, "hidden": hidden, "N": N, "seed": seed}
-    grid = store.load_or_compute("truncation", {**key, "what": "grid"},
-                                 lambda: lr_grid(get_problem(), np.logspace(-4, -1, 13), N, n_seeds=2, seed=seed), LrGrid)
+    fig4 = Figure4(subset, hidden, N, n_problems, meta_lr, sigma, n_pairs, store)
+    grid = fig4.grid(seed)
     runs = {f"tbptt-{k}": ("tbptt", k) for k in truncations}
     runs[f"pes-{min(truncations)}"] = ("pes", min(truncations))
     runs[f"es-{N}"] = ("es", N)
-    traces = {name: store.load_or_compute(
-                  "truncation", {**key, "what": "outer", "estimator": est, "k": k, "n_problems": n_problems,
-                                 "meta_lr": meta_lr, "sigma": sigma, "n_pairs": n_pairs},
-                  lambda est=est, k=k: outer_train(get_problem(), est, k, N, n_problems, 1e-3, meta_lr, seed, sigma,
-                                                   n_pairs),
-                  OuterTrace)
-              for name, (est, k) in runs.items()}
-    tgs = {k: store.load_or_compute("truncation", {**key, "what": "per-truncation", "k": k},
-                                    lambda k=k: truncation_gradients(get_problem(), 1e-3, N, k, seed),
-                                    TruncationGradients)
-           for k in truncations}
+    traces = {name: fig4.trace(est, k, seed) for name, (est, k) in runs.items()}
+    tgs = {k: fig4.gradients(k, seed) for k in truncations}
     probe = momenta[::max(1, n_momenta // 20)]
     te = store.load_or_compute(
         "truncation", {"what": "toy-estimates", "T": estimate_T, "lr": toy_lr, "sigma": toy_sigma, "n_pairs": n_pairs,
@@ -331,7 +386,7 @@ def study(toy_lr: float, n_momenta: int, horizons: list[int], grad_horizons: lis
 
     control = controls.study(control_S, control_seeds, store) if control_S else None
     return TruncationStudy(list(truncations), momenta, traj, rows, grad_lrs, lg, mom_grad, grid, traces, tgs, te,
-                           mplp_runs, control)
+                           mplp_runs, control, confirmed_rows(fig4, truncations) if thesis_budget else [])
 
 
 def plan(p: dict) -> list[list[ExperimentConfig]]:

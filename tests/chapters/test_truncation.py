@@ -199,3 +199,19 @@ def test_late_lr_is_the_geometric_mean_of_the_last_third():
     tr = truncation_lr.OuterTrace("tbptt", 1, steps, lr, 0.0, 1)
     assert tr.late_lr() == pytest.approx(4.0)
     assert tr.late_lr(frac=1.0) == pytest.approx(np.exp(np.log(lr).mean()))
+
+
+def test_the_plans_truncation_rows_come_once_tranche_3_is_stored(tmp_path):
+    """PM.1-PM.3 are read, never computed, by the chapter: none before ``tranche3`` stored every
+    seed's reading, three confirmatory rows after."""
+    from mplp.chapters.truncation import Figure4, confirmed_rows, tranche3
+    from mplp.meta.source import Store
+
+    fig4 = Figure4(0, 6, 20, 2, 0.05, 0.1, 2, Store(tmp_path), _problem=_problem())
+    assert confirmed_rows(fig4, [5, 20], seeds=(1, 2)) == []
+    readings = tranche3(fig4, [5, 20], seeds=(1, 2))
+    assert all(np.isfinite([r.short_lr, r.full_lr, r.pes_lr, r.best_lr, r.truncated_sum, r.true_grad]).all()
+               for r in readings)
+    rows = confirmed_rows(fig4, [5, 20], seeds=(1, 2))
+    assert [v.claim.split(":")[0] for v in rows] == ["PM.1", "PM.2", "PM.3"]
+    assert all(v.stage == "confirmatory" and v.kind == "metz" and v.seeds == "2 seeds per estimator" for v in rows)
