@@ -141,13 +141,10 @@ def tranche3(root=None) -> int:
               file=sys.stderr)
         return 2
     from mplp.chapters import truncation
-    from mplp.chapters.profiles import load_profile
     from mplp.meta.source import Store
 
-    p = load_profile("truncation", "cpu")
-    fig4 = truncation.Figure4(p["subset"], p["hidden"], p["N"], p["n_problems"], p["meta_lr"], p["sigma"],
-                              p["n_pairs"], Store(root if root is not None else paths.results_root()))
-    for seed, r in zip(PREREG_SEEDS, truncation.tranche3(fig4, p["truncations"])):
+    fig4, truncations = truncation.plan_setting(Store(root if root is not None else paths.results_root()))
+    for seed, r in zip(PREREG_SEEDS, truncation.tranche3(fig4, truncations)):
         print(f"seed {seed}: {r}", flush=True)
     return 0
 
@@ -175,8 +172,8 @@ def main(argv=None) -> int:
             print(f"skipped (another worker holds it): {e}", flush=True)
             continue
         except KeyboardInterrupt:                   # the loop checkpointed at a step boundary
-            print(f"interrupted at step {_steps_done(cfgs, root):,}: checkpoint written; "
-                  f"continue with python -m mplp.longruns {args.group}", file=sys.stderr, flush=True)
+            print(f"interrupted at step {_steps_done(cfgs, root):,}: continue from the last checkpoint with "
+                  f"python -m mplp.longruns {args.group}", file=sys.stderr, flush=True)
             return 130
         for r in runs:
             print(f"{r.path}: {r.meta['status']}, {r.meta['steps_done']} steps, "

@@ -139,8 +139,8 @@ def test_an_interrupted_worker_says_where_it_stopped_and_resumes(tmp_path, monke
     assert longruns.main(["tranche1"]) == 130
     err = capsys.readouterr().err                   # the progress bar's lines, then one line
     last = err.strip().splitlines()[-1]
-    assert "Traceback" not in err and last.startswith("interrupted at step 2: checkpoint written")
-    assert last.endswith("continue with python -m mplp.longruns tranche1")
+    assert "Traceback" not in err and last == ("interrupted at step 2: continue from the last checkpoint with "
+                                               "python -m mplp.longruns tranche1")
     monkeypatch.setattr(longruns, "train_population", loop.train_population)
     assert longruns.main(["tranche1"]) == 0
     assert all(find_run(tmp_path, c).meta["steps_done"] == 4 for c in cfgs)

@@ -18,13 +18,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from mplp.claims import prereg
-from mplp.claims.analysis import final_level, log_mean_loss, plateau_exit, rises_at, spike_fraction, tail_fraction
+from mplp.claims.analysis import (final_level, log_mean_loss, nan_as_worst, plateau_exit, rises_at, spike_fraction,
+                                  tail_fraction)
 from mplp.claims.verdicts import Verdict, decide
 from mplp.chapters.mnist_be import last_hidden_entropy
 
 WINDOW = 0.02        # the plateau exit holds for 2 % of S
-P31_AMENDMENT = ("amendment A2 (2026-12-03, before the §5.3 runs started): 'or some never' in P3.1's labels reads "
-                 "'or some never while others exit', as its function always did")
+# P1.7 and P3.6-P3.7: fresh initialisations trained by a trained optimizer and a tuned baseline, for 3T steps
+INNER_INITS, INNER_HORIZON = 20, 3
 STUCK = 0.10         # stuck: no exit by 10 % of S
 
 
@@ -50,7 +51,7 @@ class RunQuantities:
 def quantities(run, S: int) -> RunQuantities:
     """``RunQuantities`` of a stored run, judged against ``S`` (the plan's outer steps)."""
     v = run.validation
-    steps, losses = np.asarray(v["step"]), np.where(np.isnan(v["val_loss"]), np.inf, np.asarray(v["val_loss"], float))
+    steps, losses = np.asarray(v["step"]), nan_as_worst(v["val_loss"])
     return RunQuantities(run.config.seed, plateau_exit(steps, losses, int(WINDOW * S)), final_level(steps, losses, S),
                          log_mean_loss(losses), spike_fraction(losses), float(losses[0]), S)
 
@@ -275,7 +276,7 @@ def mnist_rows(off: list, on: list, S: int = 150_000, inner: list[InnerReading] 
     qo, qn = [quantities(r, S) for r in off], [quantities(r, S) for r in on]
     seeds = f"{len(off)} + {len(on)} seeds (term off + on), {S:,} outer steps"
     window = int(WINDOW * S)
-    p31 = dataclasses.replace(prereg.long_and_unpredictable([x.exit for x in qo], S, S // 10), post_hoc=P31_AMENDMENT)
+    p31 = dataclasses.replace(prereg.long_and_unpredictable([x.exit for x in qo], S, S // 10), post_hoc=prereg.AMENDMENT_A2)
     out = [_row("P3.1", "without the term, a long initial phase, and hard to predict when it ends", "§5.3.2, Fig. 9a",
                 f"prereg.long_and_unpredictable(exits, S={S:,}, long={S // 10:,})", p31, seeds, S),
            _row("P3.2", "without the term, one run did not start to learn within the budget", "§5.3.2",

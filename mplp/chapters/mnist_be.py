@@ -381,22 +381,19 @@ def thesis_runs() -> list[list[ExperimentConfig]]:
     return [[base.replace(**{"seed": s, "meta.batch_entropy": be}) for s in PREREG_SEEDS] for be in (False, True)]
 
 
-# P3.6-P3.7's inner problems (book/preregistration.md): fresh initialisations trained for 3T
-# steps by each run's final meta-parameters and by tuned Adam.
-INNER_INITS, INNER_HORIZON = 20, 3
-
-
 def thesis_inner_reading(run: RunResult, adam_lr: float, store: Store):
     """P3.6-P3.7's ``confirm.InnerReading`` of one run with the term, at its final meta-parameters
-    θ_S (no checkpoint chosen), against Adam at ``adam_lr`` on ``INNER_INITS`` fresh initialisations."""
+    θ_S (no checkpoint chosen), against Adam at ``adam_lr`` on ``confirm.INNER_INITS`` fresh
+    initialisations for 3T steps.  Stored; a read-only store without it raises
+    ``MissingResultError`` (execute chapter 3 on the finished runs before the report reads them)."""
     from mplp.chapters import confirm                # confirm reads this module's batch entropy
 
-    T = run.config.meta.T
+    T, n = run.config.meta.T, confirm.INNER_INITS
     cmp = store.load_or_compute(
-        "mnist_inner_final", {"config": run.config.hash(), "n_inits": INNER_INITS, "steps": INNER_HORIZON * T,
+        "mnist_inner_final", {"config": run.config.hash(), "n_inits": n, "steps": confirm.INNER_HORIZON * T,
                               "adam_lr": adam_lr},
-        lambda: compare_inner_training(run.config, run.theta, {"adam": adam_lr}, n_inits=INNER_INITS,
-                                       steps=INNER_HORIZON * T),
+        lambda: compare_inner_training(run.config, run.theta, {"adam": adam_lr}, n_inits=n,
+                                       steps=confirm.INNER_HORIZON * T),
         InnerComparison)
     return confirm.inner_readings(cmp, T)
 

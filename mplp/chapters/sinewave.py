@@ -405,25 +405,26 @@ def thesis_runs() -> list[ExperimentConfig]:
 
 
 # The plan's checkpoint for the claims about the learned optimizer (P1.6-P1.7): the thesis' own
-# rule, the stored snapshot with the lowest validation loss between these outer steps; and P1.7's
-# inner problems: fresh initialisations trained for 3T steps by the MPLP and by tuned SGD.
+# rule, the stored snapshot with the lowest validation loss between these outer steps.
 THESIS_CHECKPOINT_WINDOW = (100_000, 130_000)
-INNER_INITS, INNER_HORIZON = 20, 3
 
 
 def thesis_reading(run: RunResult, sgd_lr: float, n_range_tasks: int, store: Store,
                    window: tuple[int, int] = THESIS_CHECKPOINT_WINDOW) -> confirm.SinewaveReading:
     """P1.6-P1.7 for one thesis-budget run at the plan's checkpoint (``window``): claim 4's test
     (``resemble_outcome`` == "yes": every learned function beyond chance, signs agreeing), and
-    whether tuned SGD (``sgd_lr``) ends below the MPLP on ``INNER_INITS`` fresh initialisations
-    run for 3T steps (mean inner loss over the last tenth of the 3T, averaged over the inits)."""
+    whether tuned SGD (``sgd_lr``) ends below the MPLP on ``confirm.INNER_INITS`` fresh
+    initialisations run for 3T steps (mean inner loss over the last tenth of the 3T, averaged
+    over the inits).  Stored; a read-only store without them raises ``MissingResultError``
+    (execute chapter 1 on the finished runs before the report reads them)."""
     ck = choose_checkpoint(run, window)
     a = seed_agreement(run, ck, n_range_tasks, store)
-    steps = INNER_HORIZON * run.config.meta.T
+    steps = confirm.INNER_HORIZON * run.config.meta.T
     cmp = store.load_or_compute(
-        "sinewave_inner", {"config": run.config.hash(), "step": ck.step, "n_inits": INNER_INITS, "steps": steps,
-                           "sgd_lr": sgd_lr},
-        lambda: compare_inner_training(run.config, ck.theta, {"sgd": sgd_lr}, n_inits=INNER_INITS, steps=steps),
+        "sinewave_inner_checkpoint", {"config": run.config.hash(), "step": ck.step, "n_inits": confirm.INNER_INITS,
+                                      "steps": steps, "sgd_lr": sgd_lr},
+        lambda: compare_inner_training(run.config, ck.theta, {"sgd": sgd_lr}, n_inits=confirm.INNER_INITS,
+                                       steps=steps),
         InnerComparison)
     w = max(1, steps // 10)
     late = {k: float(cmp.loss[k].mean(0)[-w:].mean()) for k in ("mplp", "sgd")}

@@ -252,7 +252,7 @@ class Figure4:
     sigma: float           # ES / PES perturbation scale, in log lr
     n_pairs: int           # antithetic pairs per ES / PES estimate
     store: Store
-    _problem: AdamLrProblem | None = None
+    _problem: AdamLrProblem | None = dataclasses.field(default=None, repr=False, compare=False)
 
     def problem(self) -> AdamLrProblem:
         if self._problem is None:
@@ -285,18 +285,28 @@ class Figure4:
 
     def reading(self, seed: int, shortest: int, longest: int) -> confirm.TruncationReading:
         """PM.1-PM.3's reading of one seed: the late learned lrs of truncated BPTT at ``shortest``
-        and ``longest`` and of PES at ``shortest``, the grid optimum, and the summed gradients."""
+        and ``longest`` and of PES at ``shortest``, the grid optimum, and the summed gradients of
+        the ``shortest`` truncations with the full unroll's (k = N) at lr 1e-3."""
         return confirm.TruncationReading(
             self.trace("tbptt", shortest, seed).late_lr(), self.trace("tbptt", longest, seed).late_lr(),
             self.trace("pes", shortest, seed).late_lr(), self.grid(seed).best_lr,
-            float(self.gradients(shortest, seed).cumulative[-1]), float(self.gradients(longest, seed).cumulative[-1]))
+            float(self.gradients(shortest, seed).cumulative[-1]), float(self.gradients(self.N, seed).cumulative[-1]))
+
+
+def plan_setting(store: Store) -> tuple[Figure4, list[int]]:
+    """Tranche 3's setting (the plan: chapter 4's ``cpu`` profile) and its truncation lengths."""
+    from mplp.chapters.profiles import load_profile
+
+    p = load_profile("truncation", "cpu")
+    return (Figure4(p["subset"], p["hidden"], p["N"], p["n_problems"], p["meta_lr"], p["sigma"], p["n_pairs"], store),
+            list(p["truncations"]))
 
 
 def confirmed_rows(fig4: Figure4, truncations: list[int], seeds=PREREG_SEEDS) -> list[Verdict]:
     """PM.1-PM.3 once tranche 3's readings of every seed are stored (``tranche3``, run by
     ``python -m mplp.longruns tranche3`` after tranches 1-2); nothing before, and nothing is
     computed here."""
-    ro = dataclasses.replace(fig4, store=Store(fig4.store.root, read_only=True, fallback=fig4.store.fallback))
+    ro = dataclasses.replace(fig4, store=dataclasses.replace(fig4.store, read_only=True))
     try:
         readings = [ro.reading(s, min(truncations), max(truncations)) for s in seeds]
     except MissingResultError:
@@ -305,8 +315,14 @@ def confirmed_rows(fig4: Figure4, truncations: list[int], seeds=PREREG_SEEDS) ->
 
 
 def tranche3(fig4: Figure4, truncations: list[int], seeds=PREREG_SEEDS) -> list[confirm.TruncationReading]:
-    """Tranche 3 of the plan: PM.1-PM.3's readings of every seed, computed and stored (hours on one core)."""
-    return [fig4.reading(s, min(truncations), max(truncations)) for s in seeds]
+    """Tranche 3 of the plan, computed and stored (hours on one core): per seed, truncated BPTT at
+    every length of ``truncations`` and PES at the shortest (the plan's runs), then PM.1-PM.3's reading."""
+    out = []
+    for s in seeds:
+        for k in truncations:
+            fig4.trace("tbptt", k, s)
+        out.append(fig4.reading(s, min(truncations), max(truncations)))
+    return out
 
 
 @dataclass
@@ -386,7 +402,7 @@ def study(toy_lr: float, n_momenta: int, horizons: list[int], grad_horizons: lis
 
     control = controls.study(control_S, control_seeds, store) if control_S else None
     return TruncationStudy(list(truncations), momenta, traj, rows, grad_lrs, lg, mom_grad, grid, traces, tgs, te,
-                           mplp_runs, control, confirmed_rows(fig4, truncations) if thesis_budget else [])
+                           mplp_runs, control, confirmed_rows(*plan_setting(store)) if thesis_budget else [])
 
 
 def plan(p: dict) -> list[list[ExperimentConfig]]:

@@ -78,7 +78,7 @@ def plateau_exit(steps: np.ndarray, losses: np.ndarray, window: int, drop: float
     divergence spike does not move it, a lone dip on the plateau does not make it).  Steps
     closer than ``window`` to the run's last validation are not judged (None: no exit yet).
     A NaN validation counts as +inf (the plan's worst value)."""
-    steps, losses = np.asarray(steps), _worst(losses)
+    steps, losses = np.asarray(steps), nan_as_worst(losses)
     line = (1 - drop) * initial_level(losses)
     for i in np.flatnonzero(losses < line):
         s = steps[i]
@@ -90,7 +90,7 @@ def plateau_exit(steps: np.ndarray, losses: np.ndarray, window: int, drop: float
     return None
 
 
-def _worst(losses) -> np.ndarray:
+def nan_as_worst(losses) -> np.ndarray:
     """Validation losses with NaN (a diverged validation) as +inf: the worst value, ranked last."""
     a = np.asarray(losses, dtype=float)
     return np.where(np.isnan(a), np.inf, a)
@@ -99,7 +99,7 @@ def _worst(losses) -> np.ndarray:
 def final_level(steps: np.ndarray, losses: np.ndarray, S: int, tail: float = 0.1) -> float:
     """The pre-registered final loss of a run of ``S`` outer steps: the median of its
     validation losses after step ``(1 - tail) S`` (robust to a spike, no checkpoint chosen)."""
-    steps, losses = np.asarray(steps), _worst(losses)
+    steps, losses = np.asarray(steps), nan_as_worst(losses)
     late = losses[steps > (1 - tail) * S]
     if not len(late):
         raise ValueError(f"no validation after step {(1 - tail) * S:,.0f}: the run has not reached the "
@@ -110,13 +110,13 @@ def final_level(steps: np.ndarray, losses: np.ndarray, S: int, tail: float = 0.1
 def log_mean_loss(losses: np.ndarray) -> float:
     """How fast meta-training brings the loss down: the mean log validation loss over the run
     (the log of the curve's geometric mean; lower is faster; a non-finite loss makes it inf)."""
-    return float(np.mean(np.log(_worst(losses))))
+    return float(np.mean(np.log(nan_as_worst(losses))))
 
 
 def spike_fraction(losses: np.ndarray, factor: float = 2.0) -> float:
     """Meta-training instability: the fraction of validations (after the first) whose loss is
     more than ``factor`` times the lowest loss of the validations before it (NaN counts as a spike)."""
-    losses = _worst(losses)
+    losses = nan_as_worst(losses)
     if len(losses) < 2:
         return 0.0
     best = np.minimum.accumulate(losses)[:-1]

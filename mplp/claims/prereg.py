@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mplp.claims import stats
+from mplp.claims.analysis import nan_as_worst
 from mplp.claims.stats import ALPHA, Interval
 
 
@@ -85,7 +86,8 @@ def long_and_unpredictable(exits: list[int | None], S: int, long: int, spread: f
     left = [e for e in exits if e is not None]
     unpredictable = (0 < len(left) < len(exits)) or (len(left) == len(exits) and max(left) >= spread * max(min(left), 1))
     ev = f"plateau exits {_fmt(exits)}; median {iv} (long: > {long:,}); " \
-         f"{'unpredictable' if unpredictable else 'predictable'} (spread rule: >= {spread}x or some never)"
+         f"{'unpredictable' if unpredictable else 'predictable'} (spread rule: >= {spread}x, or some never while " \
+         "others exit)"
     if is_long and unpredictable:
         return Decision("yes", ev, interval=iv)
     if is_long or unpredictable:
@@ -189,8 +191,11 @@ def largest_in(effects: dict[str, tuple], target: str, alternative: str = "great
     return Decision("no", ev, d.p)
 
 
-RANKS_AMENDMENT = ("amendment A1 (2026-12-03, the plan's Amendments): a value was not finite, so the stratified "
-                   "test ran on mid-ranks within strata")
+# The plan's amendments (book/preregistration.md, "Amendments"), as a row that one changed says it.
+AMENDMENT_A1 = ("amendment A1 (2026-12-03, the plan's Amendments): a value was not finite, so the stratified "
+                "test ran on mid-ranks within strata")
+AMENDMENT_A2 = ("amendment A2 (2026-12-03, before the §5.3 runs started): 'or some never' in P3.1's labels reads "
+                "'or some never while others exit', as its function always did")
 
 
 def _ranked_within_strata(pairs: dict[str, tuple]) -> dict[str, tuple] | None:
@@ -201,7 +206,7 @@ def _ranked_within_strata(pairs: dict[str, tuple]) -> dict[str, tuple] | None:
         return None
     out = {}
     for k, (x, y) in arms.items():
-        r = stats.midranks(np.nan_to_num(np.concatenate([x, y]), nan=np.inf))
+        r = stats.midranks(nan_as_worst(np.concatenate([x, y])))         # NaN and +inf tie, last
         out[k] = (r[:len(x)], r[len(x):])
     return out
 
@@ -220,7 +225,7 @@ def stratified_shift(pairs: dict[str, tuple], alternative: str = "greater") -> D
     ev = "; ".join(f"{k}: {_fmt(x)} vs {_fmt(y)}" for k, (x, y) in pairs.items()) + \
          f"; stratified permutation p = {p:.3g}{' (on ranks)' if ranked is not None else ''}; " \
          f"direction in {agree} of {len(pairs)} strata"
-    amended = RANKS_AMENDMENT if ranked is not None else ""
+    amended = AMENDMENT_A1 if ranked is not None else ""
     if p < ALPHA:
         return Decision("yes", ev, p, post_hoc=amended)
     if agree > len(pairs) / 2:

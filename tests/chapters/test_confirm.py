@@ -118,7 +118,8 @@ def test_chapter_2_reports_the_rows_the_best_cell_has_decided(tmp_path):
 
     assert confirmed_rows(Store(tmp_path, read_only=True)) == []
     rows = confirmed_rows(Store(committed_root(), read_only=True))
-    assert [v.claim.split(":")[0] for v in rows] == ["P2.12", "P2.13"]
+    ids = [v.claim.split(":")[0] for v in rows]
+    assert ids in (["P2.12", "P2.13"], [f"P2.{k}" for k in range(1, 17)])     # the best cell; every cell
     assert all(v.stage == "confirmatory" and "120,000 outer steps" in v.seeds for v in rows)
 
 

@@ -157,7 +157,7 @@ def test_the_plans_rows_come_once_all_five_thesis_budget_runs_are_finished(tmp_p
     # the readings (input ranges, inner training for 3T) are stored: a read-only store gives the same rows
     again = sinewave.confirmed_rows(Store(tmp_path, read_only=True), 2, **kw)
     assert [(v.claim, v.holds, v.evidence) for v in again] == [(v.claim, v.holds, v.evidence) for v in rows]
-    inner = list((tmp_path / "sinewave_inner").iterdir())
+    inner = list((tmp_path / "sinewave_inner_checkpoint").iterdir())
     assert len(inner) == 5
 
 

@@ -110,10 +110,10 @@ def test_a_diverged_run_ranks_last_in_the_stratified_test():
     d = prereg.stratified_shift(diverged, "less")
     # on means the inf alone would make the statistic -inf and p = 1; ranked, three strata and
     # four of five in the fourth still point the claimed way
-    assert d.outcome == "yes" and d.p < 0.01 and d.post_hoc == prereg.RANKS_AMENDMENT
+    assert d.outcome == "yes" and d.p < 0.01 and d.post_hoc == prereg.AMENDMENT_A1
     assert "(on ranks)" in d.evidence and "inf" in d.evidence
     nan = dict(lower, b=([1.0, 1.1, 1.2, 1.3, 1.4], [2.0, 2.1, float("nan"), 2.3, 2.4]))
-    assert prereg.stratified_shift(nan, "less").post_hoc == prereg.RANKS_AMENDMENT
+    assert prereg.stratified_shift(nan, "less").post_hoc == prereg.AMENDMENT_A1
     worse = {k: ([float("inf")] * 5, [1.0] * 5) for k in "ab"}
     assert prereg.stratified_shift(worse, "less").outcome == "no"
 
