@@ -18,10 +18,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from mplp.claims import prereg
-from mplp.claims.analysis import (final_level, log_mean_loss, nan_as_worst, plateau_exit, rises_at, spike_fraction,
-                                  tail_fraction)
+from mplp.claims.analysis import (final_level, last_hidden_entropy, log_mean_loss, nan_as_worst, plateau_exit,
+                                  rises_at, spike_fraction, tail_fraction)
 from mplp.claims.verdicts import Verdict, decide
-from mplp.chapters.mnist_be import last_hidden_entropy
 
 WINDOW = 0.02        # the plateau exit holds for 2 % of S
 # P1.7 and P3.6-P3.7: fresh initialisations trained by a trained optimizer and a tuned baseline, for 3T steps

@@ -19,8 +19,9 @@ from mplp.chapters.registry import PREREG_SEEDS, Chapter, Group, how_to_train, r
 from mplp.store import RunResult
 from mplp.meta.source import Store
 from mplp.claims import prereg, stats
+from mplp.chapters import confirm
 from mplp.claims.analysis import (Continuation, InnerComparison, choose_checkpoint, compare_inner_training,
-                                  plateau_end, plateau_exit)
+                                  last_hidden_entropy, plateau_end, plateau_exit)
 from mplp.claims.analysis import continuation as _continuation
 from mplp.claims.verdicts import (MEND_COMMIT, PLATEAU_RULE_COMMIT, POLICY_COMMIT, Verdict, decide,
                                   final_loss_reached, median_still_falling)
@@ -58,14 +59,6 @@ def train_runs(base: ExperimentConfig, n_seeds: int, store: Store | None = None,
     cfgs = run_configs(base, n_seeds)
     runs = store.train(cfgs[False] + cfgs[True], device=device, progress=progress)
     return {False: runs[:n_seeds], True: runs[n_seeds:]}
-
-
-def last_hidden_entropy(run: RunResult) -> np.ndarray:
-    """Batch entropy of the optimizee's last hidden layer at every validation ``(V,)``."""
-    cols = sorted(k for k in run.validation if k.startswith("entropy_l"))
-    if not cols:
-        raise ValueError(f"{run.path}: validation.csv has no entropy columns")
-    return run.validation[cols[-1]]
 
 
 @dataclass
@@ -386,8 +379,6 @@ def thesis_inner_reading(run: RunResult, adam_lr: float, store: Store):
     θ_S (no checkpoint chosen), against Adam at ``adam_lr`` on ``confirm.INNER_INITS`` fresh
     initialisations for 3T steps.  Stored; a read-only store without it raises
     ``MissingResultError`` (execute chapter 3 on the finished runs before the report reads them)."""
-    from mplp.chapters import confirm                # confirm reads this module's batch entropy
-
     T, n = run.config.meta.T, confirm.INNER_INITS
     cmp = store.load_or_compute(
         "mnist_inner_final", {"config": run.config.hash(), "n_inits": n, "steps": confirm.INNER_HORIZON * T,
@@ -401,8 +392,6 @@ def thesis_inner_reading(run: RunResult, adam_lr: float, store: Store):
 def confirmed_rows(store: Store, arms: list[list[ExperimentConfig]] | None = None, S: int = THESIS_S) -> list[Verdict]:
     """The plan's rows P3.1-P3.8 once the ten thesis-budget runs (``arms``: the term off, then on;
     default ``thesis_runs``) are finished, against Adam tuned on their validation set; nothing before."""
-    from mplp.chapters import confirm
-
     off_cfgs, on_cfgs = thesis_runs() if arms is None else arms
     off, on = [[store.complete_run(c) for c in cfgs] for cfgs in (off_cfgs, on_cfgs)]
     if any(r is None for r in off + on):

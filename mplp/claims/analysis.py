@@ -60,6 +60,15 @@ def initial_level(losses: np.ndarray, n: int = 3, outlier: float = 2.0) -> float
     return float(losses[0]) if losses[0] <= outlier * after else after
 
 
+def last_hidden_entropy(run) -> np.ndarray:
+    """Batch entropy of the optimizee's last hidden layer at every validation ``(V,)`` of a
+    stored run (``store.RunResult``; the validation's ``entropy_l<i>`` columns, thesis Fig. 9b)."""
+    cols = sorted(k for k in run.validation if k.startswith("entropy_l"))
+    if not cols:
+        raise ValueError(f"{run.path}: validation.csv has no entropy columns")
+    return run.validation[cols[-1]]
+
+
 def plateau_end(steps: np.ndarray, losses: np.ndarray, drop: float = PLATEAU_DROP) -> int | None:
     """First validation step from which the loss stays below ``(1 - drop)`` times its
     initial level (``initial_level``) for all later validations (the end of the initial
