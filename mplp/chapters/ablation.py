@@ -127,13 +127,12 @@ def confirmed_rows(store: Store, grid: list[list[ExperimentConfig]] | None = Non
     ``thesis_grid``, in the plan's order) are finished; before, P2.12-P2.13 once the best cell's
     are (the plan lets that cell decide them alone); nothing before that."""
     grid = thesis_grid() if grid is None else grid
-    cells = [[store.complete_run(c) for c in cfgs] for cfgs in grid]
-    done = [all(r is not None for r in rs) for rs in cells]
-    if not done[0]:                                           # the plan's order: the thesis' best cell first
+    cells = [confirm.complete_runs(store, cfgs) for cfgs in grid]
+    if cells[0] is None:                                      # the plan's order: the thesis' best cell first
         return []
     tuned = baselines.tuned(grid[0][0], store)
     sgd, adam = tuned["sgd"].best_metric, tuned["adam"].best_metric
-    if not all(done):
+    if any(rs is None for rs in cells):
         return confirm.best_cell_rows(cells[0], sgd, adam, S)
     key = lambda c: Cell(c.learner.message_size, c.learner.batch_norm, c.learner.learned_lr)
     return confirm.grid_rows({key(cfgs[0]): rs for cfgs, rs in zip(grid, cells)}, sgd, adam, S)

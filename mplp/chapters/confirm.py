@@ -18,8 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from mplp.claims import prereg
-from mplp.claims.analysis import (final_level, last_hidden_entropy, log_mean_loss, nan_as_worst, plateau_exit,
-                                  rises_at, spike_fraction, tail_fraction)
+from mplp.claims.analysis import (InnerComparison, compare_inner_training, final_level, last_hidden_entropy,
+                                  log_mean_loss, nan_as_worst, plateau_exit, rises_at, spike_fraction, tail_fraction)
 from mplp.claims.verdicts import Verdict, decide
 
 WINDOW = 0.02        # the plateau exit holds for 2 % of S
@@ -72,9 +72,27 @@ def _baselines(worse: tuple[str, str], better: tuple[str, str], where: str, q: l
     finals, starts = [x.final for x in q], [x.start for x in q]
     return [_row(*worse, where, "prereg.above_baseline(final, adam); trivially true if the step-0 validation is "
                  "above Adam's", prereg.above_baseline(finals, adam, "Adam"), seeds, S,
-                 trivial=float(np.median(starts)) > adam),
+                 trivial=_passes_at_step_0(prereg.above_baseline(starts, adam, "Adam"))),
             _row(*better, where, "prereg.below_baseline(final, sgd)", prereg.below_baseline(finals, sgd, "SGD"),
                  seeds, S, trivial=_passes_at_step_0(prereg.below_baseline(starts, sgd, "SGD")))]
+
+
+def complete_runs(store, cfgs: list) -> list | None:
+    """The stored runs of ``cfgs`` if every one is finished at its outer steps, else None: the
+    plan decides a group only when all its runs are complete."""
+    runs = [store.complete_run(c) for c in cfgs]
+    return None if any(r is None for r in runs) else runs
+
+
+def stored_inner_comparison(store, kind: str, run, theta: dict, lrs: dict[str, float], **key) -> InnerComparison:
+    """``analysis.compare_inner_training`` of ``theta`` (one of ``run``'s meta-parameters) against
+    the baselines ``lrs`` on ``INNER_INITS`` fresh initialisations for ``INNER_HORIZON`` x T inner
+    steps (P1.7, P3.6-P3.7), stored as ``kind`` under the run's config, ``key`` and the lrs."""
+    steps = INNER_HORIZON * run.config.meta.T
+    return store.load_or_compute(
+        kind, {"config": run.config.hash(), "n_inits": INNER_INITS, "steps": steps,
+               **{f"{name}_lr": lr for name, lr in lrs.items()}, **key},
+        lambda: compare_inner_training(run.config, theta, lrs, n_inits=INNER_INITS, steps=steps), InnerComparison)
 
 
 def _passes_at_step_0(d: prereg.Decision) -> bool:

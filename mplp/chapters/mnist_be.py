@@ -379,22 +379,16 @@ def thesis_inner_reading(run: RunResult, adam_lr: float, store: Store):
     θ_S (no checkpoint chosen), against Adam at ``adam_lr`` on ``confirm.INNER_INITS`` fresh
     initialisations for 3T steps.  Stored; a read-only store without it raises
     ``MissingResultError`` (execute chapter 3 on the finished runs before the report reads them)."""
-    T, n = run.config.meta.T, confirm.INNER_INITS
-    cmp = store.load_or_compute(
-        "mnist_inner_final", {"config": run.config.hash(), "n_inits": n, "steps": confirm.INNER_HORIZON * T,
-                              "adam_lr": adam_lr},
-        lambda: compare_inner_training(run.config, run.theta, {"adam": adam_lr}, n_inits=n,
-                                       steps=confirm.INNER_HORIZON * T),
-        InnerComparison)
-    return confirm.inner_readings(cmp, T)
+    cmp = confirm.stored_inner_comparison(store, "mnist_inner_final", run, run.theta, {"adam": adam_lr})
+    return confirm.inner_readings(cmp, run.config.meta.T)
 
 
 def confirmed_rows(store: Store, arms: list[list[ExperimentConfig]] | None = None, S: int = THESIS_S) -> list[Verdict]:
     """The plan's rows P3.1-P3.8 once the ten thesis-budget runs (``arms``: the term off, then on;
     default ``thesis_runs``) are finished, against Adam tuned on their validation set; nothing before."""
     off_cfgs, on_cfgs = thesis_runs() if arms is None else arms
-    off, on = [[store.complete_run(c) for c in cfgs] for cfgs in (off_cfgs, on_cfgs)]
-    if any(r is None for r in off + on):
+    off, on = (confirm.complete_runs(store, cfgs) for cfgs in (off_cfgs, on_cfgs))
+    if off is None or on is None:
         return []
     adam = baselines.tuned(on_cfgs[0], store)["adam"]
     return confirm.mnist_rows(off, on, S, [thesis_inner_reading(r, adam.best_lr, store) for r in on])

@@ -19,8 +19,7 @@ from mplp.core.config import ExperimentConfig, shipped
 from mplp.chapters.registry import PREREG_SEEDS, Chapter, Group, how_to_train, register
 from mplp.store import RunResult
 from mplp.meta.source import Store
-from mplp.claims.analysis import (Checkpoint, InnerComparison, choose_checkpoint, compare_inner_training, continuation,
-                                  plateau_end, plateau_exit)
+from mplp.claims.analysis import Checkpoint, choose_checkpoint, continuation, plateau_end, plateau_exit
 from mplp.chapters import confirm
 from mplp.claims.readings import AgreementTrajectory, InputRanges, agreement, agreement_trajectory, learned_function, record_input_ranges
 from mplp.claims.verdicts import MEND_COMMIT, PLATEAU_RULE_COMMIT, POLICY_COMMIT, Verdict, decide, final_loss_reached, median_still_falling, still_falling
@@ -419,14 +418,9 @@ def thesis_reading(run: RunResult, sgd_lr: float, n_range_tasks: int, store: Sto
     (execute chapter 1 on the finished runs before the report reads them)."""
     ck = choose_checkpoint(run, window)
     a = seed_agreement(run, ck, n_range_tasks, store)
-    steps = confirm.INNER_HORIZON * run.config.meta.T
-    cmp = store.load_or_compute(
-        "sinewave_inner_checkpoint", {"config": run.config.hash(), "step": ck.step, "n_inits": confirm.INNER_INITS,
-                                      "steps": steps, "sgd_lr": sgd_lr},
-        lambda: compare_inner_training(run.config, ck.theta, {"sgd": sgd_lr}, n_inits=confirm.INNER_INITS,
-                                       steps=steps),
-        InnerComparison)
-    w = max(1, steps // 10)
+    cmp = confirm.stored_inner_comparison(store, "sinewave_inner_checkpoint", run, ck.theta, {"sgd": sgd_lr},
+                                          step=ck.step)
+    w = max(1, confirm.INNER_HORIZON * run.config.meta.T // 10)
     late = {k: float(cmp.loss[k].mean(0)[-w:].mean()) for k in ("mplp", "sgd")}
     return confirm.SinewaveReading(resemble_outcome(a.corr, a.null_q) == "yes", late["sgd"] < late["mplp"])
 
@@ -438,8 +432,8 @@ def confirmed_rows(store: Store, n_range_tasks: int, cfgs: list[ExperimentConfig
     ``thesis_runs``) are finished, against the SGD and Adam tuned on their validation set;
     nothing before.  ``S``, ``window``, ``lo``, ``hi``: the plan's, smaller in tests."""
     cfgs = thesis_runs() if cfgs is None else cfgs
-    runs = [store.complete_run(c) for c in cfgs]
-    if any(r is None for r in runs):
+    runs = confirm.complete_runs(store, cfgs)
+    if runs is None:
         return []
     tuned = baselines.tuned(cfgs[0], store)
     readings = [thesis_reading(r, tuned["sgd"].best_lr, n_range_tasks, store, window) for r in runs]
