@@ -420,7 +420,7 @@ def thesis_reading(run: RunResult, sgd_lr: float, n_range_tasks: int, store: Sto
     a = seed_agreement(run, ck, n_range_tasks, store)
     cmp = confirm.stored_inner_comparison(store, "sinewave_inner_checkpoint", run, ck.theta, {"sgd": sgd_lr},
                                           step=ck.step)
-    w = max(1, confirm.INNER_HORIZON * run.config.meta.T // 10)
+    w = max(1, cmp.loss["mplp"].shape[-1] // 10)                 # the last tenth of the 3T steps
     late = {k: float(cmp.loss[k].mean(0)[-w:].mean()) for k in ("mplp", "sgd")}
     return confirm.SinewaveReading(resemble_outcome(a.corr, a.null_q) == "yes", late["sgd"] < late["mplp"])
 

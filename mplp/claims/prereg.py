@@ -196,6 +196,8 @@ AMENDMENT_A1 = ("amendment A1 (2026-12-03, the plan's Amendments): a value was n
                 "test ran on mid-ranks within strata")
 AMENDMENT_A2 = ("amendment A2 (2026-12-03, before the §5.3 runs started): 'or some never' in P3.1's labels reads "
                 "'or some never while others exit', as its function always did")
+AMENDMENT_A3 = ("amendment A3 (2026-12-03): policy rule 2 on the Adam row is its own test on the step-0 "
+                "validations, which here disagrees with the median reading the code first used")
 
 
 def _ranked_within_strata(pairs: dict[str, tuple]) -> dict[str, tuple] | None:

@@ -50,6 +50,19 @@ def test_sinewave_rows_follow_the_plan():
     assert confirm.sinewave_rows(low, sgd=60.0, adam=5.1, S=S, lo=2_500, hi=10_000)[3].holds == "trivial"
 
 
+def test_the_adam_row_applies_policy_rule_2_by_its_own_test_and_marks_amendment_a3_where_it_differs():
+    """P1.3 / P2.12: trivially true only if above_baseline on the step-0 validations says yes; when
+    only the median of those is above Adam's (3 of 5), the row is decided by its test, post hoc (A3)."""
+    from mplp.claims import prereg
+
+    S = 30_000
+    above = [_run(s, 5_000, S, start=55.0, end=15.0) for s in range(5)]
+    mixed = [_run(s, 5_000, S, start=55.0 if s < 3 else 4.0, end=15.0) for s in range(5)]
+    adam_all, adam_mixed = (confirm.best_cell_rows(r, sgd=18.5, adam=5.1, S=S)[0] for r in (above, mixed))
+    assert adam_all.holds == "trivial" and not adam_all.post_hoc
+    assert adam_mixed.holds == "yes" and adam_mixed.post_hoc == prereg.AMENDMENT_A3
+
+
 def test_grid_rows_on_a_grid_shaped_like_the_thesis():
     S = 12_000
 
