@@ -375,6 +375,12 @@ class BudgetGroup:
         """Outer steps (summed over runs) per hour of the populations' wall time."""
         return self.steps_done / (self.wall_time_s / 3600) if self.wall_time_s else 0.0
 
+    @property
+    def hours_left(self) -> float | None:
+        """Hours of one worker's training the group still needs at ``steps_per_hour`` (None
+        before it has a rate; two workers on different populations halve it)."""
+        return (self.steps_total - self.steps_done) / self.steps_per_hour if self.steps_per_hour else None
+
 
 BUDGET_GROUPS = ("sinewave-thesis", "grid-thesis", "mnist-thesis")
 

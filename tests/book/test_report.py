@@ -94,6 +94,22 @@ def test_cost_row_counts_a_population_once_and_unrecorded_results():
     assert report.machine_label({}) == "not recorded"
 
 
+def test_thesis_budget_rate_and_hours_left():
+    """The plan's groups as far as they got: the rate is outer steps summed over runs per hour of
+    the populations' wall time, and what is left follows at that rate (none before a rate)."""
+    g = report.BudgetGroup("g", 5, 0, 100_000, 1_500_000, 2 * 3600.0)
+    assert g.steps_per_hour == 50_000 and g.hours_left == 28.0
+    assert report.BudgetGroup("g", 5, 0, 0, 1_500_000, 0.0).hours_left is None
+
+
+def test_thesis_budget_of_an_empty_store_lists_every_group_unstarted(tmp_path):
+    got = {g.group: g for g in report.thesis_budget(tmp_path)}
+    assert list(got) == list(report.BUDGET_GROUPS)
+    assert [got[k].runs for k in report.BUDGET_GROUPS] == [5, 40, 10]
+    assert all(g.steps_done == g.complete == 0 and g.hours_left is None for g in got.values())
+    assert got["grid-thesis"].steps_total == 40 * 120_000
+
+
 def test_duration_units():
     assert [report.duration(t) for t in (5.4, 600, 9000)] == ["5 s", "10 min", "2.5 h"]
 
