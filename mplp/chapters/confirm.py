@@ -6,7 +6,8 @@ the tuned baselines and, for the rows that need a trained optimizer's functions 
 training, per-run readings computed by the chapter (``sinewave_readings``,
 ``inner_readings``), and returns the plan's rows as ``claims.verdicts.Verdict`` with stage
 "confirmatory".  At the thesis' own outer steps "not reached" does not apply: a row is
-decided by its test, or trivially true (policy rule 2).  Run on shorter runs (with their own
+decided by its test, or trivially true (policy rule 2: the same test on the untrained
+optimizers, ``untrained``, says yes; amendment A4).  Run on shorter runs (with their own
 ``S``), the same functions give a dry run of the plan, which is how they are tested.
 """
 
@@ -47,6 +48,12 @@ class RunQuantities:
         return self.exit is None or self.exit > STUCK * self.S
 
 
+def untrained(x: RunQuantities) -> RunQuantities:
+    """Policy rule 2's untrained optimizer in place of run ``x`` (amendment A4): its step-0
+    validation held flat, so its final loss is that validation and its speed that validation's log."""
+    return dataclasses.replace(x, exit=None, final=x.start, speed=float(np.log(x.start)), instability=0.0)
+
+
 def quantities(run, S: int) -> RunQuantities:
     """``RunQuantities`` of a stored run, judged against ``S`` (the plan's outer steps)."""
     v = run.validation
@@ -58,8 +65,8 @@ def quantities(run, S: int) -> RunQuantities:
 def _row(pid: str, claim: str, where: str, test: str, d: prereg.Decision, seeds: str, S: int,
          trivial: bool = False, kind: str = "thesis") -> Verdict:
     outcome = decide(d.outcome, trivial=trivial)
-    interval = "; ".join(x for x in (str(d.interval) if d.interval is not None else "",
-                                     f"p = {d.p:.3g}" if d.p is not None else "") if x)
+    interval = "; ".join((str(d.interval) if d.interval is not None else "no interval",
+                          f"p = {d.p:.3g}" if d.p is not None else "no p"))
     return Verdict(f"{pid}: {claim}", where, test, d.evidence, outcome, partly_rule=d.rule, test_outcome=d.outcome,
                    steps=S, seeds=seeds, interval=interval, stage="confirmatory", post_hoc=d.post_hoc, kind=kind)
 
@@ -76,7 +83,8 @@ def _baselines(worse: tuple[str, str], better: tuple[str, str], where: str, q: l
         above = dataclasses.replace(above, post_hoc=prereg.AMENDMENT_A3)
     return [_row(*worse, where, "prereg.above_baseline(final, adam); trivially true if "
                  "prereg.above_baseline(step-0 validations, adam) says yes", above, seeds, S, trivial=trivial),
-            _row(*better, where, "prereg.below_baseline(final, sgd)", prereg.below_baseline(finals, sgd, "SGD"),
+            _row(*better, where, "prereg.below_baseline(final, sgd), sgd the book's tuned SGD",
+                 prereg.below_baseline(finals, sgd, "SGD"),
                  seeds, S, trivial=_passes_at_step_0(prereg.below_baseline(starts, sgd, "SGD")))]
 
 
@@ -100,26 +108,64 @@ def stored_inner_comparison(store, kind: str, run, theta: dict, lrs: dict[str, f
 
 
 def _passes_at_step_0(d: prereg.Decision) -> bool:
-    """Policy rule 2 for a row whose test is a plain function of per-run values: the same test on
-    the runs' step-0 validations (the untrained optimizer) says yes."""
+    """Policy rule 2: the row's test on the untrained optimizers (``untrained``, or readings at
+    θ₀) says yes."""
     return d.outcome == "yes"
+
+
+def _rule_2(d: prereg.Decision, at_step_0: prereg.Decision | None) -> tuple[prereg.Decision, bool]:
+    """Amendment A4's rule 2 on a row first made without it: ``d`` and whether the row is
+    trivially true (``at_step_0``, the same test on the untrained optimizers, says yes; None: not
+    computed), ``d`` marked post hoc (A4) where that changes its label."""
+    trivial = at_step_0 is not None and _passes_at_step_0(at_step_0)
+    if trivial and d.outcome in ("yes", "partly"):
+        d = _mark_a4(d)
+    return d, trivial
+
+
+def _mark_a4(d: prereg.Decision) -> prereg.Decision:
+    return dataclasses.replace(d, post_hoc="; ".join(filter(None, (d.post_hoc, prereg.AMENDMENT_A4))))
+
+
+def _reading_rows(tests, readings: list, at_step_0: list | None, seeds: str, S: int) -> list[Verdict]:
+    """Rows whose test reads per-run readings at trained meta-parameters (P1.6-P1.7, P3.6-P3.7):
+    ``tests`` as (id, claim, place, test in words, the test as a function of readings); policy
+    rule 2 runs each on ``at_step_0``, the readings at θ₀ (amendment A4)."""
+    out = []
+    for pid, claim, where, test, decision in tests:
+        d, trivial = _rule_2(_amended(decision(readings), readings),
+                             decision(at_step_0) if at_step_0 is not None else None)
+        out.append(_row(pid, claim, where, test + "; trivially true if the same at θ₀ says yes", d, seeds, S,
+                        trivial=trivial))
+    return out
+
+
+def _amended(d: prereg.Decision, readings: list) -> prereg.Decision:
+    """``d`` marked post hoc (A4) when a reading it rests on had a non-finite value ranked last."""
+    if not any(getattr(r, "amended", False) for r in readings):
+        return d
+    return _mark_a4(d)
 
 
 # ---------------------------------------------------------------- §5.1 (group sinewave-thesis)
 
 @dataclass(frozen=True)
 class SinewaveReading:
-    """P1.6 and P1.7 for one run at the thesis' checkpoint: whether every learned function is
-    beyond chance and the signs agree (``sinewave.resemble_outcome`` == "yes"), and whether tuned
-    SGD ends below the learned MPLP after 3T inner steps."""
+    """P1.6 and P1.7 for one run at the thesis' checkpoint (or at θ₀, for rule 2): whether every
+    learned function is beyond chance and the signs agree (``sinewave.resemble_outcome`` ==
+    "yes"), and whether tuned SGD ends below the learned MPLP after 3T inner steps; ``amended``:
+    a non-finite value ranked last here (amendment A4: no finite checkpoint, or a NaN inner loss)."""
 
     resembles: bool | None
     sgd_wins_late: bool | None
+    amended: bool = False
 
 
 def sinewave_rows(runs: list, sgd: float, adam: float, S: int = 300_000,
-                  readings: list[SinewaveReading] | None = None, lo: int = 25_000, hi: int = 100_000) -> list[Verdict]:
-    """P1.1-P1.7 on the §5.1 runs (``readings``: one per run; without them P1.6-P1.7 are not made)."""
+                  readings: list[SinewaveReading] | None = None, lo: int = 25_000, hi: int = 100_000,
+                  at_step_0: list[SinewaveReading] | None = None) -> list[Verdict]:
+    """P1.1-P1.7 on the §5.1 runs (``readings``: one per run; without them P1.6-P1.7 are not made;
+    ``at_step_0``: the same readings at each run's θ₀, policy rule 2 for P1.6-P1.7)."""
     q = [quantities(r, S) for r in runs]
     seeds = f"{len(runs)} seeds, {S:,} outer steps"
     out = [_row("P1.1", "an initial flat phase, escaping after around 50,000 steps", "§5.1.2, Fig. 3a",
@@ -144,13 +190,13 @@ def sinewave_rows(runs: list, sgd: float, adam: float, S: int = 300_000,
                     prereg.within_factor(finals, 25.0, 1.0, "25"), seeds, S,
                     trivial=_passes_at_step_0(prereg.within_factor([x.start for x in q], 25.0, 1.0, "25"))))
     if readings is not None:
-        out.append(_row("P1.6", "the learned optimizer is similar to SGD", "§7; §5.1.2, Figs. 4-7",
-                        "prereg.every_seed(sinewave.resemble_outcome == 'yes' at the thesis' checkpoint)",
-                        prereg.every_seed([r.resembles for r in readings], "every function beyond chance, signs agreeing"),
-                        seeds, S))
-        out.append(_row("P1.7", "run for longer, SGD would eventually outperform the learned MPLP", "§5.1.2",
-                        "prereg.every_seed(tuned SGD below MPLP at 3T)",
-                        prereg.every_seed([r.sgd_wins_late for r in readings], "SGD below MPLP at 3T"), seeds, S))
+        tests = (("P1.6", "the learned optimizer is similar to SGD", "§7; §5.1.2, Figs. 4-7",
+                  "prereg.every_seed(sinewave.resemble_outcome == 'yes' at the thesis' checkpoint)",
+                  lambda rs: prereg.every_seed([r.resembles for r in rs], "every function beyond chance, signs agreeing")),
+                 ("P1.7", "run for longer, SGD would eventually outperform the learned MPLP", "§5.1.2",
+                  "prereg.every_seed(tuned SGD below MPLP at 3T)",
+                  lambda rs: prereg.every_seed([r.sgd_wins_late for r in rs], "SGD below MPLP at 3T")))
+        out += _reading_rows(tests, readings, at_step_0, seeds, S)
     return out
 
 
@@ -196,79 +242,85 @@ def best_cell_rows(runs: list, sgd: float, adam: float, S: int = 120_000) -> lis
 
 
 def grid_rows(cells: dict, sgd: float, adam: float, S: int = 120_000) -> list[Verdict]:
-    """P2.1-P2.16 on §5.2's eight cells (``cells``: ``ablation.Cell`` -> its five runs)."""
+    """P2.1-P2.16 on §5.2's eight cells (``cells``: ``ablation.Cell`` -> its five runs); policy
+    rule 2 runs each row's test on the cells' untrained optimizers too (``untrained``)."""
     q = _cells(cells, S)
+    q0 = {k: [untrained(x) for x in xs] for k, xs in q.items()}
     n = len(next(iter(q.values())))
     seeds = f"{n} seeds per cell, {len(q)} cells, {S:,} outer steps"
-    return _bn_and_lr_rows(q, seeds, S) + _size_and_best_rows(q, sgd, adam, seeds, S)
-
-
-def _bn_and_lr_rows(q: dict, seeds: str, S: int) -> list[Verdict]:
-    """P2.1-P2.7: batch normalization and the learned learning rate."""
-    out = []
-    bn_speed = _pairs(q, 1, True, "speed")                 # (with BN, without BN) per (m, lr)
-    out.append(_row("P2.1", "batch normalization converges faster under all configurations", "§5.2.2, Fig. 8",
-                    "prereg.every_stratum({(m, lr): (with BN, without BN)}, 'less') on training speed",
-                    prereg.every_stratum(bn_speed, "less"), seeds, S))
-    out.append(_row("P2.2", "a large difference for batch normalization in the bottom-right configuration",
-                    "§5.2.2", "prereg.largest_in({(m, lr): (without BN, with BN)}, '|m|=8, lr fixed', 'greater')",
-                    prereg.largest_in({k: (b, a) for k, (a, b) in bn_speed.items()}, "|m|=8, lr fixed", "greater"),
-                    seeds, S))
-    with_bn = [x.stuck for k, xs in q.items() if k[1] for x in xs]
-    without = [x.stuck for k, xs in q.items() if not k[1] for x in xs]
-    out.append(_row("P2.3", "with batch normalization training less often gets stuck at the beginning", "§5.2.2",
-                    "prereg.fewer_events(stuck with BN, stuck without BN)",
-                    prereg.fewer_events(sum(with_bn), len(with_bn), sum(without), len(without),
-                                        ("with BN", "without BN")), seeds, S))
-    lr_speed = _pairs(q, 2, False, "speed")                # (fixed, learned) per (m, BN)
-    out.append(_row("P2.4", "learning the learning rate generally speeds up convergence", "§5.2.2",
-                    "prereg.stratified_shift({(m, BN): (fixed, learned)}, 'greater') on training speed",
-                    prereg.stratified_shift(lr_speed, "greater"), seeds, S))
-    out.append(_row("P2.5", "at message size 1 the learned lr's speed-up is minimal, if even significant", "§5.2.2",
-                    "prereg.smallest_in(effects, ['|m|=1, BN off', '|m|=1, BN on'], 'greater')",
-                    prereg.smallest_in(lr_speed, ["|m|=1, BN off", "|m|=1, BN on"], "greater"), seeds, S))
-    out.append(_row("P2.6", "learning the lr helps mainly at |m| = 8 without batch normalization", "§5.2.2, Fig. 8",
-                    "prereg.largest_in(effects, '|m|=8, BN off', 'greater')",
-                    prereg.largest_in(lr_speed, "|m|=8, BN off", "greater"), seeds, S))
-    out.append(_row("P2.7", "the learned learning rate makes training more unstable", "§5.2.2; §7",
-                    "prereg.stratified_shift({(m, BN): (learned, fixed)}, 'greater') on instability",
-                    prereg.stratified_shift({k: (b, a) for k, (a, b) in _pairs(q, 2, False, "instability").items()},
-                                            "greater"), seeds, S))
-    return out
-
-
-def _size_and_best_rows(q: dict, sgd: float, adam: float, seeds: str, S: int) -> list[Verdict]:
-    """P2.8-P2.16: the message size, the best configuration against the baselines, and §7's summaries."""
     best = (8, True, True)
     out = []
-    m_final = _pairs(q, 0, True, "final")                  # (|m| = 8, |m| = 1) per (BN, lr)
-    out.append(_row("P2.8", "increasing the message size leads to a much lower outer-loss", "§5.2.2, Fig. 8",
-                    "prereg.every_stratum({(BN, lr): (|m|=8, |m|=1)}, 'less', max_ratio=0.5) on the final loss",
-                    prereg.every_stratum(m_final, "less", max_ratio=0.5), seeds, S))
-    out.append(_row("P2.9", "the message size has a large influence on convergence speed", "§7",
-                    "prereg.every_stratum({(BN, lr): (|m|=8, |m|=1)}, 'less') on training speed",
-                    prereg.every_stratum(_pairs(q, 0, True, "speed"), "less"), seeds, S))
-    out.append(_row("P2.10", "with |m| = 8 there are still runs with an initial flat phase", "§5.2.2",
-                    "prereg.some_run(stuck) over the |m| = 8 runs",
-                    prereg.some_run([x.stuck for k, xs in q.items() if k[0] == 8 for x in xs], "stuck with |m| = 8"),
-                    seeds, S))
-    finals = {_name(*k): [x.final for x in xs] for k, xs in q.items()}
-    out.append(_row("P2.11", "learned lr, batch normalization and |m| = 8 give the best performance", "§5.2.2",
-                    "prereg.lowest_of(cells, '|m|=8, BN on, lr learned') on the final loss",
-                    prereg.lowest_of(finals, _name(*best)), seeds, S))
-    out += _baselines(*BEST_CELL_ROWS, "§5.2.2", q[best], sgd, adam, seeds, S)
-    out.append(_row("P2.14", "batch normalization generally produces a better performing MPLP", "§7",
-                    "prereg.stratified_shift({(m, lr): (with BN, without BN)}, 'less') on the final loss",
-                    prereg.stratified_shift(_pairs(q, 1, True, "final"), "less"), seeds, S))
-    out.append(_row("P2.15", "learning the learning rate increased performance", "§7",
-                    "prereg.stratified_shift({(m, BN): (learned, fixed)}, 'less') on the final loss",
-                    prereg.stratified_shift({k: (b, a) for k, (a, b) in _pairs(q, 2, False, "final").items()}, "less"),
-                    seeds, S))
-    out.append(_row("P2.16", "every §5.2 run trains without batch-entropy regularisation", "§6",
-                    "prereg.every_seed(a plateau exit before S) over all runs",
-                    prereg.every_seed([x.exit is not None for xs in q.values() for x in xs], "left the plateau"),
-                    seeds, S))
+    for pid, claim, where, test, decision, rule_2 in _grid_tests(best):
+        if pid == "P2.12":                                  # P2.12-P2.13: rule 2 as decided before
+            out += _baselines(*BEST_CELL_ROWS, "§5.2.2", q[best], sgd, adam, seeds, S)
+            continue
+        d, trivial = _rule_2(decision(q), decision(q0) if rule_2 else None)
+        out.append(_row(pid, claim, where, test + ("; trivially true if the same on the untrained optimizers says yes"
+                                                   if rule_2 else ""), d, seeds, S, trivial=trivial))
     return out
+
+
+def _swap(pairs: dict) -> dict:
+    return {k: (b, a) for k, (a, b) in pairs.items()}
+
+
+def _stuck(q: dict, where) -> list[bool]:
+    return [x.stuck for k, xs in q.items() if where(k) for x in xs]
+
+
+def _grid_tests(best: tuple) -> list[tuple]:
+    """The plan's P2.1-P2.16 as (id, claim, place, test in words, the test as a function of the
+    cells' ``RunQuantities``, whether policy rule 2 applies: amendment A4's rows about what an
+    optimizer achieves, not how meta-training moves).  P2.12 stands for P2.12-P2.13."""
+    bn_speed = lambda q: _pairs(q, 1, True, "speed")                 # (with BN, without BN) per (m, lr)
+    lr_speed = lambda q: _pairs(q, 2, False, "speed")                # (fixed, learned) per (m, BN)
+    return [
+        ("P2.1", "batch normalization converges faster under all configurations", "§5.2.2, Fig. 8",
+         "prereg.every_stratum({(m, lr): (with BN, without BN)}, 'less') on training speed",
+         lambda q: prereg.every_stratum(bn_speed(q), "less"), True),
+        ("P2.2", "a large difference for batch normalization in the bottom-right configuration", "§5.2.2",
+         "prereg.largest_in({(m, lr): (without BN, with BN)}, '|m|=8, lr fixed', 'greater')",
+         lambda q: prereg.largest_in(_swap(bn_speed(q)), "|m|=8, lr fixed", "greater"), True),
+        ("P2.3", "with batch normalization training less often gets stuck at the beginning", "§5.2.2",
+         "prereg.fewer_events(stuck with BN, stuck without BN)",
+         lambda q: prereg.fewer_events(sum(_stuck(q, lambda k: k[1])), len(_stuck(q, lambda k: k[1])),
+                                       sum(_stuck(q, lambda k: not k[1])), len(_stuck(q, lambda k: not k[1])),
+                                       ("with BN", "without BN")), False),
+        ("P2.4", "learning the learning rate generally speeds up convergence", "§5.2.2",
+         "prereg.stratified_shift({(m, BN): (fixed, learned)}, 'greater') on training speed",
+         lambda q: prereg.stratified_shift(lr_speed(q), "greater"), True),
+        ("P2.5", "at message size 1 the learned lr's speed-up is minimal, if even significant", "§5.2.2",
+         "prereg.smallest_in(effects, ['|m|=1, BN off', '|m|=1, BN on'], 'greater')",
+         lambda q: prereg.smallest_in(lr_speed(q), ["|m|=1, BN off", "|m|=1, BN on"], "greater"), True),
+        ("P2.6", "learning the lr helps mainly at |m| = 8 without batch normalization", "§5.2.2, Fig. 8",
+         "prereg.largest_in(effects, '|m|=8, BN off', 'greater')",
+         lambda q: prereg.largest_in(lr_speed(q), "|m|=8, BN off", "greater"), True),
+        ("P2.7", "the learned learning rate makes training more unstable", "§5.2.2; §7",
+         "prereg.stratified_shift({(m, BN): (learned, fixed)}, 'greater') on instability",
+         lambda q: prereg.stratified_shift(_swap(_pairs(q, 2, False, "instability")), "greater"), False),
+        ("P2.8", "increasing the message size leads to a much lower outer-loss", "§5.2.2, Fig. 8",
+         "prereg.every_stratum({(BN, lr): (|m|=8, |m|=1)}, 'less', max_ratio=0.5) on the final loss",
+         lambda q: prereg.every_stratum(_pairs(q, 0, True, "final"), "less", max_ratio=0.5), True),
+        ("P2.9", "the message size has a large influence on convergence speed", "§7",
+         "prereg.every_stratum({(BN, lr): (|m|=8, |m|=1)}, 'less') on training speed",
+         lambda q: prereg.every_stratum(_pairs(q, 0, True, "speed"), "less"), True),
+        ("P2.10", "with |m| = 8 there are still runs with an initial flat phase", "§5.2.2",
+         "prereg.some_run(stuck) over the |m| = 8 runs",
+         lambda q: prereg.some_run(_stuck(q, lambda k: k[0] == 8), "stuck with |m| = 8"), False),
+        ("P2.11", "learned lr, batch normalization and |m| = 8 give the best performance", "§5.2.2",
+         "prereg.lowest_of(cells, '|m|=8, BN on, lr learned') on the final loss",
+         lambda q: prereg.lowest_of({_name(*k): [x.final for x in xs] for k, xs in q.items()}, _name(*best)), True),
+        ("P2.12", "", "", "", None, True),
+        ("P2.14", "batch normalization generally produces a better performing MPLP", "§7",
+         "prereg.stratified_shift({(m, lr): (with BN, without BN)}, 'less') on the final loss",
+         lambda q: prereg.stratified_shift(_pairs(q, 1, True, "final"), "less"), True),
+        ("P2.15", "learning the learning rate increased performance", "§7",
+         "prereg.stratified_shift({(m, BN): (learned, fixed)}, 'less') on the final loss",
+         lambda q: prereg.stratified_shift(_swap(_pairs(q, 2, False, "final")), "less"), True),
+        ("P2.16", "every §5.2 run trains without batch-entropy regularisation", "§6",
+         "prereg.every_seed(a plateau exit before S) over all runs",
+         lambda q: prereg.every_seed([x.exit is not None for xs in q.values() for x in xs], "left the plateau"), False),
+    ]
 
 
 # ---------------------------------------------------------------- §5.3 (group mnist-thesis)
@@ -282,18 +334,24 @@ class InnerReading:
     adam_T: float
     mplp_3T: float
     adam_3T: float
+    amended: bool = False        # a non-finite inner loss, counted as +inf (amendment A4)
 
 
 def inner_readings(cmp, T: int) -> InnerReading:
-    """``InnerReading`` from an ``analysis.InnerComparison`` over at least 3T steps."""
+    """``InnerReading`` from an ``analysis.InnerComparison`` over at least 3T steps (a non-finite
+    inner loss counts as +inf, the worst, amendment A4)."""
     w = max(1, T // 10)
-    m, a = cmp.loss["mplp"].mean(0), cmp.loss["adam"].mean(0)
-    return InnerReading(float(m[T - w:T].mean()), float(a[T - w:T].mean()), float(m[-w:].mean()), float(a[-w:].mean()))
+    loss = {k: np.asarray(cmp.loss[k], dtype=float) for k in ("mplp", "adam")}
+    m, a = (nan_as_worst(loss[k]).mean(0) for k in ("mplp", "adam"))
+    return InnerReading(float(m[T - w:T].mean()), float(a[T - w:T].mean()), float(m[-w:].mean()), float(a[-w:].mean()),
+                        amended=bool(any(np.isnan(v).any() for v in loss.values())))
 
 
-def mnist_rows(off: list, on: list, S: int = 150_000, inner: list[InnerReading] | None = None) -> list[Verdict]:
+def mnist_rows(off: list, on: list, S: int = 150_000, inner: list[InnerReading] | None = None,
+               at_step_0: list[InnerReading] | None = None) -> list[Verdict]:
     """P3.1-P3.8 on §5.3's runs without (``off``) and with (``on``) the batch-entropy term
-    (``inner``: one reading per run with the term; without them P3.6-P3.7 are not made)."""
+    (``inner``: one reading per run with the term at θ_S; without them P3.6-P3.7 are not made;
+    ``at_step_0``: the same at each run's θ₀, policy rule 2 for P3.6-P3.7)."""
     qo, qn = [quantities(r, S) for r in off], [quantities(r, S) for r in on]
     seeds = f"{len(off)} + {len(on)} seeds (term off + on), {S:,} outer steps"
     window = int(WINDOW * S)
@@ -315,13 +373,14 @@ def mnist_rows(off: list, on: list, S: int = 150_000, inner: list[InnerReading] 
                     prereg.every_seed([tail_fraction(r.train["be_term"]) < 0.05 for r in on], "term below 5 % of its start"),
                     seeds, S))
     if inner is not None:
-        out.append(_row("P3.6", "the learned MPLP and Adam show similar convergence speed", "Fig. 11; §7",
-                        "prereg.within_factor(MPLP at T, Adam at T, tolerance=0.25) over the runs with the term",
-                        prereg.within_factor([i.mplp_T / i.adam_T for i in inner], 1.0, 0.25, "Adam"), seeds, S))
-        out.append(_row("P3.7", "run longer, Adam would likely outperform the MPLP", "§5.3.2",
-                        "prereg.every_seed(MPLP / Adam at 3T above MPLP / Adam at T)",
-                        prereg.every_seed([i.mplp_3T / i.adam_3T > i.mplp_T / i.adam_T for i in inner],
-                                          "falls behind Adam past T"), seeds, S))
+        tests = (("P3.6", "the learned MPLP and Adam show similar convergence speed", "Fig. 11; §7",
+                  "prereg.within_factor(MPLP at T, Adam at T, tolerance=0.25) over the runs with the term",
+                  lambda rs: prereg.within_factor([i.mplp_T / i.adam_T for i in rs], 1.0, 0.25, "Adam")),
+                 ("P3.7", "run longer, Adam would likely outperform the MPLP", "§5.3.2",
+                  "prereg.every_seed(MPLP / Adam at 3T above MPLP / Adam at T)",
+                  lambda rs: prereg.every_seed([i.mplp_3T / i.adam_3T > i.mplp_T / i.adam_T for i in rs],
+                                               "falls behind Adam past T")))
+        out += _reading_rows(tests, inner, at_step_0, seeds, S)
     out.append(_row("P3.8", "batch-entropy regularisation was necessary on MNIST", "§6",
                     "prereg.fewer_events(stuck with the term, stuck without)",
                     prereg.fewer_events(sum(x.stuck for x in qn), len(qn), sum(x.stuck for x in qo), len(qo),

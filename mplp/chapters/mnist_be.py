@@ -374,24 +374,33 @@ def thesis_runs() -> list[list[ExperimentConfig]]:
     return [[base.replace(**{"seed": s, "meta.batch_entropy": be}) for s in PREREG_SEEDS] for be in (False, True)]
 
 
-def thesis_inner_reading(run: RunResult, adam_lr: float, store: Store):
+def thesis_inner_reading(run: RunResult, adam_lr: float, store: Store, step_0: bool = False):
     """P3.6-P3.7's ``confirm.InnerReading`` of one run with the term, at its final meta-parameters
-    θ_S (no checkpoint chosen), against Adam at ``adam_lr`` on ``confirm.INNER_INITS`` fresh
-    initialisations for 3T steps.  Stored; a read-only store without it raises
-    ``MissingResultError`` (execute chapter 3 on the finished runs before the report reads them)."""
-    cmp = confirm.stored_inner_comparison(store, "mnist_inner_final", run, run.theta, {"adam": adam_lr})
+    θ_S (no checkpoint chosen; ``step_0``: at its stored step-0 snapshot θ₀, policy rule 2), against
+    Adam at ``adam_lr`` on ``confirm.INNER_INITS`` fresh initialisations for 3T steps.  Stored; a
+    read-only store without it raises ``MissingResultError`` (execute chapter 3 on the finished runs
+    before the report reads them)."""
+    if not step_0:
+        cmp = confirm.stored_inner_comparison(store, "mnist_inner_final", run, run.theta, {"adam": adam_lr})
+    else:
+        snaps = run.snapshots()
+        if 0 not in snaps:
+            raise ValueError(f"{run.path}: no step-0 snapshot; policy rule 2 needs θ₀ (snapshot_every keeps step 0)")
+        cmp = confirm.stored_inner_comparison(store, "mnist_inner_untrained", run, snaps[0], {"adam": adam_lr}, step=0)
     return confirm.inner_readings(cmp, run.config.meta.T)
 
 
 def confirmed_rows(store: Store, arms: list[list[ExperimentConfig]] | None = None, S: int = THESIS_S) -> list[Verdict]:
     """The plan's rows P3.1-P3.8 once the ten thesis-budget runs (``arms``: the term off, then on;
-    default ``thesis_runs``) are finished, against Adam tuned on their validation set; nothing before."""
+    default ``thesis_runs``) are finished, against Adam tuned on their validation set, P3.6-P3.7
+    read at θ₀ too (policy rule 2); nothing before."""
     off_cfgs, on_cfgs = thesis_runs() if arms is None else arms
     off, on = (confirm.complete_runs(store, cfgs) for cfgs in (off_cfgs, on_cfgs))
     if off is None or on is None:
         return []
     adam = baselines.tuned(on_cfgs[0], store)["adam"]
-    return confirm.mnist_rows(off, on, S, [thesis_inner_reading(r, adam.best_lr, store) for r in on])
+    return confirm.mnist_rows(off, on, S, [thesis_inner_reading(r, adam.best_lr, store) for r in on],
+                              [thesis_inner_reading(r, adam.best_lr, store, step_0=True) for r in on])
 
 
 def long_population(S: int) -> list[ExperimentConfig]:

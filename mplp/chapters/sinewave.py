@@ -19,7 +19,7 @@ from mplp.core.config import ExperimentConfig, shipped
 from mplp.chapters.registry import PREREG_SEEDS, Chapter, Group, how_to_train, register
 from mplp.store import RunResult
 from mplp.meta.source import Store
-from mplp.claims.analysis import Checkpoint, choose_checkpoint, continuation, plateau_end, plateau_exit
+from mplp.claims.analysis import Checkpoint, choose_checkpoint, continuation, nan_as_worst, plateau_end, plateau_exit
 from mplp.chapters import confirm
 from mplp.claims.readings import AgreementTrajectory, InputRanges, agreement, agreement_trajectory, learned_function, record_input_ranges
 from mplp.claims.verdicts import MEND_COMMIT, PLATEAU_RULE_COMMIT, POLICY_COMMIT, Verdict, decide, final_loss_reached, median_still_falling, still_falling
@@ -410,34 +410,62 @@ THESIS_CHECKPOINT_WINDOW = (100_000, 130_000)
 
 def thesis_reading(run: RunResult, sgd_lr: float, n_range_tasks: int, store: Store,
                    window: tuple[int, int] = THESIS_CHECKPOINT_WINDOW) -> confirm.SinewaveReading:
-    """P1.6-P1.7 for one thesis-budget run at the plan's checkpoint (``window``): claim 4's test
+    """P1.6-P1.7 for one thesis-budget run at the plan's checkpoint (``window``; ``reading_at``).
+    A run with no finite validation at a snapshot in the window has no checkpoint: it fails
+    P1.6 and, its MPLP ranking last, passes P1.7 (amendment A4)."""
+    try:
+        ck = choose_checkpoint(run, window)
+    except ValueError:
+        return confirm.SinewaveReading(False, True, amended=True)
+    return reading_at(run, ck, sgd_lr, n_range_tasks, store)
+
+
+def untrained_reading(run: RunResult, sgd_lr: float, n_range_tasks: int, store: Store) -> confirm.SinewaveReading:
+    """``reading_at`` the run's θ₀, its stored step-0 snapshot: policy rule 2 for P1.6-P1.7."""
+    snaps = run.snapshots()
+    if 0 not in snaps:
+        raise ValueError(f"{run.path}: no step-0 snapshot; policy rule 2 needs θ₀ (snapshot_every keeps step 0)")
+    v = run.validation
+    return reading_at(run, Checkpoint(0, float(v["val_loss"][0]), snaps[0], "θ₀, the untrained optimizer"),
+                      sgd_lr, n_range_tasks, store)
+
+
+def reading_at(run: RunResult, ck: Checkpoint, sgd_lr: float, n_range_tasks: int,
+               store: Store) -> confirm.SinewaveReading:
+    """P1.6-P1.7 for one thesis-budget run at meta-parameters ``ck``: claim 4's test
     (``resemble_outcome`` == "yes": every learned function beyond chance, signs agreeing), and
     whether tuned SGD (``sgd_lr``) ends below the MPLP on ``confirm.INNER_INITS`` fresh
     initialisations run for 3T steps (mean inner loss over the last tenth of the 3T, averaged
-    over the inits).  Stored; a read-only store without them raises ``MissingResultError``
-    (execute chapter 1 on the finished runs before the report reads them)."""
-    ck = choose_checkpoint(run, window)
+    over the inits; a non-finite loss counts as +inf, amendment A4).  Stored; a read-only store
+    without them raises ``MissingResultError`` (execute chapter 1 on the finished runs before
+    the report reads them)."""
     a = seed_agreement(run, ck, n_range_tasks, store)
     cmp = confirm.stored_inner_comparison(store, "sinewave_inner_checkpoint", run, ck.theta, {"sgd": sgd_lr},
                                           step=ck.step)
-    w = max(1, cmp.loss["mplp"].shape[-1] // 10)                 # the last tenth of the 3T steps
-    late = {k: float(cmp.loss[k].mean(0)[-w:].mean()) for k in ("mplp", "sgd")}
-    return confirm.SinewaveReading(resemble_outcome(a.corr, a.null_q) == "yes", late["sgd"] < late["mplp"])
+    loss = {k: np.asarray(cmp.loss[k], dtype=float) for k in ("mplp", "sgd")}
+    w = max(1, loss["mplp"].shape[-1] // 10)                     # the last tenth of the 3T steps
+    late = {k: float(nan_as_worst(v).mean(0)[-w:].mean()) for k, v in loss.items()}
+    return confirm.SinewaveReading(resemble_outcome(a.corr, a.null_q) == "yes", late["sgd"] < late["mplp"],
+                                   amended=bool(any(np.isnan(v).any() for v in loss.values())))
 
 
 def confirmed_rows(store: Store, n_range_tasks: int, cfgs: list[ExperimentConfig] | None = None,
                    S: int = THESIS_S, window: tuple[int, int] = THESIS_CHECKPOINT_WINDOW,
                    lo: int = THESIS_PLATEAU_END // 2, hi: int = 2 * THESIS_PLATEAU_END) -> list[Verdict]:
     """The plan's rows P1.1-P1.7 once the five thesis-budget runs (``cfgs``, default
-    ``thesis_runs``) are finished, against the SGD and Adam tuned on their validation set;
-    nothing before.  ``S``, ``window``, ``lo``, ``hi``: the plan's, smaller in tests."""
+    ``thesis_runs``) are finished, against the SGD and Adam tuned on their validation set, with
+    P1.6-P1.7 read at θ₀ too (policy rule 2); nothing before.  ``S``, ``window``, ``lo``, ``hi``:
+    the plan's, smaller in tests."""
     cfgs = thesis_runs() if cfgs is None else cfgs
     runs = confirm.complete_runs(store, cfgs)
     if runs is None:
         return []
     tuned = baselines.tuned(cfgs[0], store)
-    readings = [thesis_reading(r, tuned["sgd"].best_lr, n_range_tasks, store, window) for r in runs]
-    return confirm.sinewave_rows(runs, tuned["sgd"].best_metric, tuned["adam"].best_metric, S, readings, lo, hi)
+    sgd_lr = tuned["sgd"].best_lr
+    readings = [thesis_reading(r, sgd_lr, n_range_tasks, store, window) for r in runs]
+    at_step_0 = [untrained_reading(r, sgd_lr, n_range_tasks, store) for r in runs]
+    return confirm.sinewave_rows(runs, tuned["sgd"].best_metric, tuned["adam"].best_metric, S, readings, lo, hi,
+                                 at_step_0)
 
 
 def plan(p: dict) -> list[list[ExperimentConfig]]:

@@ -177,18 +177,20 @@ def every_stratum(pairs: dict[str, tuple], alternative: str = "less", max_ratio:
 
 def largest_in(effects: dict[str, tuple], target: str, alternative: str = "greater") -> Decision:
     """"X helps most in stratum t": per stratum (x, y) the effect median(x) - median(y) (with
-    ``alternative="greater"``: x larger means helped).  ``target`` has the largest effect and
-    its own ``shift`` is significant -> yes; largest only -> partly; otherwise no."""
+    ``alternative="greater"``: x larger means helped).  ``target`` alone has the largest effect
+    (an effect of inf - inf ranking last) and its own ``shift`` is significant -> yes; largest
+    only -> partly; otherwise no."""
     eff = {k: float(np.median(x) - np.median(y)) for k, (x, y) in effects.items()}
     sign = 1.0 if alternative == "greater" else -1.0
-    best = max(eff, key=lambda k: sign * eff[k])
+    largest, before = _strictly_first({k: sign * v for k, v in eff.items()}, target)
+    amended = AMENDMENT_A4 if largest != before else ""
     d = shift(*effects[target], alternative=alternative, ratio=False)
     ev = "; ".join(f"{k}: {v:+.3g}" for k, v in eff.items()) + f"; {target}: Mann-Whitney p = {d.p:.3g}"
-    if best == target and d.outcome == "yes":
-        return Decision("yes", ev, d.p)
-    if best == target:
-        return Decision("partly", ev, d.p, rule="largest effect, not significant in its stratum")
-    return Decision("no", ev, d.p)
+    if largest and d.outcome == "yes":
+        return Decision("yes", ev, d.p, post_hoc=amended)
+    if largest:
+        return Decision("partly", ev, d.p, rule="largest effect, not significant in its stratum", post_hoc=amended)
+    return Decision("no", ev, d.p, post_hoc=amended)
 
 
 # The plan's amendments (book/preregistration.md, "Amendments"), as a row that one changed says it.
@@ -198,6 +200,16 @@ AMENDMENT_A2 = ("amendment A2 (2026-12-03, before the §5.3 runs started): 'or s
                 "'or some never while others exit', as its function always did")
 AMENDMENT_A3 = ("amendment A3 (2026-12-03): policy rule 2 on the Adam row is its own test on the step-0 "
                 "validations, which here disagrees with the median reading the code first used")
+AMENDMENT_A4 = ("amendment A4 (2026-12-03, before the row was decided): policy rule 2 on this row, or a "
+                "non-finite value ranked last, changed its answer")
+
+
+def _strictly_first(score: dict[str, float], target: str) -> tuple[bool, bool]:
+    """Whether ``target`` alone has the highest ``score`` (NaN ranking last; amendment A4), and
+    whether the code before A4 (``max`` in dict order, the target named first) said so too."""
+    clean = {k: (-np.inf if np.isnan(v) else v) for k, v in score.items()}
+    alone = all(clean[target] > v for k, v in clean.items() if k != target)
+    return alone, max(score, key=score.get) == target
 
 
 def _ranked_within_strata(pairs: dict[str, tuple]) -> dict[str, tuple] | None:
@@ -273,14 +285,17 @@ def some_run(holds: list[bool], what: str) -> Decision:
 
 
 def lowest_of(cells: dict[str, list], target: str) -> Decision:
-    """"Configuration t performs best": ``target`` has the lowest median (e.g. ``final_level``) of
-    all ``cells`` and is below the runner-up by a one-sided Mann-Whitney -> yes; lowest median
-    only -> partly; otherwise no."""
-    med = {k: float(np.median(v)) for k, v in cells.items()}
+    """"Configuration t performs best": ``target`` alone has the lowest median (e.g. ``final_level``)
+    of all ``cells`` (a tie is not lowest) and is below the runner-up by a one-sided Mann-Whitney
+    -> yes; lowest median only -> partly; otherwise no."""
+    med = {k: float(np.median(nan_as_worst(v))) for k, v in cells.items()}
     order = sorted(med, key=med.get)
     ev = "; ".join(f"{k}: {med[k]:.4g}" for k in order)
-    if order[0] != target:
-        return Decision("no", ev + f"; lowest: {order[0]}")
+    lowest = _strictly_first({k: -v for k, v in med.items()}, target)[0]
+    amended = AMENDMENT_A4 if lowest != (order[0] == target) else ""
+    if not lowest:
+        return Decision("no", ev + f"; lowest: {order[0]}{' (a tie)' if order[0] == target else ''}",
+                        post_hoc=amended)
     d = shift(cells[target], cells[order[1]], "less")
     ev += f"; against the runner-up {order[1]}: Mann-Whitney p = {d.p:.3g}"
     if d.outcome == "yes":

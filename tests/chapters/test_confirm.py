@@ -8,6 +8,7 @@ import pytest
 
 from mplp.chapters.ablation_grid import Cell, GRID
 from mplp.chapters import confirm
+from mplp.claims import prereg
 from mplp.store import RunResult
 from helpers import tiny_config
 
@@ -63,6 +64,39 @@ def test_the_adam_row_applies_policy_rule_2_by_its_own_test_and_marks_amendment_
     assert adam_mixed.holds == "yes" and adam_mixed.post_hoc == prereg.AMENDMENT_A3
 
 
+def test_policy_rule_2_reads_p1_6_and_p1_7_at_theta_0_and_marks_amendment_a4_where_it_changes_a_label():
+    S = 30_000
+    runs = [_run(s, 5_000 + 500 * s, S, start=55.0, end=15.0) for s in range(5)]
+    trained = [confirm.SinewaveReading(True, True)] * 5
+    at_0 = [confirm.SinewaveReading(False, True)] * 5              # untrained: not like SGD, but SGD beats it
+    rows = confirm.sinewave_rows(runs, sgd=18.5, adam=5.1, S=S, readings=trained, lo=2_500, hi=10_000,
+                                 at_step_0=at_0)
+    p16, p17 = rows[5:7]
+    assert (p16.holds, p16.post_hoc) == ("yes", "") and "θ₀" in p16.test
+    assert (p17.holds, p17.test_outcome, p17.post_hoc) == ("trivial", "yes", prereg.AMENDMENT_A4)
+    # a reading that ranked a non-finite value last marks its row, whatever rule 2 says
+    amended = [confirm.SinewaveReading(False, True, amended=True)] + trained[1:]
+    rows = confirm.sinewave_rows(runs, sgd=18.5, adam=5.1, S=S, readings=amended, lo=2_500, hi=10_000)
+    assert [v.post_hoc == prereg.AMENDMENT_A4 for v in rows[5:7]] == [True, True]
+    assert rows[5].holds == "partly" and rows[6].holds == "yes"
+    assert rows[0].interval.endswith("no p") and "no interval" in rows[1].interval
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered")
+def test_policy_rule_2_on_the_grid_runs_each_row_on_the_untrained_optimizers():
+    """A4: BN cells that start (and stay) lower than the cells without it pass P2.1 untrained too:
+    trivially true, post hoc; the rows on how meta-training moves never are."""
+    S = 12_000
+    cells = {c: [_run(s, None, S, start=(200.0 if c.batch_norm else 250.0) * (1 + 0.01 * s)) for s in range(5)]
+             for c in GRID}
+    rows = {v.claim.split(":")[0]: v for v in confirm.grid_rows(cells, sgd=141.0, adam=10.0, S=S)}
+    assert rows["P2.1"].test_outcome == "yes" and rows["P2.1"].holds == "trivial"
+    assert rows["P2.1"].post_hoc == prereg.AMENDMENT_A4 and "untrained" in rows["P2.1"].test
+    assert rows["P2.10"].holds == "yes" and not rows["P2.10"].post_hoc       # stuck: no untrained value
+    assert "untrained" not in rows["P2.3"].test and "untrained" not in rows["P2.16"].test
+    assert all(not v.post_hoc for k, v in rows.items() if v.holds != "trivial")
+
+
 def test_grid_rows_on_a_grid_shaped_like_the_thesis():
     S = 12_000
 
@@ -96,6 +130,10 @@ def test_mnist_rows_follow_the_plan():
     on = [_run(s, 1_200, S, start=230.0, end=80.0, be_term=np.r_[1.0, np.full(9, 0.01)]) for s in range(5)]
     inner = [confirm.InnerReading(1.0, 1.0, 5.0, 0.3)] * 5
     rows = confirm.mnist_rows(off, on, S=S, inner=inner)
+    # policy rule 2 at θ₀ (A4): an untrained MPLP far behind Adam fails P3.6 but passes P3.7 (further behind at 3T)
+    at_0 = [confirm.InnerReading(50.0, 1.0, 50.0, 0.3)] * 5
+    again = confirm.mnist_rows(off, on, S=S, inner=inner, at_step_0=at_0)
+    assert [(v.holds, v.post_hoc) for v in again[5:7]] == [("yes", ""), ("trivial", prereg.AMENDMENT_A4)]
     got = {v.claim.split(":")[0]: v.holds for v in rows}
     assert got == {"P3.1": "yes", "P3.2": "yes", "P3.3": "yes", "P3.4": "partly", "P3.5": "yes", "P3.6": "yes",
                    "P3.7": "yes", "P3.8": "yes"}
@@ -193,20 +231,27 @@ def test_chapter_3_decides_once_all_ten_runs_are_finished(monkeypatch):
     adam = np.r_[np.ones(T), np.full(2 * T, 0.1)] * np.ones((20, 1))
     asked = []
 
+    # the untrained MPLP (θ₀, policy rule 2): far behind Adam at T, and no further behind at 3T
+    untrained = np.full((20, 3 * T), 50.0)
+
     def load_or_compute(experiment, key, compute, cls):
         asked.append((experiment, key))
-        return InnerComparison({"mplp": mplp, "adam": adam}, {}, {"adam": key["adam_lr"]}, T)
+        theta_0 = key.get("step") == 0
+        return InnerComparison({"mplp": untrained if theta_0 else mplp, "adam": np.ones((20, 3 * T)) if theta_0 else adam},
+                               {}, {"adam": key["adam_lr"]}, T)
 
     store = SimpleNamespace(complete_run=lambda cfg: stored.get(cfg.hash()), load_or_compute=load_or_compute)
     monkeypatch.setattr(mnist_be.baselines, "tuned", lambda cfg, store: {"adam": SimpleNamespace(best_lr=0.003)})
+    monkeypatch.setattr(RunResult, "snapshots", lambda self: {0: {"w": 0.0}})
     missing = SimpleNamespace(complete_run=lambda cfg: None if cfg is arms[1][4] else stored[cfg.hash()])
     assert mnist_be.confirmed_rows(missing, arms, S) == []
     rows = mnist_be.confirmed_rows(store, arms, S)
     got = {v.claim.split(":")[0]: v.holds for v in rows}
     assert got == {"P3.1": "yes", "P3.2": "yes", "P3.3": "yes", "P3.4": "partly", "P3.5": "yes", "P3.6": "yes",
                    "P3.7": "yes", "P3.8": "yes"}
-    assert [k["steps"] for e, k in asked] == [3 * T] * 5 and {k["adam_lr"] for e, k in asked} == {0.003}
+    assert [k["steps"] for e, k in asked] == [3 * T] * 10 and {k["adam_lr"] for e, k in asked} == {0.003}
     assert {k["config"] for e, k in asked} == {c.hash() for c in arms[1]}          # the runs with the term
+    assert [e for e, k in asked] == ["mnist_inner_final"] * 5 + ["mnist_inner_untrained"] * 5
 
 
 def test_truncation_rows_follow_the_plan():

@@ -158,7 +158,19 @@ def test_the_plans_rows_come_once_all_five_thesis_budget_runs_are_finished(tmp_p
     again = sinewave.confirmed_rows(Store(tmp_path, read_only=True), 2, **kw)
     assert [(v.claim, v.holds, v.evidence) for v in again] == [(v.claim, v.holds, v.evidence) for v in rows]
     inner = list((tmp_path / "sinewave_inner_checkpoint").iterdir())
-    assert len(inner) == 5
+    assert len(inner) == 10                                  # at the checkpoint and at θ₀
+
+
+def test_a_run_without_a_finite_checkpoint_fails_p1_6_and_ranks_last_in_p1_7():
+    """Amendment A4: no finite validation at a snapshot in the window is no checkpoint, not an error."""
+    from types import SimpleNamespace
+
+    def no_checkpoint(run, window):
+        raise ValueError("no snapshot in steps 100,000-130,000 has a finite validation loss")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(sinewave, "choose_checkpoint", no_checkpoint)
+        reading = sinewave.thesis_reading(SimpleNamespace(), 0.1, 2, None)
+    assert reading == sinewave.confirm.SinewaveReading(False, True, amended=True)
 
 
 def test_the_plans_sgd_reading_compares_the_last_tenth_of_3T():
@@ -184,3 +196,9 @@ def test_the_plans_sgd_reading_compares_the_last_tenth_of_3T():
         mp.setattr(sinewave, "seed_agreement", lambda *a: agreement)
         reading = sinewave.thesis_reading(run, 0.1, 2, OneStore())
     assert reading == sinewave.confirm.SinewaveReading(True, False)       # SGD 2.0 is not below the MPLP's 1.0
+    # a diverged MPLP inner loss counts as +inf (A4): SGD is below it
+    cmp.loss["mplp"][0, -1] = np.nan
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(sinewave, "choose_checkpoint", lambda r, w: ck)
+        mp.setattr(sinewave, "seed_agreement", lambda *a: agreement)
+        assert sinewave.thesis_reading(run, 0.1, 2, OneStore()) == sinewave.confirm.SinewaveReading(True, True, True)

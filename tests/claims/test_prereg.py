@@ -141,6 +141,21 @@ def test_some_run_lowest_of_and_smallest_in():
     assert prereg.smallest_in(effects, ["8/off"]).outcome == "no"
 
 
+@pytest.mark.filterwarnings("ignore:invalid value encountered")
+def test_a_tie_or_a_nan_effect_does_not_make_the_claimed_cell_first():
+    """Amendment A4: the claimed cell needs the lowest median (largest effect) alone; a tie at +inf
+    went to the cell named first, and an effect of inf - inf ranks last; marked post hoc only then."""
+    inf = float("inf")
+    tied = prereg.lowest_of({"best": [inf] * 5, "next": [inf] * 5, "worst": [inf] * 5}, "best")
+    assert tied.outcome == "no" and tied.post_hoc == prereg.AMENDMENT_A4 and "(a tie)" in tied.evidence
+    assert not prereg.lowest_of({"best": [1, 2, 3, 4, 5], "next": [6] * 5}, "best").post_hoc
+    nan_first = {"8/off": ([inf] * 5, [inf] * 5), "8/on": ([5, 6, 7, 8, 9], [0, 1, 2, 3, 4])}
+    d = prereg.largest_in(nan_first, "8/off")
+    assert d.outcome == "no" and d.post_hoc == prereg.AMENDMENT_A4
+    assert prereg.largest_in(nan_first, "8/on").outcome in ("yes", "partly")
+    assert not prereg.largest_in({"a": ([5] * 5, [0] * 5), "b": ([1] * 5, [0] * 5)}, "a").post_hoc
+
+
 def test_rises_at_and_tail_fraction():
     steps = np.arange(0, 10_000, 150)
     be = np.where(steps > 5_000, 1.5, 0.2)
