@@ -124,6 +124,8 @@ def _rule_2(d: prereg.Decision, at_step_0: prereg.Decision | None) -> tuple[prer
 
 
 def _mark_a4(d: prereg.Decision) -> prereg.Decision:
+    if prereg.AMENDMENT_A4 in d.post_hoc:
+        return d
     return dataclasses.replace(d, post_hoc="; ".join(filter(None, (d.post_hoc, prereg.AMENDMENT_A4))))
 
 
@@ -133,16 +135,17 @@ def _reading_rows(tests, readings: list, at_step_0: list | None, seeds: str, S: 
     rule 2 runs each on ``at_step_0``, the readings at θ₀ (amendment A4)."""
     out = []
     for pid, claim, where, test, decision in tests:
-        d, trivial = _rule_2(_amended(decision(readings), readings),
+        d, trivial = _rule_2(_amended(decision(readings), readings, pid),
                              decision(at_step_0) if at_step_0 is not None else None)
-        out.append(_row(pid, claim, where, test + "; trivially true if the same at θ₀ says yes", d, seeds, S,
-                        trivial=trivial))
+        out.append(_row(pid, claim, where, test + ("; trivially true if the same at θ₀ says yes"
+                                                   if at_step_0 is not None else ""), d, seeds, S, trivial=trivial))
     return out
 
 
-def _amended(d: prereg.Decision, readings: list) -> prereg.Decision:
-    """``d`` marked post hoc (A4) when a reading it rests on had a non-finite value ranked last."""
-    if not any(getattr(r, "amended", False) for r in readings):
+def _amended(d: prereg.Decision, readings: list, pid: str) -> prereg.Decision:
+    """``d`` (row ``pid``) marked post hoc (A4) when a reading it rests on ranked a non-finite value
+    last for this row (the reading's ``amended`` names the rows)."""
+    if not any(pid in r.amended for r in readings):
         return d
     return _mark_a4(d)
 
@@ -154,11 +157,12 @@ class SinewaveReading:
     """P1.6 and P1.7 for one run at the thesis' checkpoint (or at θ₀, for rule 2): whether every
     learned function is beyond chance and the signs agree (``sinewave.resemble_outcome`` ==
     "yes"), and whether tuned SGD ends below the learned MPLP after 3T inner steps; ``amended``:
-    a non-finite value ranked last here (amendment A4: no finite checkpoint, or a NaN inner loss)."""
+    the rows for which a non-finite value was ranked last here (amendment A4: no finite checkpoint,
+    P1.6 and P1.7; a NaN inner loss, P1.7)."""
 
     resembles: bool | None
     sgd_wins_late: bool | None
-    amended: bool = False
+    amended: tuple[str, ...] = ()
 
 
 def sinewave_rows(runs: list, sgd: float, adam: float, S: int = 300_000,
@@ -310,7 +314,7 @@ def _grid_tests(best: tuple) -> list[tuple]:
         ("P2.11", "learned lr, batch normalization and |m| = 8 give the best performance", "§5.2.2",
          "prereg.lowest_of(cells, '|m|=8, BN on, lr learned') on the final loss",
          lambda q: prereg.lowest_of({_name(*k): [x.final for x in xs] for k, xs in q.items()}, _name(*best)), True),
-        ("P2.12", "", "", "", None, True),
+        ("P2.12", "", "", "", None, None),
         ("P2.14", "batch normalization generally produces a better performing MPLP", "§7",
          "prereg.stratified_shift({(m, lr): (with BN, without BN)}, 'less') on the final loss",
          lambda q: prereg.stratified_shift(_pairs(q, 1, True, "final"), "less"), True),
@@ -334,7 +338,7 @@ class InnerReading:
     adam_T: float
     mplp_3T: float
     adam_3T: float
-    amended: bool = False        # a non-finite inner loss, counted as +inf (amendment A4)
+    amended: tuple[str, ...] = ()    # rows whose inputs had a NaN inner loss, counted as +inf (amendment A4)
 
 
 def inner_readings(cmp, T: int) -> InnerReading:
@@ -343,8 +347,10 @@ def inner_readings(cmp, T: int) -> InnerReading:
     w = max(1, T // 10)
     loss = {k: np.asarray(cmp.loss[k], dtype=float) for k in ("mplp", "adam")}
     m, a = (nan_as_worst(loss[k]).mean(0) for k in ("mplp", "adam"))
+    nan_by_T = any(np.isnan(v[:, T - w:T]).any() for v in loss.values())
+    nan_late = any(np.isnan(v[:, -w:]).any() for v in loss.values())
     return InnerReading(float(m[T - w:T].mean()), float(a[T - w:T].mean()), float(m[-w:].mean()), float(a[-w:].mean()),
-                        amended=bool(any(np.isnan(v).any() for v in loss.values())))
+                        amended=("P3.6", "P3.7") if nan_by_T else (("P3.7",) if nan_late else ()))
 
 
 def mnist_rows(off: list, on: list, S: int = 150_000, inner: list[InnerReading] | None = None,

@@ -412,11 +412,14 @@ def thesis_reading(run: RunResult, sgd_lr: float, n_range_tasks: int, store: Sto
                    window: tuple[int, int] = THESIS_CHECKPOINT_WINDOW) -> confirm.SinewaveReading:
     """P1.6-P1.7 for one thesis-budget run at the plan's checkpoint (``window``; ``reading_at``).
     A run with no finite validation at a snapshot in the window has no checkpoint: it fails
-    P1.6 and, its MPLP ranking last, passes P1.7 (amendment A4)."""
+    P1.6 and, its MPLP ranking last, passes P1.7 (amendment A4); one with no snapshot there at
+    all is an error."""
     try:
         ck = choose_checkpoint(run, window)
     except ValueError:
-        return confirm.SinewaveReading(False, True, amended=True)
+        if not any(window[0] <= s <= window[1] for s in run.snapshots()):
+            raise
+        return confirm.SinewaveReading(False, True, amended=("P1.6", "P1.7"))
     return reading_at(run, ck, sgd_lr, n_range_tasks, store)
 
 
@@ -446,7 +449,7 @@ def reading_at(run: RunResult, ck: Checkpoint, sgd_lr: float, n_range_tasks: int
     w = max(1, loss["mplp"].shape[-1] // 10)                     # the last tenth of the 3T steps
     late = {k: float(nan_as_worst(v).mean(0)[-w:].mean()) for k, v in loss.items()}
     return confirm.SinewaveReading(resemble_outcome(a.corr, a.null_q) == "yes", late["sgd"] < late["mplp"],
-                                   amended=bool(any(np.isnan(v).any() for v in loss.values())))
+                                   amended=("P1.7",) if any(np.isnan(v[:, -w:]).any() for v in loss.values()) else ())
 
 
 def confirmed_rows(store: Store, n_range_tasks: int, cfgs: list[ExperimentConfig] | None = None,

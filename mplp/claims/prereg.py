@@ -200,8 +200,8 @@ AMENDMENT_A2 = ("amendment A2 (2026-12-03, before the §5.3 runs started): 'or s
                 "'or some never while others exit', as its function always did")
 AMENDMENT_A3 = ("amendment A3 (2026-12-03): policy rule 2 on the Adam row is its own test on the step-0 "
                 "validations, which here disagrees with the median reading the code first used")
-AMENDMENT_A4 = ("amendment A4 (2026-12-03, before the row was decided): policy rule 2 on this row, or a "
-                "non-finite value ranked last, changed its answer")
+AMENDMENT_A4 = ("amendment A4 (2026-12-03, before the row was decided): this row's answer rests on policy "
+                "rule 2 as A4 applies it, or on a non-finite value A4 ranks last")
 
 
 def _strictly_first(score: dict[str, float], target: str) -> tuple[bool, bool]:

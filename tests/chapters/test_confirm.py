@@ -75,10 +75,13 @@ def test_policy_rule_2_reads_p1_6_and_p1_7_at_theta_0_and_marks_amendment_a4_whe
     assert (p16.holds, p16.post_hoc) == ("yes", "") and "θ₀" in p16.test
     assert (p17.holds, p17.test_outcome, p17.post_hoc) == ("trivial", "yes", prereg.AMENDMENT_A4)
     # a reading that ranked a non-finite value last marks its row, whatever rule 2 says
-    amended = [confirm.SinewaveReading(False, True, amended=True)] + trained[1:]
+    amended = [confirm.SinewaveReading(False, True, amended=("P1.6", "P1.7"))] + trained[1:]
     rows = confirm.sinewave_rows(runs, sgd=18.5, adam=5.1, S=S, readings=amended, lo=2_500, hi=10_000)
     assert [v.post_hoc == prereg.AMENDMENT_A4 for v in rows[5:7]] == [True, True]
-    assert rows[5].holds == "partly" and rows[6].holds == "yes"
+    assert rows[5].holds == "partly" and rows[6].holds == "yes" and "θ₀" not in rows[5].test
+    only_p17 = [confirm.SinewaveReading(True, True, amended=("P1.7",))] * 5
+    rows = confirm.sinewave_rows(runs, sgd=18.5, adam=5.1, S=S, readings=only_p17, lo=2_500, hi=10_000, at_step_0=at_0)
+    assert [v.post_hoc for v in rows[5:7]] == ["", prereg.AMENDMENT_A4]         # marked once, not twice
     assert rows[0].interval.endswith("no p") and "no interval" in rows[1].interval
 
 

@@ -169,8 +169,10 @@ def test_a_run_without_a_finite_checkpoint_fails_p1_6_and_ranks_last_in_p1_7():
         raise ValueError("no snapshot in steps 100,000-130,000 has a finite validation loss")
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(sinewave, "choose_checkpoint", no_checkpoint)
-        reading = sinewave.thesis_reading(SimpleNamespace(), 0.1, 2, None)
-    assert reading == sinewave.confirm.SinewaveReading(False, True, amended=True)
+        reading = sinewave.thesis_reading(SimpleNamespace(snapshots=lambda: {110_000: {}}), 0.1, 2, None)
+        assert reading == sinewave.confirm.SinewaveReading(False, True, amended=("P1.6", "P1.7"))
+        with pytest.raises(ValueError, match="finite"):              # no snapshot in the window at all: an error
+            sinewave.thesis_reading(SimpleNamespace(snapshots=lambda: {90_000: {}}), 0.1, 2, None)
 
 
 def test_the_plans_sgd_reading_compares_the_last_tenth_of_3T():
@@ -201,4 +203,4 @@ def test_the_plans_sgd_reading_compares_the_last_tenth_of_3T():
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(sinewave, "choose_checkpoint", lambda r, w: ck)
         mp.setattr(sinewave, "seed_agreement", lambda *a: agreement)
-        assert sinewave.thesis_reading(run, 0.1, 2, OneStore()) == sinewave.confirm.SinewaveReading(True, True, True)
+        assert sinewave.thesis_reading(run, 0.1, 2, OneStore()) == sinewave.confirm.SinewaveReading(True, True, ("P1.7",))
