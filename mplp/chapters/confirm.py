@@ -95,6 +95,15 @@ def complete_runs(store, cfgs: list) -> list | None:
     return None if any(r is None for r in runs) else runs
 
 
+def theta_0(run) -> dict:
+    """A stored run's step-0 meta-parameters θ₀ (its step-0 snapshot): the untrained optimizer
+    that policy rule 2 reads P1.6-P1.7 and P3.6-P3.7 at (amendment A4)."""
+    snaps = run.snapshots()
+    if 0 not in snaps:
+        raise ValueError(f"{run.path}: no step-0 snapshot; policy rule 2 needs θ₀ (snapshot_every keeps step 0)")
+    return snaps[0]
+
+
 def stored_inner_comparison(store, kind: str, run, theta: dict, lrs: dict[str, float], **key) -> InnerComparison:
     """``analysis.compare_inner_training`` of ``theta`` (a snapshot of ``run``'s meta-parameters: a
     checkpoint's or the final θ_S) against the baselines ``lrs`` on ``INNER_INITS`` fresh

@@ -383,10 +383,8 @@ def thesis_inner_reading(run: RunResult, adam_lr: float, store: Store, step_0: b
     if not step_0:
         cmp = confirm.stored_inner_comparison(store, "mnist_inner_final", run, run.theta, {"adam": adam_lr})
     else:
-        snaps = run.snapshots()
-        if 0 not in snaps:
-            raise ValueError(f"{run.path}: no step-0 snapshot; policy rule 2 needs θ₀ (snapshot_every keeps step 0)")
-        cmp = confirm.stored_inner_comparison(store, "mnist_inner_untrained", run, snaps[0], {"adam": adam_lr}, step=0)
+        cmp = confirm.stored_inner_comparison(store, "mnist_inner_untrained", run, confirm.theta_0(run),
+                                              {"adam": adam_lr}, step=0)
     return confirm.inner_readings(cmp, run.config.meta.T)
 
 

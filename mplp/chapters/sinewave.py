@@ -425,12 +425,8 @@ def thesis_reading(run: RunResult, sgd_lr: float, n_range_tasks: int, store: Sto
 
 def untrained_reading(run: RunResult, sgd_lr: float, n_range_tasks: int, store: Store) -> confirm.SinewaveReading:
     """``reading_at`` the run's θ₀, its stored step-0 snapshot: policy rule 2 for P1.6-P1.7."""
-    snaps = run.snapshots()
-    if 0 not in snaps:
-        raise ValueError(f"{run.path}: no step-0 snapshot; policy rule 2 needs θ₀ (snapshot_every keeps step 0)")
-    v = run.validation
-    return reading_at(run, Checkpoint(0, float(v["val_loss"][0]), snaps[0], "θ₀, the untrained optimizer"),
-                      sgd_lr, n_range_tasks, store)
+    ck = Checkpoint(0, float(run.validation["val_loss"][0]), confirm.theta_0(run), "θ₀, the untrained optimizer")
+    return reading_at(run, ck, sgd_lr, n_range_tasks, store)
 
 
 def reading_at(run: RunResult, ck: Checkpoint, sgd_lr: float, n_range_tasks: int,

@@ -182,7 +182,8 @@ def largest_in(effects: dict[str, tuple], target: str, alternative: str = "great
     only -> partly; otherwise no."""
     eff = {k: float(np.median(x) - np.median(y)) for k, (x, y) in effects.items()}
     sign = 1.0 if alternative == "greater" else -1.0
-    largest, before = _strictly_first({k: sign * v for k, v in eff.items()}, target)
+    largest = _strictly_first({k: sign * v for k, v in eff.items()}, target)
+    before = max(eff, key=lambda k: sign * eff[k]) == target          # the reading before A4
     amended = AMENDMENT_A4 if largest != before else ""
     d = shift(*effects[target], alternative=alternative, ratio=False)
     ev = "; ".join(f"{k}: {v:+.3g}" for k, v in eff.items()) + f"; {target}: Mann-Whitney p = {d.p:.3g}"
@@ -204,12 +205,10 @@ AMENDMENT_A4 = ("amendment A4 (2026-12-03, before the row was decided): this row
                 "rule 2 as A4 applies it, or on a non-finite value A4 ranks last")
 
 
-def _strictly_first(score: dict[str, float], target: str) -> tuple[bool, bool]:
-    """Whether ``target`` alone has the highest ``score`` (NaN ranking last; amendment A4), and
-    whether the code before A4 (``max`` in dict order, the target named first) said so too."""
+def _strictly_first(score: dict[str, float], target: str) -> bool:
+    """Whether ``target`` alone has the highest ``score``, NaN ranking last (amendment A4)."""
     clean = {k: (-np.inf if np.isnan(v) else v) for k, v in score.items()}
-    alone = all(clean[target] > v for k, v in clean.items() if k != target)
-    return alone, max(score, key=score.get) == target
+    return all(clean[target] > v for k, v in clean.items() if k != target)
 
 
 def _ranked_within_strata(pairs: dict[str, tuple]) -> dict[str, tuple] | None:
@@ -291,7 +290,7 @@ def lowest_of(cells: dict[str, list], target: str) -> Decision:
     med = {k: float(np.median(nan_as_worst(v))) for k, v in cells.items()}
     order = sorted(med, key=med.get)
     ev = "; ".join(f"{k}: {med[k]:.4g}" for k in order)
-    lowest = _strictly_first({k: -v for k, v in med.items()}, target)[0]
+    lowest = _strictly_first({k: -v for k, v in med.items()}, target)
     amended = AMENDMENT_A4 if lowest != (order[0] == target) else ""
     if not lowest:
         return Decision("no", ev + f"; lowest: {order[0]}{' (a tie)' if order[0] == target else ''}",
