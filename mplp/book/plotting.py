@@ -7,6 +7,8 @@ and g_relu(m, z).
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
 from mplp.core.functions import DEFAULT_RANGES, FUNCTIONS, Fn2, grid, sgd_function  # noqa: F401  (the figures' names)
@@ -78,6 +80,7 @@ def grid_panels(cell_curves: dict, baselines: dict[str, float] | None = None, ba
     ``cell_curves``: ``{Cell: (steps (V,), losses (n_seeds, V))}``;
     ``baselines``: ``{label: loss}`` drawn as horizontal lines on every panel."""
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
 
     fig, axes = plt.subplots(2, 2, figsize=(7.6, 5.4), sharex=True, sharey=True)
     colours = {False: "C0", True: "C3"}
@@ -87,7 +90,8 @@ def grid_panels(cell_curves: dict, baselines: dict[str, float] | None = None, ba
         ax.plot(steps, np.median(L, 0), color=c, lw=1.5,
                 label=f"batch-norm {'on' if cell.batch_norm else 'off'} (median of {len(L)})")
         ax.fill_between(steps, L.min(0), L.max(0), color=c, alpha=0.2, lw=0)
-        ax.set_title(f"|m| = {cell.message_size}, {'learned' if cell.learned_lr else 'fixed'} lr", fontsize=10)
+    for (i, lr), (j, m) in itertools.product(enumerate(("learned", "fixed")), enumerate((1, 8))):
+        axes[i, j].set_title(f"|m| = {m}, {lr} lr", fontsize=10)     # a panel none of whose cells ran keeps it
     # y-range: from below every baseline and run to twice the highest median, so that one
     # diverged seed (its band is clipped) does not flatten every curve
     medians = np.concatenate([np.median(L, 0) for _, L in cell_curves.values()])
@@ -101,9 +105,14 @@ def grid_panels(cell_curves: dict, baselines: dict[str, float] | None = None, ba
             ax.set_ylim(0.8 * finite_l.min(), 2 * finite_m.max())
     for ax in axes[1]:
         ax.set_xlabel("outer step")
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x / 1000:.0f}k" if x else "0"))
     for ax in axes[:, 0]:
         ax.set_ylabel("validation outer-loss")
-    axes[0, 0].legend(fontsize=7)
+    legend = {}                              # every label once, wherever its cell was drawn
+    for ax in axes.flat:
+        for h, label in zip(*ax.get_legend_handles_labels()):
+            legend.setdefault(label, h)
+    axes[0, 0].legend(legend.values(), legend.keys(), fontsize=7)
     fig.tight_layout()
     return fig
 
@@ -173,6 +182,32 @@ def budget_range(ax, reached: int, thesis_steps: int, planned: int | None = None
              transform=bar.transAxes, ha="right", va="center", fontsize=6.5, color="k",
              bbox={"boxstyle": "square,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.85})  # legible over the fill
     ax.title.set_y(1.075)
+
+
+def seed_curves(ax, arms: dict, baselines: dict[str, float], thesis_steps: int,
+                seed_names: list[str] | None = None) -> float:
+    """Pre-registered runs on the thesis' budget (x-axis to ``thesis_steps``): every seed thin,
+    each arm's median over its seeds thick, ``baselines`` (``{label: loss}``) as horizontal
+    lines; the y-range is ``robust_ylim``'s and values above it are marked at the top edge.
+    ``arms``: ``{label: (colour, steps (V,), losses (n_seeds, V))}``; ``seed_names`` (one arm):
+    each seed then gets its own colour and legend entry.  Returns the y-range's top."""
+    def colour(c, k):
+        return f"C{k}" if seed_names else c
+
+    for label, (c, steps, L) in arms.items():
+        for k, y in enumerate(L):
+            ax.plot(steps, y, color=colour(c, k), lw=0.6, alpha=0.8 if seed_names else 0.45,
+                    label=seed_names[k] if seed_names else None)
+        ax.plot(steps, np.median(L, 0), color=c, lw=1.6, label=f"{label}: median of {len(L)} seeds")
+    for k, (label, v) in enumerate(baselines.items()):
+        ax.axhline(v, color="k", ls=("--", ":")[k % 2], lw=1, label=label)
+    ax.set_xlim(0, thesis_steps)
+    top = robust_ylim(ax, [y for _, _, L in arms.values() for y in L] + [np.asarray(list(baselines.values()), float)])
+    for c, steps, L in arms.values():
+        for k, y in enumerate(L):
+            mark_clipped(ax, steps, y, top, color=colour(c, k))
+    ax.set(xlabel="outer step", ylabel="validation outer-loss")
+    return top
 
 
 def pair_panels(panels: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]], baselines: dict[str, float],

@@ -66,3 +66,40 @@ def test_one_diverged_value_does_not_set_the_scale_and_is_marked():
     assert mark_clipped(ax, np.arange(4), runs[0], top) == 1       # the 668 is shown at the edge
     assert below_axis(ax, 84.4, "tuned Adam") and not below_axis(ax, 225.0, "x")
     plt.close(fig)
+
+
+def test_grid_panels_title_every_panel_and_gather_the_legend_when_cells_are_missing():
+    from mplp.chapters.ablation_grid import GRID
+    steps = np.arange(3) * 10
+    only = [c for c in GRID if c.message_size == 8 and not c.learned_lr]
+    fig = grid_panels({c: (steps, np.full((2, 3), 5.0)) for c in only}, {"Adam": 1.0})
+    assert [a.get_title() for a in fig.axes] == ["|m| = 1, learned lr", "|m| = 8, learned lr",
+                                                 "|m| = 1, fixed lr", "|m| = 8, fixed lr"]
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert labels == ["Adam", "batch-norm off (median of 2)", "batch-norm on (median of 2)"]
+
+
+def test_seed_curves_draw_every_seed_each_arms_median_and_keep_a_diverged_seed_off_the_scale():
+    import matplotlib.pyplot as plt
+    from mplp.book.plotting import seed_curves
+
+    steps = np.arange(4) * 100
+    off = np.array([[50.0, 40, 30, 20], [50, 45, 35, 25], [50, 48, 46, 44]])
+    on = np.array([[50.0, 49, 48, 47], [50, 49, 48, 1e9], [50, 49, 47, 46]])
+    fig, ax = plt.subplots()
+    top = seed_curves(ax, {"off": ("C0", steps, off), "on": ("C1", steps, on)}, {"Adam": 10.0}, 1000)
+    assert ax.get_xlim() == (0, 1000) and 50 < top < 100      # the 1e9 does not set the scale
+    medians = [l for l in ax.lines if "median" in str(l.get_label())]
+    assert [l.get_label() for l in medians] == ["off: median of 3 seeds", "on: median of 3 seeds"]
+    assert np.allclose(medians[0].get_ydata(), np.median(off, 0)) and np.allclose(medians[1].get_ydata(), np.median(on, 0))
+    thin = [l for l in ax.lines if l.get_linewidth() == 0.6]
+    assert len(thin) == 6
+    assert any(l.get_marker() == "^" and l.get_ydata()[0] == top for l in ax.lines)   # the 1e9, marked at the edge
+    plt.close(fig)
+
+    fig, ax = plt.subplots()
+    seed_curves(ax, {"all": ("k", steps, off)}, {}, 1000, seed_names=["seed 1", "seed 2", "seed 3"])
+    named = [l for l in ax.lines if str(l.get_label()).startswith("seed")]
+    assert [l.get_label() for l in named] == ["seed 1", "seed 2", "seed 3"]
+    assert [l.get_color() for l in named] == ["C0", "C1", "C2"]
+    plt.close(fig)
