@@ -95,6 +95,12 @@ def complete_runs(store, cfgs: list) -> list | None:
     return None if any(r is None for r in runs) else runs
 
 
+def in_words(rows: list[Verdict], evidence: bool = False) -> str:
+    """The decided rows for a chapter's text: "P1.1 yes; P1.2 no" (with each row's evidence in
+    brackets when ``evidence``); "" when none is decided."""
+    return "; ".join(f"{v.row} {v.label}" + (f" ({v.evidence})" if evidence else "") for v in rows)
+
+
 def theta_0(run) -> dict:
     """A stored run's step-0 meta-parameters θ₀ (its step-0 snapshot): the untrained optimizer
     that policy rule 2 reads P1.6-P1.7 and P3.6-P3.7 at (amendment A4)."""

@@ -423,6 +423,18 @@ def thesis_reading(run: RunResult, sgd_lr: float, n_range_tasks: int, store: Sto
     return reading_at(run, ck, sgd_lr, n_range_tasks, store)
 
 
+def thesis_checkpoints(runs: list[RunResult], window: tuple[int, int] = THESIS_CHECKPOINT_WINDOW) -> list[Checkpoint]:
+    """The plan's checkpoint (``choose_checkpoint`` in ``window``) of each run that has one so far:
+    a run not yet in the window, or with no finite validation there, is left out."""
+    picks = []
+    for r in runs:
+        try:
+            picks.append(choose_checkpoint(r, window))
+        except ValueError:
+            pass
+    return picks
+
+
 def untrained_reading(run: RunResult, sgd_lr: float, n_range_tasks: int, store: Store) -> confirm.SinewaveReading:
     """``reading_at`` the run's θ₀, its stored step-0 snapshot: policy rule 2 for P1.6-P1.7."""
     ck = Checkpoint(0, float(run.validation["val_loss"][0]), confirm.theta_0(run), "θ₀, the untrained optimizer")

@@ -114,6 +114,11 @@ class Verdict:
         return ANSWERS.get(self.holds, LABELS[self.holds]) if self.kind == "question" else LABELS[self.holds]
 
     @property
+    def row(self) -> str:
+        """The plan's row a confirmatory verdict decides ("P1.3", the claim's prefix); "" for an exploratory one."""
+        return self.claim.split(":", 1)[0] if self.stage == "confirmatory" else ""
+
+    @property
     def counted(self) -> bool:
         return self.holds in COUNTED
 

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from mplp.chapters import sinewave
+from mplp.chapters import confirm, sinewave
+from mplp.claims import analysis
 from mplp.claims.analysis import Checkpoint
 
 from helpers import calibration
@@ -154,6 +155,13 @@ def test_the_plans_rows_come_once_all_five_thesis_budget_runs_are_finished(tmp_p
     rows = sinewave.confirmed_rows(store, 2, **kw)
     assert [v.claim.split(":")[0] for v in rows] == [f"P1.{k}" for k in range(1, 8)]
     assert all(v.stage == "confirmatory" and v.seeds == "5 seeds, 12 outer steps" for v in rows)
+    assert [v.row for v in rows] == [v.claim.split(":")[0] for v in rows]
+    assert confirm.in_words(rows[:2]) == f"P1.1 {rows[0].label}; P1.2 {rows[1].label}" and confirm.in_words([]) == ""
+    # the plan's checkpoint of each run, as chapter 1 marks it; none while no run has reached the window
+    runs = confirm.complete_runs(store, cfgs)
+    assert [c.step for c in sinewave.thesis_checkpoints(runs, (4, 8))] == [
+        analysis.choose_checkpoint(r, (4, 8)).step for r in runs]
+    assert sinewave.thesis_checkpoints(runs, (100, 130)) == []
     # the readings (input ranges, inner training for 3T) are stored: a read-only store gives the same rows
     again = sinewave.confirmed_rows(Store(tmp_path, read_only=True), 2, **kw)
     assert [(v.claim, v.holds, v.evidence) for v in again] == [(v.claim, v.holds, v.evidence) for v in rows]

@@ -68,3 +68,8 @@ def test_median_still_falling_cuts_to_the_shortest_seed():
     # a seed that got further is cut to the others' length: its late drop is not counted
     assert not median_still_falling([settled[:4], settled[:4], [10, 5, 5, 5, 1]])
     assert median_still_falling([falling[:4], falling, falling + [5]])
+
+
+def test_a_confirmatory_verdict_names_its_plan_row_and_an_exploratory_one_none():
+    assert Verdict("P2.12: the best cell is worse than Adam", "§5.2.2", "t", "e", "yes", stage="confirmatory").row == "P2.12"
+    assert Verdict("P2.12: a claim", "§5.2.2", "t", "e", "yes").row == ""
