@@ -60,6 +60,12 @@ def initial_level(losses: np.ndarray, n: int = 3, outlier: float = 2.0) -> float
     return float(losses[0]) if losses[0] <= outlier * after else after
 
 
+def plateau_level(losses: np.ndarray, n: int = 3) -> float:
+    """The level of the flat phase itself: the median of the ``n`` validations after step 0
+    (unlike ``initial_level``, never the step-0 validation)."""
+    return float(np.median(nan_as_worst(losses)[1:1 + n]))
+
+
 def last_hidden_entropy(run) -> np.ndarray:
     """Batch entropy of the optimizee's last hidden layer at every validation ``(V,)`` of a
     stored run (``store.RunResult``; the validation's ``entropy_l<i>`` columns, thesis Fig. 9b)."""
@@ -80,15 +86,16 @@ def plateau_end(steps: np.ndarray, losses: np.ndarray, drop: float = PLATEAU_DRO
     return None
 
 
-def plateau_exit(steps: np.ndarray, losses: np.ndarray, window: int, drop: float = PLATEAU_DROP) -> int | None:
+def plateau_exit(steps: np.ndarray, losses: np.ndarray, window: int, drop: float = PLATEAU_DROP,
+                 level: float | None = None) -> int | None:
     """The pre-registered end of the flat phase: the first validation step ``s`` whose loss is
-    below ``(1 - drop)`` times the run's ``initial_level`` and where the median of the
-    validations in [s, s + window] is below that line too (a crossing that holds; a later
-    divergence spike does not move it, a lone dip on the plateau does not make it).  Steps
-    closer than ``window`` to the run's last validation are not judged (None: no exit yet).
-    A NaN validation counts as +inf (the plan's worst value)."""
+    below ``(1 - drop)`` times the run's ``initial_level`` (or ``level``, given) and where the
+    median of the validations in [s, s + window] is below that line too (a crossing that holds;
+    a later divergence spike does not move it, a lone dip on the plateau does not make it).
+    Steps closer than ``window`` to the run's last validation are not judged (None: no exit
+    yet).  A NaN validation counts as +inf (the plan's worst value)."""
     steps, losses = np.asarray(steps), nan_as_worst(losses)
-    line = (1 - drop) * initial_level(losses)
+    line = (1 - drop) * (initial_level(losses) if level is None else level)
     for i in np.flatnonzero(losses < line):
         s = steps[i]
         if s + window > steps[-1]:

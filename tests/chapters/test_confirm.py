@@ -51,6 +51,21 @@ def test_sinewave_rows_follow_the_plan():
     assert confirm.sinewave_rows(low, sgd=60.0, adam=5.1, S=S, lo=2_500, hi=10_000)[3].holds == "trivial"
 
 
+def test_the_exit_check_measures_each_exit_from_the_plateau_not_a_high_step_0():
+    """A step-0 validation 20 % above the plateau (under initial_level's 2x outlier line) makes the
+    plan's exit the first validation; measured from the plateau's level, that run never exits."""
+    S = 30_000
+    runs = [_run(s, 5_000 + 500 * s, S, start=55.0, end=15.0, spike_at=20_100) for s in range(4)]
+    stuck = _run(4, None, S, start=55.0)
+    stuck.validation["val_loss"][0] = 66.0
+    c = confirm.exit_check(runs + [stuck], S=S, lo=2_500, hi=10_000)
+    assert c.plan == [5_100, 5_700, 6_000, 6_600, 300] and c.first == [4]
+    assert c.plateau == [5_100, 5_700, 6_000, 6_600, None]
+    assert (c.p11.outcome, c.p12.outcome) == ("yes", "yes")         # median 6,000; the stuck run not judged
+    plan = confirm.sinewave_rows(runs + [stuck], sgd=18.5, adam=5.1, S=S, lo=2_500, hi=10_000)
+    assert plan[1].holds == "partly"                                 # the stuck run judged, with no spike after 300
+
+
 def test_the_adam_row_applies_policy_rule_2_by_its_own_test_and_marks_amendment_a3_where_it_differs():
     """P1.3 / P2.12: trivially true only if above_baseline on the step-0 validations says yes; when
     only the median of those is above Adam's (3 of 5), the row is decided by its test, post hoc (A3)."""
