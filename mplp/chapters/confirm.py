@@ -151,8 +151,10 @@ def _reading_rows(tests, readings: list, at_step_0: list | None, seeds: str, S: 
     rule 2 runs each on ``at_step_0``, the readings at θ₀ (amendment A4)."""
     out = []
     for pid, claim, where, test, decision in tests:
-        d, trivial = _rule_2(_amended(decision(readings), readings, pid),
-                             decision(at_step_0) if at_step_0 is not None else None)
+        untrained_d = decision(at_step_0) if at_step_0 is not None else None
+        d, trivial = _rule_2(_amended(decision(readings), readings, pid), untrained_d)
+        if untrained_d is not None:
+            d = dataclasses.replace(d, evidence=f"{d.evidence}; at θ₀: {untrained_d.evidence}")
         out.append(_row(pid, claim, where, test + ("; trivially true if the same at θ₀ says yes"
                                                    if at_step_0 is not None else ""), d, seeds, S, trivial=trivial))
     return out
@@ -188,12 +190,18 @@ def sinewave_rows(runs: list, sgd: float, adam: float, S: int = 300_000,
     ``at_step_0``: the same readings at each run's θ₀, policy rule 2 for P1.6-P1.7)."""
     q = [quantities(r, S) for r in runs]
     seeds = f"{len(runs)} seeds, {S:,} outer steps"
+    check = exit_check(runs, S, lo, hi)
+    note = "" if not check.first else (
+        f"; post hoc check, deciding nothing: for seed(s) {', '.join(map(str, check.first))} the exit is the first "
+        "validation, a step-0 validation above the plateau; from the plateau's own level the ")
     out = [_row("P1.1", "an initial flat phase, escaping after around 50,000 steps", "§5.1.2, Fig. 3a",
                 f"prereg.exit_in_window(exits, S={S:,}, lo={lo:,}, hi={hi:,})",
-                prereg.exit_in_window([x.exit for x in q], S, lo, hi), seeds, S)]
+                _noted(prereg.exit_in_window([x.exit for x in q], S, lo, hi), note and
+                       f"{note}{check.p11.evidence}, the test would say {check.p11.outcome}"), seeds, S)]
     out.append(_row("P1.2", "the learning curve does not decrease monotonically", "§5.1.2",
                     "prereg.every_seed(a validation after the exit more than twice the best before it)",
-                    _non_monotone(runs, [x.exit for x in q]), seeds, S))
+                    _noted(_non_monotone(runs, [x.exit for x in q]), note and
+                           f"{note}exits give {check.p12.evidence}, the test would say {check.p12.outcome}"), seeds, S))
     finals = [x.final for x in q]
     out += _baselines(("P1.3", "worse than learning-rate-tuned Adam"), ("P1.4", "better than learning-rate-tuned SGD"),
                       "§5.1.2, Fig. 3a", q, sgd, adam, seeds, S)
@@ -210,6 +218,11 @@ def sinewave_rows(runs: list, sgd: float, adam: float, S: int = 300_000,
                   lambda rs: prereg.every_seed([r.sgd_wins_late for r in rs], "SGD below MPLP at 3T")))
         out += _reading_rows(tests, readings, at_step_0, seeds, S)
     return out
+
+
+def _noted(d: prereg.Decision, note: str) -> prereg.Decision:
+    """``d`` with ``note`` (a post hoc reading beside the plan's, "" for none) after its evidence."""
+    return dataclasses.replace(d, evidence=d.evidence + note) if note else d
 
 
 def _non_monotone(runs: list, exits: list[int | None]) -> prereg.Decision:

@@ -128,7 +128,9 @@ def within_factor(values, baseline: float, tolerance: float = 0.25, name: str = 
     x = np.asarray(values, dtype=float)
     iv = stats.bootstrap_ratio(x, [baseline])
     lo, hi = 1 / (1 + tolerance), 1 + tolerance
-    ev = f"per seed {_fmt(x)} vs {name} {baseline:.4g}; median / {name} {iv}; band [{lo:.3g}, {hi:.3g}]"
+    # 4 digits: an interval end just outside the band must not print as its edge
+    ev = (f"per seed {_fmt(x)} vs {name}{'' if name == f'{baseline:.4g}' else f' {baseline:.4g}'}; median / {name} "
+          f"{iv.estimate:.4g} [{iv.low:.4g}, {iv.high:.4g}]; band [{lo:.4g}, {hi:.4g}]")
     if lo <= iv.low and iv.high <= hi:
         return Decision("yes", ev, interval=iv)
     if lo <= iv.estimate <= hi:

@@ -64,6 +64,9 @@ def test_the_exit_check_measures_each_exit_from_the_plateau_not_a_high_step_0():
     assert (c.p11.outcome, c.p12.outcome) == ("yes", "yes")         # median 6,000; the stuck run not judged
     plan = confirm.sinewave_rows(runs + [stuck], sgd=18.5, adam=5.1, S=S, lo=2_500, hi=10_000)
     assert plan[1].holds == "partly"                                 # the stuck run judged, with no spike after 300
+    assert "post hoc check, deciding nothing: for seed(s) 4 " in plan[0].evidence
+    assert plan[0].evidence.endswith("the test would say yes") and plan[1].evidence.endswith("the test would say yes")
+    assert "post hoc" not in confirm.sinewave_rows(runs, sgd=18.5, adam=5.1, S=S, lo=2_500, hi=10_000)[0].evidence
 
 
 def test_the_adam_row_applies_policy_rule_2_by_its_own_test_and_marks_amendment_a3_where_it_differs():
@@ -88,12 +91,14 @@ def test_policy_rule_2_reads_p1_6_and_p1_7_at_theta_0_and_marks_amendment_a4_whe
                                  at_step_0=at_0)
     p16, p17 = rows[5:7]
     assert (p16.holds, p16.post_hoc) == ("yes", "") and "θ₀" in p16.test
+    assert p16.evidence.endswith("at θ₀: every function beyond chance, signs agreeing: 0 of 5 judged runs (5 run); "
+                                 "sign test p = 1")
     assert (p17.holds, p17.test_outcome, p17.post_hoc) == ("trivial", "yes", prereg.AMENDMENT_A4)
     # a reading that ranked a non-finite value last marks its row, whatever rule 2 says
     amended = [confirm.SinewaveReading(False, True, amended=("P1.6", "P1.7"))] + trained[1:]
     rows = confirm.sinewave_rows(runs, sgd=18.5, adam=5.1, S=S, readings=amended, lo=2_500, hi=10_000)
     assert [v.post_hoc == prereg.AMENDMENT_A4 for v in rows[5:7]] == [True, True]
-    assert rows[5].holds == "partly" and rows[6].holds == "yes" and "θ₀" not in rows[5].test
+    assert rows[5].holds == "partly" and rows[6].holds == "yes" and "θ₀" not in rows[5].test + rows[5].evidence
     only_p17 = [confirm.SinewaveReading(True, True, amended=("P1.7",))] * 5
     rows = confirm.sinewave_rows(runs, sgd=18.5, adam=5.1, S=S, readings=only_p17, lo=2_500, hi=10_000, at_step_0=at_0)
     assert [v.post_hoc for v in rows[5:7]] == ["", prereg.AMENDMENT_A4]         # marked once, not twice
