@@ -120,6 +120,12 @@ def study(n_seeds: int, S: int, validation_every: int, validation_runs: int, ada
                          after, confirmed_rows(store) if thesis_budget else [])
 
 
+def _thesis_cells(store: Store, grid: list[list[ExperimentConfig]]) -> dict:
+    """{Cell: its complete thesis-budget runs, or None while any is unfinished}, in the plan's order."""
+    key = lambda c: Cell(c.learner.message_size, c.learner.batch_norm, c.learner.learned_lr)
+    return {key(cfgs[0]): confirm.complete_runs(store, cfgs) for cfgs in grid}
+
+
 def confirmed_rows(store: Store, grid: list[list[ExperimentConfig]] | None = None,
                    S: int = THESIS_S) -> list[Verdict]:
     """The confirmatory rows decided so far, against the SGD and Adam tuned on the runs' own
@@ -127,15 +133,22 @@ def confirmed_rows(store: Store, grid: list[list[ExperimentConfig]] | None = Non
     ``thesis_grid``, in the plan's order) are finished; before, P2.12-P2.13 once the best cell's
     are (the plan lets that cell decide them alone); nothing before that."""
     grid = thesis_grid() if grid is None else grid
-    cells = [confirm.complete_runs(store, cfgs) for cfgs in grid]
-    if cells[0] is None:                                      # the plan's order: the thesis' best cell first
+    cells = _thesis_cells(store, grid)
+    best = next(iter(cells.values()))
+    if best is None:                                          # the plan's order: the thesis' best cell first
         return []
     tuned = baselines.tuned(grid[0][0], store)
     sgd, adam = tuned["sgd"].best_metric, tuned["adam"].best_metric
-    if any(rs is None for rs in cells):
-        return confirm.best_cell_rows(cells[0], sgd, adam, S)
-    key = lambda c: Cell(c.learner.message_size, c.learner.batch_norm, c.learner.learned_lr)
-    return confirm.grid_rows({key(cfgs[0]): rs for cfgs, rs in zip(grid, cells)}, sgd, adam, S)
+    if any(rs is None for rs in cells.values()):
+        return confirm.best_cell_rows(best, sgd, adam, S)
+    return confirm.grid_rows(cells, sgd, adam, S)
+
+
+def thesis_exit_check(store: Store | None = None, grid: list[list[ExperimentConfig]] | None = None,
+                      S: int = THESIS_S) -> confirm.ExitCheck | None:
+    """``confirm.grid_exit_check`` of the forty thesis-budget runs, None until all are finished."""
+    cells = _thesis_cells(store if store is not None else Store(), thesis_grid() if grid is None else grid)
+    return None if any(rs is None for rs in cells.values()) else confirm.grid_exit_check(cells, S)
 
 
 def _pairs(rows: dict[Cell, CellSummary], vary: str):

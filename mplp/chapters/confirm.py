@@ -190,18 +190,14 @@ def sinewave_rows(runs: list, sgd: float, adam: float, S: int = 300_000,
     ``at_step_0``: the same readings at each run's θ₀, policy rule 2 for P1.6-P1.7)."""
     q = [quantities(r, S) for r in runs]
     seeds = f"{len(runs)} seeds, {S:,} outer steps"
-    check = exit_check(runs, S, lo, hi)
-    note = "" if not check.first else (
-        f"; post hoc check, deciding nothing: for seed(s) {', '.join(map(str, check.first))} the exit is the first "
-        "validation, a step-0 validation above the plateau; from the plateau's own level the ")
+    exits = [x.exit for x in q]
+    check = sinewave_exit_check(runs, S, lo, hi, plan=exits)
     out = [_row("P1.1", "an initial flat phase, escaping after around 50,000 steps", "§5.1.2, Fig. 3a",
                 f"prereg.exit_in_window(exits, S={S:,}, lo={lo:,}, hi={hi:,})",
-                _noted(prereg.exit_in_window([x.exit for x in q], S, lo, hi), note and
-                       f"{note}{check.p11.evidence}, the test would say {check.p11.outcome}"), seeds, S)]
+                _noted(prereg.exit_in_window(exits, S, lo, hi), check.note("P1.1")), seeds, S)]
     out.append(_row("P1.2", "the learning curve does not decrease monotonically", "§5.1.2",
                     "prereg.every_seed(a validation after the exit more than twice the best before it)",
-                    _noted(_non_monotone(runs, [x.exit for x in q]), note and
-                           f"{note}exits give {check.p12.evidence}, the test would say {check.p12.outcome}"), seeds, S))
+                    _noted(_non_monotone(runs, exits), check.note("P1.2")), seeds, S))
     finals = [x.final for x in q]
     out += _baselines(("P1.3", "worse than learning-rate-tuned Adam"), ("P1.4", "better than learning-rate-tuned SGD"),
                       "§5.1.2, Fig. 3a", q, sgd, adam, seeds, S)
@@ -222,7 +218,7 @@ def sinewave_rows(runs: list, sgd: float, adam: float, S: int = 300_000,
 
 def _noted(d: prereg.Decision, note: str) -> prereg.Decision:
     """``d`` with ``note`` (a post hoc reading beside the plan's, "" for none) after its evidence."""
-    return dataclasses.replace(d, evidence=d.evidence + note) if note else d
+    return dataclasses.replace(d, evidence=f"{d.evidence}; {note}") if note else d
 
 
 def _non_monotone(runs: list, exits: list[int | None]) -> prereg.Decision:
@@ -240,30 +236,60 @@ def _non_monotone(runs: list, exits: list[int | None]) -> prereg.Decision:
 
 @dataclass(frozen=True)
 class ExitCheck:
-    """P1.1-P1.2 again with each run's exit measured from its plateau's level instead of the plan's
-    initial level (post hoc, a robustness reading that decides nothing): ``plan`` and ``plateau``
-    the exits (None: never), ``first`` the runs whose plan exit is their first validation after step 0."""
+    """The rows that use the plateau exit again with each run's exit measured from its plateau's
+    level (the median of the three validations after step 0) instead of the plan's initial level
+    (post hoc, a robustness reading that decides nothing): ``plan`` and ``plateau`` the exits
+    (None: never), ``first`` the runs (named) whose plan exit is their first validation after
+    step 0, ``readings`` {row id: the row's own test on the plateau exits}."""
 
     plan: list
     plateau: list
-    first: list
-    p11: prereg.Decision
-    p12: prereg.Decision
+    first: list[str]
+    readings: dict[str, prereg.Decision]
+
+    def _why(self) -> str:
+        if not self.first:
+            return ""
+        named = ", ".join(self.first) if len(self.first) <= 3 else f"{len(self.first)} of {len(self.plan)} runs"
+        return (f"for {named} the plan's exit is the first validation after step 0 (a step-0 validation above the "
+                "plateau but under the plan's 2x outlier line makes the untrained optimizer's first drop the exit); ")
+
+    def note(self, pid: str) -> str:
+        """Row ``pid``'s post hoc reading in words, for after the row's evidence."""
+        d = self.readings[pid]
+        return (f"post hoc check, deciding nothing: {self._why()}from the plateau's own level, "
+                f"{d.evidence}, the test would say {d.outcome}")
+
+    def summary(self) -> str:
+        """Every row's post hoc reading in one sentence, for a chapter's text."""
+        told = "; ".join(f"{pid}'s test would say {d.outcome} ({d.evidence})" for pid, d in self.readings.items())
+        return (f"{self._why()}measured from the plateau's own level instead (the median of the three validations "
+                f"after step 0; post hoc, it decides nothing), {told}")
 
 
-def exit_check(runs: list, S: int = 300_000, lo: int = 25_000, hi: int = 100_000) -> ExitCheck:
-    """``ExitCheck`` of the §5.1 runs: a step-0 validation above the plateau but under
-    ``initial_level``'s 2x outlier line makes the first validation a 10 % drop, an "exit" that
-    is the untrained optimizer's first step, not the end of the flat phase."""
-    plan, plateau, first = [], [], []
-    for r in runs:
+def exit_check(runs: list, S: int, tests: dict, names: list[str], plan: list | None = None) -> ExitCheck:
+    """``ExitCheck`` of ``runs`` (named ``names``) for ``tests`` ({row id: the row's test as a
+    function of the runs' exits}); ``plan``: the plan's exits, if already measured.  A step-0
+    validation above the plateau but under ``initial_level``'s 2x outlier line lifts the plan's
+    line (90 % of it) up to the plateau: the first validation, or a slow drift, makes the exit."""
+    plan = [] if plan is None else list(plan)
+    plateau, first = [], []
+    for i, r in enumerate(runs):
         v = r.validation
         steps, losses = np.asarray(v["step"]), nan_as_worst(v["val_loss"])
-        plan.append(plateau_exit(steps, losses, int(WINDOW * S)))
+        if len(plan) <= i:
+            plan.append(plateau_exit(steps, losses, int(WINDOW * S)))
         plateau.append(plateau_exit(steps, losses, int(WINDOW * S), level=plateau_level(losses)))
-        if len(steps) > 1 and plan[-1] == int(steps[1]):
-            first.append(r.config.seed)
-    return ExitCheck(plan, plateau, first, prereg.exit_in_window(plateau, S, lo, hi), _non_monotone(runs, plateau))
+        if len(steps) > 1 and plan[i] == int(steps[1]):
+            first.append(names[i])
+    return ExitCheck(plan, plateau, first, {pid: test(plateau) for pid, test in tests.items()})
+
+
+def sinewave_exit_check(runs: list, S: int = 300_000, lo: int = 25_000, hi: int = 100_000,
+                        plan: list | None = None) -> ExitCheck:
+    """``ExitCheck`` of the §5.1 runs for P1.1-P1.2."""
+    tests = {"P1.1": lambda ex: prereg.exit_in_window(ex, S, lo, hi), "P1.2": lambda ex: _non_monotone(runs, ex)}
+    return exit_check(runs, S, tests, [f"seed {r.config.seed}" for r in runs], plan)
 
 
 # ---------------------------------------------------------------- §5.2 (group grid-thesis)
@@ -296,6 +322,7 @@ def _pairs(q: dict, factor: int, high_first: bool, field: str) -> dict:
     return out
 
 
+BEST_CELL = (8, True, True)                         # |m| = 8, BN on, lr learned: the thesis' best
 BEST_CELL_ROWS = (("P2.12", "the best configuration is still worse than learning-rate-tuned Adam"),
                   ("P2.13", "the best configuration performs better than SGD"))
 
@@ -314,16 +341,37 @@ def grid_rows(cells: dict, sgd: float, adam: float, S: int = 120_000) -> list[Ve
     q0 = {k: [untrained(x) for x in xs] for k, xs in q.items()}
     n = len(next(iter(q.values())))
     seeds = f"{n} seeds per cell, {len(q)} cells, {S:,} outer steps"
-    best = (8, True, True)
+    check = grid_exit_check(cells, S, q)
     out = []
-    for pid, claim, where, test, decision, rule_2 in _grid_tests(best):
+    for pid, claim, where, test, decision, rule_2 in _grid_tests(BEST_CELL):
         if pid == "P2.12":                                  # P2.12-P2.13: rule 2 as decided before
-            out += _baselines(*BEST_CELL_ROWS, "§5.2.2", q[best], sgd, adam, seeds, S)
+            out += _baselines(*BEST_CELL_ROWS, "§5.2.2", q[BEST_CELL], sgd, adam, seeds, S)
             continue
         d, trivial = _rule_2(decision(q), decision(q0) if rule_2 else None)
+        if pid in check.readings:
+            d = _noted(d, check.note(pid))
         out.append(_row(pid, claim, where, test + ("; trivially true if the same on the untrained optimizers says yes"
                                                    if rule_2 else ""), d, seeds, S, trivial=trivial))
     return out
+
+
+GRID_EXIT_ROWS = ("P2.3", "P2.10", "P2.16")
+
+
+def grid_exit_check(cells: dict, S: int = 120_000, q: dict | None = None) -> ExitCheck:
+    """``ExitCheck`` of §5.2's cells (as ``grid_rows`` takes them; ``q``: their ``_cells``, if
+    already measured) for the rows on the plateau exit, P2.3, P2.10 and P2.16."""
+    q = _cells(cells, S) if q is None else q
+
+    def with_exits(exits: list) -> dict:
+        it = iter(exits)
+        return {k: [dataclasses.replace(x, exit=next(it)) for x in xs] for k, xs in q.items()}
+
+    tests = {pid: (lambda ex, f=decision: f(with_exits(ex)))
+             for pid, _, _, _, decision, _ in _grid_tests(BEST_CELL) if pid in GRID_EXIT_ROWS}
+    names = [f"{_name(*k)}, seed {x.seed}" for k, xs in q.items() for x in xs]
+    return exit_check([r for rs in cells.values() for r in rs], S, tests, names,
+                      plan=[x.exit for xs in q.values() for x in xs])
 
 
 def _swap(pairs: dict) -> dict:

@@ -58,15 +58,42 @@ def test_the_exit_check_measures_each_exit_from_the_plateau_not_a_high_step_0():
     runs = [_run(s, 5_000 + 500 * s, S, start=55.0, end=15.0, spike_at=20_100) for s in range(4)]
     stuck = _run(4, None, S, start=55.0)
     stuck.validation["val_loss"][0] = 66.0
-    c = confirm.exit_check(runs + [stuck], S=S, lo=2_500, hi=10_000)
-    assert c.plan == [5_100, 5_700, 6_000, 6_600, 300] and c.first == [4]
+    c = confirm.sinewave_exit_check(runs + [stuck], S=S, lo=2_500, hi=10_000)
+    assert c.plan == [5_100, 5_700, 6_000, 6_600, 300] and c.first == ["seed 4"]
     assert c.plateau == [5_100, 5_700, 6_000, 6_600, None]
-    assert (c.p11.outcome, c.p12.outcome) == ("yes", "yes")         # median 6,000; the stuck run not judged
+    assert (c.readings["P1.1"].outcome, c.readings["P1.2"].outcome) == ("yes", "yes")   # the stuck run not judged
     plan = confirm.sinewave_rows(runs + [stuck], sgd=18.5, adam=5.1, S=S, lo=2_500, hi=10_000)
     assert plan[1].holds == "partly"                                 # the stuck run judged, with no spike after 300
-    assert "post hoc check, deciding nothing: for seed(s) 4 " in plan[0].evidence
+    assert "; post hoc check, deciding nothing: for seed 4 the plan's exit is the first validation" in plan[0].evidence
     assert plan[0].evidence.endswith("the test would say yes") and plan[1].evidence.endswith("the test would say yes")
-    assert "post hoc" not in confirm.sinewave_rows(runs, sgd=18.5, adam=5.1, S=S, lo=2_500, hi=10_000)[0].evidence
+    assert c.summary().startswith("for seed 4 the plan's exit") and "P1.2's test would say yes (" in c.summary()
+    quiet = confirm.sinewave_rows(runs, sgd=18.5, adam=5.1, S=S, lo=2_500, hi=10_000)[0].evidence
+    assert "post hoc check, deciding nothing: from the plateau's own level" in quiet and "first validation" not in quiet
+
+
+def test_the_grid_exit_check_reads_p2_3_p2_10_p2_16_from_the_plateau_level():
+    """A step-0 validation 8 % above the plateau (under the 2x outlier line) puts the plan's line 2 %
+    under the plateau, so a slow drift there is an early exit; from the plateau's level those BN
+    runs are stuck, and only P2.3's post hoc reading changes."""
+    S = 12_000
+
+    def cell_runs(c):
+        runs = [_run(s, 6_000 if c.message_size == 8 else None, S, start=250.0, end=100.0) for s in range(5)]
+        for r in runs:
+            if c.batch_norm:
+                v = r.validation["val_loss"]
+                v[0] = 270.0                                    # 8 % above the plateau
+                v[(r.validation["step"] >= 600) & (v == 250.0)] = 240.0   # a 4 % drift: under 0.9 x 270
+        return runs
+    cells = {c: cell_runs(c) for c in GRID}
+    check = confirm.grid_exit_check(cells, S)
+    assert set(check.readings) == {"P2.3", "P2.10", "P2.16"} and not check.first
+    assert check.plan.count(600) == 20 and 600 not in check.plateau        # every BN run "exits" at 600
+    rows = {v.claim.split(":")[0]: v for v in confirm.grid_rows(cells, sgd=141.0, adam=10.0, S=S)}
+    assert rows["P2.3"].test_outcome == "yes" and check.readings["P2.3"].outcome == "no"
+    assert rows["P2.3"].evidence.endswith("the test would say no")
+    assert all("post hoc check, deciding nothing" in rows[p].evidence for p in ("P2.3", "P2.10", "P2.16"))
+    assert all("post hoc check" not in v.evidence for k, v in rows.items() if k not in ("P2.3", "P2.10", "P2.16"))
 
 
 def test_the_adam_row_applies_policy_rule_2_by_its_own_test_and_marks_amendment_a3_where_it_differs():
@@ -219,7 +246,7 @@ def test_chapter_2_decides_the_whole_grid_once_every_cell_is_finished(monkeypatc
     store = SimpleNamespace(complete_run=lambda cfg: stored.get(cfg.hash()))
     best = SimpleNamespace(best_metric=141.0)
     monkeypatch.setattr(ablation.baselines, "tuned", lambda cfg, store: {"sgd": best, "adam": SimpleNamespace(best_metric=10.0)})
-    assert confirmed_rows(store, cfgs, S) == []
+    assert confirmed_rows(store, cfgs, S) == [] and ablation.thesis_exit_check(store, cfgs, S) is None
     for cfg_cell in cfgs[:2]:                                 # the best cell and the next, in the plan's order
         stored.update({r.config.hash(): r for r in cell_runs(cfg_cell)})
     alone = confirmed_rows(store, cfgs, S)
@@ -230,6 +257,8 @@ def test_chapter_2_decides_the_whole_grid_once_every_cell_is_finished(monkeypatc
     assert [v.claim.split(":")[0] for v in rows] == [f"P2.{k}" for k in range(1, 17)]
     assert [(v.claim, v.holds) for v in rows[11:13]] == [(v.claim, v.holds) for v in alone]
     assert {v.claim.split(":")[0]: v.holds for v in rows}["P2.8"] == "yes"     # |m| = 8 ends 4x lower everywhere
+    check = ablation.thesis_exit_check(store, cfgs, S)
+    assert set(check.readings) == {"P2.3", "P2.10", "P2.16"} and check.note("P2.3") in rows[2].evidence
 
 
 def test_chapter_3_decides_once_all_ten_runs_are_finished(monkeypatch):
