@@ -80,7 +80,6 @@ def grid_panels(cell_curves: dict, baselines: dict[str, float] | None = None, ba
     ``cell_curves``: ``{Cell: (steps (V,), losses (n_seeds, V))}``;
     ``baselines``: ``{label: loss}`` drawn as horizontal lines on every panel."""
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import FuncFormatter
 
     fig, axes = plt.subplots(2, 2, figsize=(7.6, 5.4), sharex=True, sharey=True)
     colours = {False: "C0", True: "C3"}
@@ -105,7 +104,7 @@ def grid_panels(cell_curves: dict, baselines: dict[str, float] | None = None, ba
             ax.set_ylim(0.8 * finite_l.min(), 2 * finite_m.max())
     for ax in axes[1]:
         ax.set_xlabel("outer step")
-        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x / 1000:.0f}k" if x else "0"))
+        steps_in_thousands(ax)
     for ax in axes[:, 0]:
         ax.set_ylabel("validation outer-loss")
     legend = {}                              # every label once, wherever its cell was drawn
@@ -162,16 +161,21 @@ def below_axis(ax, value: float, label: str) -> bool:
     return True
 
 
+def steps_in_thousands(ax) -> None:
+    """Label ``ax``'s x-axis (outer steps) in thousands: "0", "20k", "40k"."""
+    from matplotlib.ticker import FuncFormatter
+
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x / 1000:.0f}k" if x else "0"))
+
+
 def budget_range(ax, reached: int, thesis_steps: int, planned: int | None = None) -> None:
     """Show on ``ax`` how far a run got against the thesis' outer steps: the x-axis
     runs to the steps reached (or ``planned``, the run's own S), and a bar above the panel
     spans the thesis' budget, filled up to ``reached``, so the curves stay legible; steps are
     labelled in thousands."""
-    from matplotlib.ticker import FuncFormatter
-
     end = max(reached, planned or 0)
     ax.set_xlim(0, end * 1.01)
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x / 1000:.0f}k" if x else "0"))
+    steps_in_thousands(ax)
     bar = ax.inset_axes([0.0, 1.015, 1.0, 0.045])
     bar.barh([0], [thesis_steps], color="0.92", edgecolor="0.6", lw=0.6, height=1)
     bar.barh([0], [reached], color="0.35", height=1)

@@ -217,8 +217,8 @@ def sinewave_rows(runs: list, sgd: float, adam: float, S: int = 300_000,
 
 
 def _noted(d: prereg.Decision, note: str) -> prereg.Decision:
-    """``d`` with ``note`` (a post hoc reading beside the plan's, "" for none) after its evidence."""
-    return dataclasses.replace(d, evidence=f"{d.evidence}; {note}") if note else d
+    """``d`` with ``note`` (a post hoc reading beside the plan's) after its evidence."""
+    return dataclasses.replace(d, evidence=f"{d.evidence} {note}")
 
 
 def _non_monotone(runs: list, exits: list[int | None]) -> prereg.Decision:
@@ -239,39 +239,52 @@ class ExitCheck:
     """The rows that use the plateau exit again with each run's exit measured from its plateau's
     level (the median of the three validations after step 0) instead of the plan's initial level
     (post hoc, a robustness reading that decides nothing): ``plan`` and ``plateau`` the exits
-    (None: never), ``first`` the runs (named) whose plan exit is their first validation after
-    step 0, ``readings`` {row id: the row's own test on the plateau exits}."""
+    (None: never), ``first`` the runs, as (cell name or "", seed), whose plan exit is their first
+    validation after step 0, ``readings`` and ``plan_readings`` {row id: the row's own test on
+    the plateau exits, on the plan's exits}."""
 
     plan: list
     plateau: list
-    first: list[str]
+    first: list[tuple[str, int]]
     readings: dict[str, prereg.Decision]
+    plan_readings: dict[str, prereg.Decision]
 
     def _why(self) -> str:
-        if not self.first:
-            return ""
-        named = ", ".join(self.first) if len(self.first) <= 3 else f"{len(self.first)} of {len(self.plan)} runs"
-        return (f"for {named} the plan's exit is the first validation after step 0 (a step-0 validation above the "
-                "plateau but under the plan's 2x outlier line makes the untrained optimizer's first drop the exit); ")
+        by_cell: dict[str, list[int]] = {}
+        for cell, seed in self.first:
+            by_cell.setdefault(cell, []).append(seed)
+        named = "; ".join(f"{cell + ': ' if cell else ''}{_seeds(seeds)}" for cell, seeds in by_cell.items())
+        return ("measured from the plateau's own level (the median of the three validations after step 0) instead "
+                "of the plan's initial level, which a step-0 validation above the plateau but under the 2x outlier "
+                "line lifts to the plateau, so that the untrained optimizer's first drop, or a slow drift, counts as "
+                "the exit" + (f" (the first validation after step 0 for {named})" if named else ""))
+
+    def _reading(self, pid: str) -> str:
+        d, plan = self.readings[pid], self.plan_readings[pid]
+        same = "still " if d.outcome == plan.outcome else ""
+        return f"{pid}'s test would {same}say {d.outcome} ({d.evidence})"
 
     def note(self, pid: str) -> str:
-        """Row ``pid``'s post hoc reading in words, for after the row's evidence."""
-        d = self.readings[pid]
-        return (f"post hoc check, deciding nothing: {self._why()}from the plateau's own level, "
-                f"{d.evidence}, the test would say {d.outcome}")
+        """Row ``pid``'s post hoc reading in words, in brackets after the row's evidence."""
+        return f"[post hoc check, deciding nothing: {self._why()}: {self._reading(pid)}]"
 
     def summary(self) -> str:
         """Every row's post hoc reading in one sentence, for a chapter's text."""
-        told = "; ".join(f"{pid}'s test would say {d.outcome} ({d.evidence})" for pid, d in self.readings.items())
-        return (f"{self._why()}measured from the plateau's own level instead (the median of the three validations "
-                f"after step 0; post hoc, it decides nothing), {told}")
+        return (f"post hoc, deciding nothing: {self._why()}: "
+                + "; ".join(self._reading(pid) for pid in self.readings))
 
 
-def exit_check(runs: list, S: int, tests: dict, names: list[str], plan: list | None = None) -> ExitCheck:
-    """``ExitCheck`` of ``runs`` (named ``names``) for ``tests`` ({row id: the row's test as a
-    function of the runs' exits}); ``plan``: the plan's exits, if already measured.  A step-0
-    validation above the plateau but under ``initial_level``'s 2x outlier line lifts the plan's
-    line (90 % of it) up to the plateau: the first validation, or a slow drift, makes the exit."""
+def _seeds(seeds: list[int]) -> str:
+    """"seed 3", "seeds 3 and 4", "seeds 1, 3 and 4"."""
+    if len(seeds) == 1:
+        return f"seed {seeds[0]}"
+    return f"seeds {', '.join(map(str, seeds[:-1]))} and {seeds[-1]}"
+
+
+def exit_check(runs: list, S: int, tests: dict, cells: list[str], plan: list | None = None) -> ExitCheck:
+    """``ExitCheck`` of ``runs`` (in the cells named ``cells``, "" for none) for ``tests`` ({row
+    id: the row's test as a function of the runs' exits}); ``plan``: the plan's exits, if already
+    measured."""
     plan = [] if plan is None else list(plan)
     plateau, first = [], []
     for i, r in enumerate(runs):
@@ -281,15 +294,16 @@ def exit_check(runs: list, S: int, tests: dict, names: list[str], plan: list | N
             plan.append(plateau_exit(steps, losses, int(WINDOW * S)))
         plateau.append(plateau_exit(steps, losses, int(WINDOW * S), level=plateau_level(losses)))
         if len(steps) > 1 and plan[i] == int(steps[1]):
-            first.append(names[i])
-    return ExitCheck(plan, plateau, first, {pid: test(plateau) for pid, test in tests.items()})
+            first.append((cells[i], r.config.seed))
+    return ExitCheck(plan, plateau, first, {pid: test(plateau) for pid, test in tests.items()},
+                     {pid: test(plan) for pid, test in tests.items()})
 
 
 def sinewave_exit_check(runs: list, S: int = 300_000, lo: int = 25_000, hi: int = 100_000,
                         plan: list | None = None) -> ExitCheck:
     """``ExitCheck`` of the §5.1 runs for P1.1-P1.2."""
     tests = {"P1.1": lambda ex: prereg.exit_in_window(ex, S, lo, hi), "P1.2": lambda ex: _non_monotone(runs, ex)}
-    return exit_check(runs, S, tests, [f"seed {r.config.seed}" for r in runs], plan)
+    return exit_check(runs, S, tests, [""] * len(runs), plan)
 
 
 # ---------------------------------------------------------------- §5.2 (group grid-thesis)
@@ -369,7 +383,7 @@ def grid_exit_check(cells: dict, S: int = 120_000, q: dict | None = None) -> Exi
 
     tests = {pid: (lambda ex, f=decision: f(with_exits(ex)))
              for pid, _, _, _, decision, _ in _grid_tests(BEST_CELL) if pid in GRID_EXIT_ROWS}
-    names = [f"{_name(*k)}, seed {x.seed}" for k, xs in q.items() for x in xs]
+    names = [_name(*k) for k, xs in q.items() for _ in xs]
     return exit_check([r for rs in cells.values() for r in rs], S, tests, names,
                       plan=[x.exit for xs in q.values() for x in xs])
 

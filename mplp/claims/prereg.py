@@ -271,7 +271,7 @@ def every_seed(holds: list[bool | None], what: str) -> Decision:
         return Decision("undecided", f"{what}: {len(decided)} of {len(holds)} runs can be judged")
     k = sum(decided)
     p = stats.sign_test([0.0] * k + [1.0] * (len(decided) - k), 0.5, "less")
-    ev = f"{what}: {k} of {len(decided)} judged runs ({len(holds)} run); sign test p = {p:.3g}"
+    ev = f"{what}: {k} of {len(decided)} judged runs (of {len(holds)}); sign test p = {p:.3g}"
     if k == len(decided):
         return Decision("yes", ev, p)
     if k > len(decided) / 2:

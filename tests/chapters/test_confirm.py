@@ -59,16 +59,18 @@ def test_the_exit_check_measures_each_exit_from_the_plateau_not_a_high_step_0():
     stuck = _run(4, None, S, start=55.0)
     stuck.validation["val_loss"][0] = 66.0
     c = confirm.sinewave_exit_check(runs + [stuck], S=S, lo=2_500, hi=10_000)
-    assert c.plan == [5_100, 5_700, 6_000, 6_600, 300] and c.first == ["seed 4"]
+    assert c.plan == [5_100, 5_700, 6_000, 6_600, 300] and c.first == [("", 4)]
     assert c.plateau == [5_100, 5_700, 6_000, 6_600, None]
     assert (c.readings["P1.1"].outcome, c.readings["P1.2"].outcome) == ("yes", "yes")   # the stuck run not judged
     plan = confirm.sinewave_rows(runs + [stuck], sgd=18.5, adam=5.1, S=S, lo=2_500, hi=10_000)
     assert plan[1].holds == "partly"                                 # the stuck run judged, with no spike after 300
-    assert "; post hoc check, deciding nothing: for seed 4 the plan's exit is the first validation" in plan[0].evidence
-    assert plan[0].evidence.endswith("the test would say yes") and plan[1].evidence.endswith("the test would say yes")
-    assert c.summary().startswith("for seed 4 the plan's exit") and "P1.2's test would say yes (" in c.summary()
+    assert " [post hoc check, deciding nothing: measured from the plateau's own level" in plan[0].evidence
+    assert "(the first validation after step 0 for seed 4): P1.1's test would still say yes (" in plan[0].evidence
+    assert "P1.2's test would say yes (" in plan[1].evidence and plan[1].evidence.endswith(")]")   # the plan's: partly
+    assert c.summary().startswith("post hoc, deciding nothing: measured from the plateau's own level")
+    assert "P1.2's test would say yes (" in c.summary()
     quiet = confirm.sinewave_rows(runs, sgd=18.5, adam=5.1, S=S, lo=2_500, hi=10_000)[0].evidence
-    assert "post hoc check, deciding nothing: from the plateau's own level" in quiet and "first validation" not in quiet
+    assert "[post hoc check, deciding nothing: measured from" in quiet and "step 0 for" not in quiet
 
 
 def test_the_grid_exit_check_reads_p2_3_p2_10_p2_16_from_the_plateau_level():
@@ -91,7 +93,7 @@ def test_the_grid_exit_check_reads_p2_3_p2_10_p2_16_from_the_plateau_level():
     assert check.plan.count(600) == 20 and 600 not in check.plateau        # every BN run "exits" at 600
     rows = {v.claim.split(":")[0]: v for v in confirm.grid_rows(cells, sgd=141.0, adam=10.0, S=S)}
     assert rows["P2.3"].test_outcome == "yes" and check.readings["P2.3"].outcome == "no"
-    assert rows["P2.3"].evidence.endswith("the test would say no")
+    assert "P2.3's test would say no (" in rows["P2.3"].evidence and "P2.10's test would still say yes" in check.summary()
     assert all("post hoc check, deciding nothing" in rows[p].evidence for p in ("P2.3", "P2.10", "P2.16"))
     assert all("post hoc check" not in v.evidence for k, v in rows.items() if k not in ("P2.3", "P2.10", "P2.16"))
 
@@ -118,7 +120,7 @@ def test_policy_rule_2_reads_p1_6_and_p1_7_at_theta_0_and_marks_amendment_a4_whe
                                  at_step_0=at_0)
     p16, p17 = rows[5:7]
     assert (p16.holds, p16.post_hoc) == ("yes", "") and "θ₀" in p16.test
-    assert p16.evidence.endswith("at θ₀: every function beyond chance, signs agreeing: 0 of 5 judged runs (5 run); "
+    assert p16.evidence.endswith("at θ₀: every function beyond chance, signs agreeing: 0 of 5 judged runs (of 5); "
                                  "sign test p = 1")
     assert (p17.holds, p17.test_outcome, p17.post_hoc) == ("trivial", "yes", prereg.AMENDMENT_A4)
     # a reading that ranked a non-finite value last marks its row, whatever rule 2 says
