@@ -55,10 +55,14 @@ def untrained(x: RunQuantities) -> RunQuantities:
     return dataclasses.replace(x, exit=None, final=x.start, speed=float(np.log(x.start)), instability=0.0)
 
 
+def _curve(run) -> tuple[np.ndarray, np.ndarray]:
+    """A stored run's validation steps ``(V,)`` and losses ``(V,)``, NaN as +inf (the plan's worst)."""
+    return np.asarray(run.validation["step"]), nan_as_worst(run.validation["val_loss"])
+
+
 def quantities(run, S: int) -> RunQuantities:
     """``RunQuantities`` of a stored run, judged against ``S`` (the plan's outer steps)."""
-    v = run.validation
-    steps, losses = np.asarray(v["step"]), nan_as_worst(v["val_loss"])
+    steps, losses = _curve(run)
     return RunQuantities(run.config.seed, plateau_exit(steps, losses, int(WINDOW * S)), final_level(steps, losses, S),
                          log_mean_loss(losses), spike_fraction(losses), float(losses[0]), S)
 
@@ -285,16 +289,12 @@ def exit_check(runs: list, S: int, tests: dict, cells: list[str], plan: list | N
     """``ExitCheck`` of ``runs`` (in the cells named ``cells``, "" for none) for ``tests`` ({row
     id: the row's test as a function of the runs' exits}); ``plan``: the plan's exits, if already
     measured."""
-    plan = [] if plan is None else list(plan)
-    plateau, first = [], []
-    for i, r in enumerate(runs):
-        v = r.validation
-        steps, losses = np.asarray(v["step"]), nan_as_worst(v["val_loss"])
-        if len(plan) <= i:
-            plan.append(plateau_exit(steps, losses, int(WINDOW * S)))
-        plateau.append(plateau_exit(steps, losses, int(WINDOW * S), level=plateau_level(losses)))
-        if len(steps) > 1 and plan[i] == int(steps[1]):
-            first.append((cells[i], r.config.seed))
+    curves = [_curve(r) for r in runs]
+    w = int(WINDOW * S)
+    plan = [plateau_exit(steps, losses, w) for steps, losses in curves] if plan is None else list(plan)
+    plateau = [plateau_exit(steps, losses, w, level=plateau_level(losses)) for steps, losses in curves]
+    first = [(cell, r.config.seed) for cell, r, (steps, _), e in zip(cells, runs, curves, plan)
+             if len(steps) > 1 and e == int(steps[1])]
     return ExitCheck(plan, plateau, first, {pid: test(plateau) for pid, test in tests.items()},
                      {pid: test(plan) for pid, test in tests.items()})
 
